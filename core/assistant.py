@@ -1,0 +1,284 @@
+"""The assistant: one received message in, one reply out, and everything learned along the way."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from core.background import BackgroundWork, KeyedLocks, retrying
+from core.context import ContextLimits, build_prompt, clean_text, truncate
+from core.events import MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, Reply
+from core.feedback import DEFAULT_EMOJI_SCORES, normalise_emoji, polarity, score_for
+from core.insights import build_insights
+from core.learning import describe_style, extract_topics, interests_for, patterns_of, update_profile
+from core.llm import ClaudeError
+from core.ports import (
+    Embedder,
+    InteractionRecord,
+    LanguageModel,
+    LongTermMemory,
+    Memory,
+    MemoryHit,
+    Pattern,
+    Profile,
+    Records,
+    ShortTermMemory,
+    Telemetry,
+    Turn,
+)
+from core.privacy import recallable_scopes, scope_of
+
+__all__ = ["Assistant", "AssistantSettings", "NullTelemetry"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ASSISTANT_NAME = "Rapport"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssistantSettings:
+    limits: ContextLimits = field(default_factory=ContextLimits)
+    emoji_scores: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_EMOJI_SCORES))
+    patterns_in_context: int = 5
+    apology: str = (
+        "Sorry, I can't reach my language model right now. I've kept your message; please try again in a minute."
+    )
+    empty_reply: str = "I can only read text. Send me a few words and I'll gladly answer."
+
+
+class NullTelemetry:
+    """Telemetry that goes nowhere, for tools and tests that do not watch."""
+
+    def message_handled(self, platform: str, outcome: str, seconds: float) -> None: ...
+
+    def context_built(self, seconds: float) -> None: ...
+
+    def claude_called(self, seconds: float, input_tokens: int, output_tokens: int) -> None: ...
+
+    def feedback_recorded(self, polarity: str) -> None: ...
+
+    def error(self, kind: str) -> None: ...
+
+
+class Assistant:
+    def __init__(
+        self,
+        *,
+        llm: LanguageModel,
+        records: Records,
+        short_term: ShortTermMemory,
+        long_term: LongTermMemory,
+        embedder: Embedder,
+        telemetry: Telemetry | None = None,
+        settings: AssistantSettings | None = None,
+    ) -> None:
+        self._llm = llm
+        self._records = records
+        self._short_term = short_term
+        self._long_term = long_term
+        self._embedder = embedder
+        self._telemetry = telemetry or NullTelemetry()
+        self._settings = settings or AssistantSettings()
+        self._background = BackgroundWork()
+        self._locks = KeyedLocks()
+
+    @property
+    def pending(self) -> int:
+        """Storing and learning still running behind replies already sent."""
+        return self._background.pending
+
+    async def handle(
+        self, event: MessageReceived, *, on_text: Callable[[str], Awaitable[None]] | None = None
+    ) -> Reply:
+        """Answer one message. One person's messages are answered one at a time, in arrival order."""
+        async with self._locks(event.user.key):
+            return await self._handle(event, on_text)
+
+    async def _handle(self, event: MessageReceived, on_text: Callable[[str], Awaitable[None]] | None) -> Reply:
+        started = time.perf_counter()
+        user_key = event.user.key
+        interaction_id = uuid.uuid4().hex
+        text = truncate(clean_text(event.text), self._settings.limits.max_input_chars)
+        if not text:
+            self._telemetry.message_handled(event.user.platform, "empty", time.perf_counter() - started)
+            return Reply(text=self._settings.empty_reply, interaction_id=interaction_id, user_key=user_key, ok=False)
+
+        embedding, prompt = await self._assemble(event, text)
+        self._telemetry.context_built(time.perf_counter() - started)
+
+        asked = time.perf_counter()
+        try:
+            completion = await self._llm.complete(prompt, on_text=on_text)
+            reply_text, ok, error = completion.text.strip() or "…", True, None
+            self._telemetry.claude_called(
+                time.perf_counter() - asked, completion.input_tokens, completion.output_tokens
+            )
+        except ClaudeError as exc:
+            log.warning("Claude failed for %s: %s", user_key, exc)
+            completion, reply_text, ok, error = None, self._settings.apology, False, exc.kind
+            self._telemetry.error(f"claude_{exc.kind}")
+        except Exception as exc:  # noqa: BLE001 - a broken model call must still leave the person an answer
+            log.exception("Claude call failed unexpectedly for %s", user_key)
+            completion, reply_text, ok, error = None, self._settings.apology, False, type(exc).__name__
+            self._telemetry.error("claude_unexpected")
+
+        now = time.time()
+        turns = [Turn(role="user", author=event.author_name, text=text, user_key=user_key,
+                      interaction_id=interaction_id, at=now)]
+        if ok:
+            turns.append(Turn(role="assistant", author=ASSISTANT_NAME, text=reply_text, user_key=user_key,
+                              interaction_id=interaction_id, at=now))
+        await self._safely("short-term append", self._short_term.append(event.conversation_key, turns), None)
+
+        record = InteractionRecord(
+            id=interaction_id,
+            user_key=user_key,
+            platform=event.user.platform,
+            conversation_id=event.conversation_id,
+            thread_id=event.thread_id,
+            private=event.private,
+            user_text=text,
+            reply_text=reply_text if ok else "",
+            topics=tuple(extract_topics(text)),
+            ok=ok,
+            error=error,
+            model=completion.model if completion else self._llm.model,
+            input_tokens=completion.input_tokens if completion else 0,
+            output_tokens=completion.output_tokens if completion else 0,
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            created_at=event.sent_at,
+        )
+        self._background.spawn(user_key, self._remember(event, record, embedding), name=f"remember-{interaction_id}")
+        self._telemetry.message_handled(
+            event.user.platform, "answered" if ok else "failed", time.perf_counter() - started
+        )
+        return Reply(text=reply_text, interaction_id=interaction_id, user_key=user_key, ok=ok)
+
+    async def _assemble(self, event: MessageReceived, text: str) -> tuple[list[float] | None, Any]:
+        """Gather context concurrently; a store that fails costs its part of the context, not the reply."""
+        user_key = event.user.key
+        limits = self._settings.limits
+        scopes = recallable_scopes(event.private)
+
+        async def recall() -> tuple[list[float] | None, list[MemoryHit]]:
+            [embedding] = await self._embedder.embed([text])
+            hits = await self._long_term.search(user_key, embedding, scopes=scopes, limit=limits.memory_results * 2)
+            return embedding, hits
+
+        (embedding, hits), history, profile, patterns = await asyncio.gather(
+            self._safely("memory recall", recall(), (None, [])),
+            self._safely("short-term read", self._short_term.recent(event.conversation_key, limits.history_turns), []),
+            self._safely("profile read", self._records.get_profile(user_key), None),
+            self._safely(
+                "pattern read",
+                self._records.top_patterns(user_key, scopes=scopes, limit=self._settings.patterns_in_context),
+                [],
+            ),
+        )
+        in_history = {turn.interaction_id for turn in history}
+        memories = [hit for hit in hits if hit.memory.id not in in_history][: limits.memory_results]
+        profile = profile or Profile(user_key=user_key)
+        prompt = build_prompt(
+            event,
+            text,
+            history=history,
+            memories=memories,
+            interests=interests_for(profile, scopes),
+            style=describe_style(profile.style),
+            patterns=patterns,
+            limits=limits,
+        )
+        return embedding, prompt
+
+    async def _safely(self, what: str, work: Awaitable[T], default: T) -> T:
+        try:
+            return await work
+        except Exception:  # noqa: BLE001 - reported, and the reply goes on without this part
+            log.exception("%s failed; answering without it", what)
+            self._telemetry.error("storage")
+            return default
+
+    async def _remember(self, event: MessageReceived, record: InteractionRecord, embedding: list[float] | None) -> None:
+        """Store the exchange and learn from it; retried, so a passing store failure loses nothing."""
+        user_key = record.user_key
+        scope = scope_of(event.private)
+        await retrying("storing interaction", lambda: self._records.save_interaction(record))
+        memory = Memory(
+            id=record.id,
+            user_key=user_key,
+            text=record.user_text,
+            scope=scope,
+            conversation_id=event.conversation_key,
+            created_at=record.created_at,
+            speaker=event.author_name,
+            reply=record.reply_text,
+        )
+
+        async def add_memory() -> None:
+            vector = embedding if embedding is not None else (await self._embedder.embed([record.user_text]))[0]
+            await self._long_term.add([memory], [vector])
+
+        await retrying("storing memory", add_memory)
+
+        async def learn() -> None:
+            profile = await self._records.get_profile(user_key) or Profile(user_key=user_key)
+            update_profile(profile, text=record.user_text, topics=record.topics, scope=scope,
+                           display_name=event.display_name)
+            await self._records.save_profile(profile)
+            patterns = patterns_of(text=record.user_text, topics=record.topics, when=record.created_at)
+            await self._records.bump_patterns(user_key, scope, patterns)
+
+        await retrying("learning", learn)
+
+    async def delivered(self, reply: Reply, refs: Sequence[MessageRef]) -> None:
+        """Note where a reply was posted, so that reactions on it can be traced back to its interaction."""
+        if refs:
+            await self._safely(
+                "reply link", self._records.link_reply(reply.interaction_id, reply.user_key, refs), None
+            )
+
+    async def reaction_added(self, event: ReactionAdded) -> bool:
+        """The asker's reaction on Rapport's reply sets that interaction's satisfaction; True if it counted."""
+        score = score_for(event.emoji, self._settings.emoji_scores)
+        link = await self._records.find_reply(event.message)
+        if score is None or link is None or link.user_key != event.actor.key:
+            return False
+        await self._records.set_feedback(link.interaction_id, link.user_key, normalise_emoji(event.emoji), score)
+        self._telemetry.feedback_recorded(polarity(score))
+        return True
+
+    async def reaction_removed(self, event: ReactionRemoved) -> bool:
+        """Taking the reaction back undoes its feedback."""
+        link = await self._records.find_reply(event.message)
+        if link is None or link.user_key != event.actor.key:
+            return False
+        return await self._records.clear_feedback(link.interaction_id, normalise_emoji(event.emoji))
+
+    async def insights(self, user_key: str) -> dict[str, Any] | None:
+        """What Rapport knows about a person, or None for someone it has never met."""
+        await self._background.settle(user_key)
+        profile = await self._records.get_profile(user_key)
+        if profile is None and not await self._records.has_user(user_key):
+            return None
+        patterns: list[Pattern] = await self._records.top_patterns(user_key, scopes=("private", "shared"), limit=10)
+        stats = await self._records.stats(user_key)
+        return build_insights(profile or Profile(user_key=user_key), patterns, stats)
+
+    async def forget(self, user_key: str) -> None:
+        """Delete everything stored about a person, in every store, after their pending work lands."""
+        async with self._locks(user_key):
+            await self._background.settle(user_key)
+            await self._records.forget_user(user_key)
+            await self._long_term.forget_user(user_key)
+            await self._short_term.forget_user(user_key)
+        log.info("forgot everything about %s", user_key)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait for storing and learning behind replies already sent; False if time ran out."""
+        return await self._background.drain(timeout)

@@ -1,0 +1,110 @@
+"""Neutral events: what adapters hand the core, with no platform object and no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "ChainMessage",
+    "MessageReceived",
+    "MessageRef",
+    "ReactionAdded",
+    "ReactionRemoved",
+    "Reply",
+    "UserRef",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserRef:
+    """A person on one platform; `scope` is the Slack team (empty elsewhere)."""
+
+    platform: str
+    user_id: str
+    scope: str = ""
+
+    @property
+    def key(self) -> str:
+        """The stable identity used by every store: `discord:<id>`, `slack:<team>:<id>`, `console:<name>`."""
+        if self.scope:
+            return f"{self.platform}:{self.scope}:{self.user_id}"
+        return f"{self.platform}:{self.user_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageRef:
+    """A message on a platform: a Discord snowflake or a Slack `ts` within its channel."""
+
+    platform: str
+    channel_id: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainMessage:
+    """A message of the reply chain the adapter can already see."""
+
+    author: str
+    text: str
+    from_assistant: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageReceived:
+    """A person wrote to Rapport.
+
+    `private` is true for a DM (or the console): what is said there is never used in a shared channel.
+    """
+
+    user: UserRef
+    text: str
+    conversation_id: str
+    private: bool
+    display_name: str = ""
+    thread_id: str | None = None
+    message: MessageRef | None = None
+    sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    reply_chain: tuple[ChainMessage, ...] = ()
+    raw: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def conversation_key(self) -> str:
+        """Where the short-term memory of this exchange lives: platform, channel and thread."""
+        base = f"{self.user.platform}:{self.user.scope}:{self.conversation_id}"
+        return f"{base}:{self.thread_id}" if self.thread_id else base
+
+    @property
+    def author_name(self) -> str:
+        """The name shown to Claude for this person."""
+        return self.display_name or self.user.user_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReactionAdded:
+    """`actor` put `emoji` (normalised by the adapter, e.g. "👍") on `message`."""
+
+    actor: UserRef
+    message: MessageRef
+    emoji: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReactionRemoved:
+    """`actor` took `emoji` off `message`."""
+
+    actor: UserRef
+    message: MessageRef
+    emoji: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """What the core answers; adapters report where they posted it through `Assistant.delivered`."""
+
+    text: str
+    interaction_id: str
+    user_key: str
+    ok: bool = True

@@ -1,0 +1,106 @@
+"""Claude through the official SDK: one AsyncAnthropic client per process, errors sorted into kinds."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anthropic
+
+from core.ports import Completion, Prompt
+
+__all__ = ["DEFAULT_MODEL", "Claude", "ClaudeError", "ClaudeSettings", "error_kind"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "claude-sonnet-5-5"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaudeSettings:
+    api_key: str
+    base_url: str | None = None
+    model: str = DEFAULT_MODEL
+    max_tokens: int = 1024
+    temperature: float | None = None
+    timeout: float = 60.0
+    max_retries: int = 2
+
+
+class ClaudeError(Exception):
+    """Claude did not answer, after the SDK's own retries; `kind` says why in one word."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+def error_kind(exc: BaseException) -> str:
+    """A short, log- and metric-friendly name for an SDK failure."""
+    if isinstance(exc, anthropic.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, anthropic.APIConnectionError):
+        return "connection"
+    if isinstance(exc, anthropic.RateLimitError):
+        return "rate_limited"
+    if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
+        return "auth"
+    if isinstance(exc, anthropic.APIStatusError):
+        if exc.status_code == 529:
+            return "overloaded"
+        if exc.status_code >= 500:
+            return "server_error"
+        return "bad_request"
+    return "unexpected"
+
+
+class Claude:
+    """The LanguageModel port backed by the Messages API."""
+
+    def __init__(self, settings: ClaudeSettings) -> None:
+        self.model = settings.model
+        self._settings = settings
+        self._client = anthropic.AsyncAnthropic(
+            api_key=settings.api_key,
+            base_url=settings.base_url,
+            timeout=settings.timeout,
+            max_retries=settings.max_retries,
+        )
+
+    async def complete(
+        self, prompt: Prompt, *, on_text: Callable[[str], Awaitable[None]] | None = None
+    ) -> Completion:
+        """Ask Claude; with `on_text`, stream and hand over the text so far as it grows."""
+        request: dict[str, object] = {
+            "model": self.model,
+            "max_tokens": self._settings.max_tokens,
+            "system": prompt.system,
+            "messages": list(prompt.messages),
+        }
+        if self._settings.temperature is not None:
+            # The installed SDK no longer types `temperature`; extra_body is its escape hatch for such fields.
+            request["extra_body"] = {"temperature": self._settings.temperature}
+        try:
+            if on_text is None:
+                message = await self._client.messages.create(**request)  # type: ignore[call-overload]
+            else:
+                async with self._client.messages.stream(**request) as stream:  # type: ignore[arg-type]
+                    so_far = ""
+                    async for chunk in stream.text_stream:
+                        so_far += chunk
+                        await on_text(so_far)
+                    message = await stream.get_final_message()
+        except anthropic.APIError as exc:
+            raise ClaudeError(error_kind(exc), str(exc)) from exc
+        text = "".join(block.text for block in message.content if block.type == "text")
+        return Completion(
+            text=text,
+            model=message.model,
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
+            stop_reason=message.stop_reason,
+        )
+
+    async def close(self) -> None:
+        await self._client.close()

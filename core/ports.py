@@ -1,0 +1,245 @@
+"""What the core needs from the outside world, as small Protocols that storage (or a test) implements."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+from core.events import MessageRef
+
+__all__ = [
+    "Completion",
+    "Embedder",
+    "FeedbackStore",
+    "InteractionRecord",
+    "InteractionStats",
+    "InteractionStore",
+    "LanguageModel",
+    "LongTermMemory",
+    "Memory",
+    "MemoryHit",
+    "Pattern",
+    "PatternStore",
+    "Profile",
+    "ProfileStore",
+    "Prompt",
+    "Records",
+    "ReplyLink",
+    "Scope",
+    "ShortTermMemory",
+    "Telemetry",
+    "Turn",
+]
+
+Scope = Literal["private", "shared"]
+
+
+# --- records -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Turn:
+    """One side of an exchange in a conversation's short-term memory.
+
+    `user_key` is the person the exchange belongs to (for the assistant's turns too), so that forgetting a
+    person removes both what they said and what Rapport answered them.
+    """
+
+    role: Literal["user", "assistant"]
+    author: str
+    text: str
+    user_key: str
+    interaction_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Memory:
+    """A long-term memory: what a person said, with what Rapport answered, its scope and its time."""
+
+    id: str
+    user_key: str
+    text: str
+    scope: Scope
+    conversation_id: str
+    created_at: datetime
+    speaker: str = ""
+    reply: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryHit:
+    memory: Memory
+    score: float
+
+
+@dataclass(slots=True, kw_only=True)
+class Profile:
+    """What Rapport has learned about a person.
+
+    `interests` counts topics per scope ({"python": {"shared": 2, "private": 1}}) so that a shared-channel
+    prompt only sees interests the person showed where everyone could read them.
+    """
+
+    user_key: str
+    display_name: str = ""
+    interests: dict[str, dict[str, int]] = field(default_factory=dict)
+    style: dict[str, float] = field(default_factory=dict)
+    message_count: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pattern:
+    kind: str
+    value: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InteractionRecord:
+    id: str
+    user_key: str
+    platform: str
+    conversation_id: str
+    thread_id: str | None
+    private: bool
+    user_text: str
+    reply_text: str
+    topics: tuple[str, ...]
+    ok: bool
+    error: str | None
+    model: str
+    input_tokens: int
+    output_tokens: int
+    latency_ms: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyLink:
+    """Which interaction (and whose) a delivered reply message belongs to."""
+
+    interaction_id: str
+    user_key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InteractionStats:
+    total_interactions: int
+    average_satisfaction: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prompt:
+    """A request ready for Claude: the system text and alternating user/assistant messages."""
+
+    system: str
+    messages: tuple[dict[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completion:
+    text: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    stop_reason: str | None = None
+
+
+# --- ports ---------------------------------------------------------------------------------------
+
+
+class ShortTermMemory(Protocol):
+    """The recent turns of each conversation, bounded and expiring."""
+
+    async def recent(self, conversation_key: str, limit: int) -> list[Turn]: ...
+
+    async def append(self, conversation_key: str, turns: Sequence[Turn]) -> None: ...
+
+    async def forget_user(self, user_key: str) -> None: ...
+
+    async def ping(self) -> None: ...
+
+
+class LongTermMemory(Protocol):
+    """Vector memory of every person in one store; callers always pass their own embeddings."""
+
+    async def add(self, memories: Sequence[Memory], embeddings: Sequence[Sequence[float]]) -> None: ...
+
+    async def search(
+        self, user_key: str, embedding: Sequence[float], *, scopes: Sequence[Scope], limit: int
+    ) -> list[MemoryHit]: ...
+
+    async def count(self, user_key: str) -> int: ...
+
+    async def forget_user(self, user_key: str) -> None: ...
+
+    async def ping(self) -> None: ...
+
+
+class Embedder(Protocol):
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+class ProfileStore(Protocol):
+    async def get_profile(self, user_key: str) -> Profile | None: ...
+
+    async def save_profile(self, profile: Profile) -> None: ...
+
+
+class InteractionStore(Protocol):
+    async def save_interaction(self, record: InteractionRecord) -> None: ...
+
+    async def link_reply(self, interaction_id: str, user_key: str, refs: Sequence[MessageRef]) -> None: ...
+
+    async def find_reply(self, ref: MessageRef) -> ReplyLink | None: ...
+
+    async def stats(self, user_key: str) -> InteractionStats: ...
+
+
+class PatternStore(Protocol):
+    async def bump_patterns(self, user_key: str, scope: Scope, patterns: Sequence[tuple[str, str]]) -> None: ...
+
+    async def top_patterns(self, user_key: str, *, scopes: Sequence[Scope], limit: int) -> list[Pattern]: ...
+
+
+class FeedbackStore(Protocol):
+    async def set_feedback(self, interaction_id: str, user_key: str, emoji: str, score: float) -> None: ...
+
+    async def clear_feedback(self, interaction_id: str, emoji: str) -> bool: ...
+
+
+class Records(ProfileStore, InteractionStore, PatternStore, FeedbackStore, Protocol):
+    """The relational store: profiles, interactions, patterns and feedback, plus the person-wide chores."""
+
+    async def forget_user(self, user_key: str) -> None: ...
+
+    async def has_user(self, user_key: str) -> bool: ...
+
+    async def ping(self) -> None: ...
+
+
+class LanguageModel(Protocol):
+    """Claude, or anything that answers a Prompt the same way."""
+
+    model: str
+
+    async def complete(
+        self, prompt: Prompt, *, on_text: Callable[[str], Awaitable[None]] | None = None
+    ) -> Completion: ...
+
+
+class Telemetry(Protocol):
+    """Where the core reports what it did; `bot/` backs it with Prometheus."""
+
+    def message_handled(self, platform: str, outcome: str, seconds: float) -> None: ...
+
+    def context_built(self, seconds: float) -> None: ...
+
+    def claude_called(self, seconds: float, input_tokens: int, output_tokens: int) -> None: ...
+
+    def feedback_recorded(self, polarity: str) -> None: ...
+
+    def error(self, kind: str) -> None: ...
