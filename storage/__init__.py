@@ -1,0 +1,1 @@
+"""Storage: the tortoise models and the implementations of the core's ports."""

@@ -1,0 +1,100 @@
+"""The relational database: tortoise configuration, migrations, and the connection's lifetime."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from tortoise import Tortoise
+from tortoise.context import TortoiseContext
+from tortoise.migrations.api import migrate as run_migrations
+
+__all__ = ["DEFAULT_DATABASE_URL", "TORTOISE_ORM", "Database", "tortoise_config"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATABASE_URL = "sqlite://data/rapport.sqlite3"
+APP = "rapport"
+
+
+def _dialect(url: str) -> str:
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme in ("postgres", "postgresql", "asyncpg"):
+        return "postgres"
+    raise ValueError(f"unsupported database URL scheme {scheme!r} (use postgres:// or sqlite://)")
+
+
+def tortoise_config(url: str) -> dict[str, Any]:
+    """Tortoise's config for one database URL.
+
+    The connection is named after its dialect: tortoise caches compiled SQL by connection name, so a
+    process (the test suite) that opens SQLite and then PostgreSQL must not reuse one name for both.
+    """
+    dialect = _dialect(url)
+    return {
+        "connections": {dialect: url},
+        "apps": {
+            APP: {
+                "models": ["storage.models"],
+                "migrations": "storage.migrations",
+                "default_connection": dialect,
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+# For tortoise's own CLI (`tortoise makemigrations`), configured in pyproject.toml.
+TORTOISE_ORM = tortoise_config(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    if _dialect(url) == "sqlite":
+        path = url.split("://", 1)[1].split("?", 1)[0]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+class Database:
+    """Owns the tortoise context for the process.
+
+    Tortoise keeps its state in a context variable, which tasks created before `open` cannot see; the global
+    fallback makes the one database of the process visible to every task (aiohttp handlers, adapters).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect = _dialect(url)
+        self._context: TortoiseContext | None = None
+
+    async def migrate(self) -> None:
+        """Apply every committed migration that the database has not seen yet."""
+        _ensure_sqlite_dir(self.url)
+        async with TortoiseContext():
+            await run_migrations(config=tortoise_config(self.url))
+        log.info("database migrations applied (%s)", self.dialect)
+
+    async def open(self, *, migrate: bool = True) -> None:
+        if migrate:
+            await self.migrate()
+        _ensure_sqlite_dir(self.url)
+        self._context = await Tortoise.init(config=tortoise_config(self.url), _enable_global_fallback=True)
+
+    async def ping(self) -> None:
+        if self._context is None:
+            raise RuntimeError("database is not open")
+        await self._context.db().execute_query("SELECT 1")
+
+    async def close(self) -> None:
+        if self._context is not None:
+            context, self._context = self._context, None
+            await context.close_connections()
+            try:
+                context.__exit__(None, None, None)
+            except ValueError:  # closed from another task than the one that opened it: nothing to reset
+                pass

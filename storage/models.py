@@ -1,0 +1,88 @@
+"""Tortoise models. Every schema change goes through `tortoise makemigrations` into storage/migrations."""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.models import Model
+
+__all__ = ["Feedback", "Interaction", "LearnedPattern", "ReplyMessage", "UserProfile"]
+
+
+class UserProfile(Model):
+    user_key = fields.CharField(max_length=191, primary_key=True)
+    platform = fields.CharField(max_length=32)
+    display_name = fields.CharField(max_length=191, default="")
+    interests = fields.JSONField(default=dict)
+    style = fields.JSONField(default=dict)
+    message_count = fields.IntField(default=0)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "user_profile"
+
+
+class Interaction(Model):
+    id = fields.CharField(max_length=32, primary_key=True)
+    user_key = fields.CharField(max_length=191, db_index=True)
+    platform = fields.CharField(max_length=32)
+    conversation_id = fields.CharField(max_length=191)
+    thread_id = fields.CharField(max_length=191, null=True)
+    private = fields.BooleanField()
+    user_text = fields.TextField()
+    reply_text = fields.TextField()
+    topics = fields.JSONField(default=list)
+    ok = fields.BooleanField(default=True)
+    error = fields.CharField(max_length=64, null=True)
+    model = fields.CharField(max_length=64)
+    input_tokens = fields.IntField(default=0)
+    output_tokens = fields.IntField(default=0)
+    latency_ms = fields.IntField(default=0)
+    created_at = fields.DatetimeField()
+
+    class Meta:
+        table = "interaction"
+
+
+# A platform message that carries (part of) a reply: reactions find their interaction through it.
+# (A comment, not a docstring: tortoise turns docstrings into table comments, and its SQLite schema editor
+# splits statements at semicolons.)
+class ReplyMessage(Model):
+
+    id = fields.IntField(primary_key=True)
+    platform = fields.CharField(max_length=32)
+    channel_id = fields.CharField(max_length=191)
+    message_id = fields.CharField(max_length=191)
+    interaction_id = fields.CharField(max_length=32, db_index=True)
+    user_key = fields.CharField(max_length=191, db_index=True)
+
+    class Meta:
+        table = "reply_message"
+        unique_together = (("platform", "channel_id", "message_id"),)
+
+
+class Feedback(Model):
+    id = fields.IntField(primary_key=True)
+    interaction_id = fields.CharField(max_length=32)
+    user_key = fields.CharField(max_length=191, db_index=True)
+    emoji = fields.CharField(max_length=64)
+    score = fields.FloatField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "feedback"
+        unique_together = (("interaction_id", "emoji"),)
+
+
+class LearnedPattern(Model):
+    id = fields.IntField(primary_key=True)
+    user_key = fields.CharField(max_length=191)
+    kind = fields.CharField(max_length=32)
+    value = fields.CharField(max_length=128)
+    scope = fields.CharField(max_length=8)
+    count = fields.IntField(default=0)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "learned_pattern"
+        unique_together = (("user_key", "kind", "value", "scope"),)

@@ -1,0 +1,112 @@
+"""Short-term memory: the recent turns of each conversation, in Redis or in this process."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from redis.asyncio import Redis
+
+from core.ports import Turn
+
+__all__ = ["InProcessShortTerm", "RedisShortTerm"]
+
+
+def _dump(turn: Turn) -> str:
+    return json.dumps(asdict(turn), ensure_ascii=False)
+
+
+def _load(raw: str | bytes) -> Turn:
+    return Turn(**json.loads(raw))
+
+
+class InProcessShortTerm:
+    """For one process on the embedded defaults: bounded per conversation, expiring, and LRU-capped overall."""
+
+    def __init__(self, *, max_turns: int = 40, ttl_seconds: float = 86_400, max_conversations: int = 10_000) -> None:
+        self._max_turns = max_turns
+        self._ttl = ttl_seconds
+        self._max_conversations = max_conversations
+        self._conversations: OrderedDict[str, tuple[float, deque[Turn]]] = OrderedDict()
+
+    async def ping(self) -> None:
+        return None
+
+    async def recent(self, conversation_key: str, limit: int) -> list[Turn]:
+        entry = self._conversations.get(conversation_key)
+        if entry is None:
+            return []
+        touched, turns = entry
+        if time.monotonic() - touched > self._ttl:
+            del self._conversations[conversation_key]
+            return []
+        return list(turns)[-limit:] if limit > 0 else []
+
+    async def append(self, conversation_key: str, turns: Sequence[Turn]) -> None:
+        entry = self._conversations.pop(conversation_key, None)
+        stored = entry[1] if entry and time.monotonic() - entry[0] <= self._ttl else deque(maxlen=self._max_turns)
+        stored.extend(turns)
+        self._conversations[conversation_key] = (time.monotonic(), stored)
+        while len(self._conversations) > self._max_conversations:
+            self._conversations.popitem(last=False)
+
+    async def forget_user(self, user_key: str) -> None:
+        for key, (touched, turns) in list(self._conversations.items()):
+            kept = deque((t for t in turns if t.user_key != user_key), maxlen=self._max_turns)
+            if kept:
+                self._conversations[key] = (touched, kept)
+            else:
+                del self._conversations[key]
+
+
+class RedisShortTerm:
+    """Shared by every replica: a capped list per conversation and, per person, the conversations they are in."""
+
+    def __init__(
+        self, redis: Redis, *, prefix: str = "rapport", max_turns: int = 40, ttl_seconds: int = 86_400
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._max_turns = max_turns
+        self._ttl = ttl_seconds
+
+    def _conversation(self, conversation_key: str) -> str:
+        return f"{self._prefix}:st:conv:{conversation_key}"
+
+    def _person(self, user_key: str) -> str:
+        return f"{self._prefix}:st:user:{user_key}"
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def recent(self, conversation_key: str, limit: int) -> list[Turn]:
+        if limit <= 0:
+            return []
+        raw = await self._redis.lrange(self._conversation(conversation_key), -limit, -1)
+        return [_load(item) for item in raw]
+
+    async def append(self, conversation_key: str, turns: Sequence[Turn]) -> None:
+        if not turns:
+            return
+        key = self._conversation(conversation_key)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, *(_dump(turn) for turn in turns))
+            pipe.ltrim(key, -self._max_turns, -1)
+            pipe.expire(key, self._ttl)
+            for user_key in {turn.user_key for turn in turns}:
+                pipe.sadd(self._person(user_key), conversation_key)
+                pipe.expire(self._person(user_key), self._ttl)
+            await pipe.execute()
+
+    async def forget_user(self, user_key: str) -> None:
+        person = self._person(user_key)
+        for conversation_key in await self._redis.smembers(person):
+            name = conversation_key.decode() if isinstance(conversation_key, bytes) else conversation_key
+            key = self._conversation(name)
+            for raw in await self._redis.lrange(key, 0, -1):
+                if _load(raw).user_key == user_key:
+                    await self._redis.lrem(key, 0, raw)
+        await self._redis.delete(person)
