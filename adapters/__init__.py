@@ -1,0 +1,1 @@
+"""Adapters: platform payloads in, neutral events to the core, replies back in each platform's idiom."""

@@ -1,0 +1,1 @@
+"""The process: configuration, wiring, lifecycle, HTTP and the command line."""

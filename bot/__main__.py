@@ -1,0 +1,79 @@
+"""`python -m bot` runs the worker; `chat` talks in the terminal; `migrate` applies database migrations."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.logs import configure_logging
+
+log = logging.getLogger("bot")
+
+
+def _secrets(settings: Settings) -> list[str]:
+    values = [
+        settings.anthropic_api_key,
+        settings.discord_token,
+        settings.slack_bot_token,
+        settings.slack_app_token,
+        settings.slack_signing_secret,
+        settings.insights_token,
+    ]
+    return [v.get_secret_value() for v in values if v is not None]
+
+
+async def _chat(settings: Settings, user: str) -> int:
+    from adapters.console import ConsoleAdapter
+    from bot.wiring import build_services
+
+    settings.require_claude()
+    services = await build_services(settings)
+    try:
+        await ConsoleAdapter(services.assistant, user=user).run()
+    finally:
+        await services.assistant.drain(settings.shutdown_timeout)
+        await services.close()
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    from storage.database import Database
+
+    await Database(settings.database_url).migrate()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Rapport, the assistant that knows you.")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="run the worker (the default)")
+    chat = commands.add_parser("chat", help="talk to Rapport in this terminal")
+    chat.add_argument("--user", default="you", help="who you are (the user key becomes console:NAME)")
+    commands.add_parser("migrate", help="apply database migrations and exit")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+        quiet = args.command == "chat" and settings.log_level == "INFO"
+        configure_logging("WARNING" if quiet else settings.log_level, settings.log_format, _secrets(settings))
+        if args.command == "chat":
+            if not args.user.strip() or ":" in args.user:
+                raise ConfigError("--user must be a non-empty name without ':'")
+            return asyncio.run(_chat(settings, args.user.strip()))
+        if args.command == "migrate":
+            return asyncio.run(_migrate(settings))
+        from bot.worker import run_worker
+
+        return asyncio.run(run_worker(settings))
+    except ConfigError as exc:
+        print(f"rapport: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Settings from the environment and `.env` (pydantic-settings). The variable names are a contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.llm import DEFAULT_MODEL
+from storage.database import DEFAULT_DATABASE_URL
+
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message is one line that names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    anthropic_api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
+    claude_model: str = Field(default=DEFAULT_MODEL, alias="CLAUDE_MODEL", min_length=1)
+    claude_max_tokens: int = Field(default=1024, alias="CLAUDE_MAX_TOKENS", gt=0, le=64_000)
+    claude_temperature: float | None = Field(default=None, alias="CLAUDE_TEMPERATURE", ge=0.0, le=1.0)
+    claude_timeout: float = Field(default=60.0, alias="CLAUDE_TIMEOUT", gt=0)
+    claude_max_retries: int = Field(default=2, alias="CLAUDE_MAX_RETRIES", ge=0, le=10)
+
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, alias="DATABASE_URL")
+    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    redis_prefix: str = Field(default="rapport", alias="REDIS_PREFIX", min_length=1)
+    chroma_path: str = Field(default="data/chroma", alias="CHROMA_PATH")
+    chroma_url: str | None = Field(default=None, alias="CHROMA_URL")
+    embedding_model: str | None = Field(default=None, alias="EMBEDDING_MODEL")
+
+    discord_token: SecretStr | None = Field(default=None, alias="DISCORD_TOKEN")
+    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+
+    insights_token: SecretStr | None = Field(default=None, alias="INSIGHTS_TOKEN")
+    port: int = Field(default=8080, alias="PORT", ge=1, le=65_535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(default="INFO", alias="LOG_LEVEL")
+    log_format: Literal["plain", "json"] = Field(default="plain", alias="LOG_FORMAT")
+
+    short_term_turns: int = Field(default=40, alias="SHORT_TERM_TURNS", ge=2, le=1_000)
+    short_term_ttl_seconds: int = Field(default=86_400, alias="SHORT_TERM_TTL_SECONDS", gt=0)
+    shutdown_timeout: float = Field(default=10.0, alias="SHUTDOWN_TIMEOUT", gt=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in ("sqlite", "postgres", "postgresql", "asyncpg"):
+            raise ValueError("must start with postgres:// or sqlite://")
+        return value
+
+    @field_validator(
+        "anthropic_api_key",
+        "anthropic_base_url",
+        "claude_temperature",
+        "redis_url",
+        "chroma_url",
+        "embedding_model",
+        "discord_token",
+        "slack_bot_token",
+        "slack_app_token",
+        "slack_signing_secret",
+        "insights_token",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    def require_claude(self) -> str:
+        """The API key, or a ConfigError saying it is needed."""
+        if self.anthropic_api_key is None or not self.anthropic_api_key.get_secret_value().strip():
+            raise ConfigError("ANTHROPIC_API_KEY is not set: Rapport needs a Claude API key to answer anyone")
+        return self.anthropic_api_key.get_secret_value()
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.chroma_path).parent
+
+
+def load_settings(env_file: str | None = ".env") -> Settings:
+    """Read the settings, turning pydantic's report into one line that names the first bad variable."""
+    try:
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        value = error.get("input")
+        shown = "" if name.endswith(("KEY", "TOKEN", "SECRET", "URL")) or isinstance(value, dict) else f" (got {value!r})"
+        raise ConfigError(f"{name} is invalid: {error['msg']}{shown}") from None

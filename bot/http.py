@@ -1,0 +1,98 @@
+"""The small HTTP surface: health, readiness, metrics and per-person insights."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from adapters.base import Adapter
+from bot.metrics import CONTENT_TYPE_LATEST
+from bot.wiring import Services
+
+__all__ = ["AppState", "make_app"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    """What the handlers read; `services` is None until storage and the model are up."""
+
+    services: Services | None = None
+    adapters: Sequence[Adapter] = field(default_factory=tuple)
+    insights_token: str | None = None
+    stopping: bool = False
+
+
+STATE: web.AppKey[AppState] = web.AppKey("state", AppState)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    problems: list[str] = []
+    if state.stopping:
+        problems.append("shutting down")
+    if state.services is None:
+        problems.append("starting: storage and model are loading")
+    else:
+        problems.extend(await state.services.storage_problems())
+    for adapter in state.adapters:
+        if not adapter.connected:
+            problems.append(f"{adapter.name}: {adapter.problem or 'not connected'}")
+    if problems:
+        return web.json_response({"status": "unavailable", "problems": problems}, status=503)
+    return web.json_response({"status": "ready", "adapters": [a.name for a in state.adapters]})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.services is None:
+        return _error(503, "starting")
+    state.services.metrics.pending_work.set(state.services.assistant.pending)
+    response = web.Response(body=state.services.metrics.render())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+async def insights(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if not state.insights_token:
+        return _error(404, "the insights API is disabled (set INSIGHTS_TOKEN to enable it)")
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), state.insights_token.encode()):
+        return web.json_response(
+            {"error": "missing or wrong bearer token"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+    if state.services is None:
+        return _error(503, "starting")
+    user_key = request.match_info["user_key"]
+    if not user_key or len(user_key) > 191:
+        return _error(400, "a user key looks like discord:<id>, slack:<team>:<id> or console:<name>")
+    found: dict[str, Any] | None = await state.services.assistant.insights(user_key)
+    if found is None:
+        return _error(404, f"no user {user_key!r}")
+    return web.json_response(found)
+
+
+def make_app(state: AppState) -> web.Application:
+    app = web.Application(client_max_size=1024**2)
+    app[STATE] = state
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/v1/insights/{user_key}", insights)
+    return app

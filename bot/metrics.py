@@ -1,0 +1,53 @@
+"""Prometheus metrics: the core's Telemetry port, on a registry owned by the process (no global)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages = Counter(
+            "rapport_messages", "Messages handled, by platform and outcome", ["platform", "outcome"], registry=r
+        )
+        self.answer_seconds = Histogram(
+            "rapport_answer_seconds", "Message received to reply ready", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.context_seconds = Histogram(
+            "rapport_context_seconds", "Context assembly time", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.claude_seconds = Histogram(
+            "rapport_claude_seconds", "Claude call time", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.claude_tokens = Counter("rapport_claude_tokens", "Claude tokens", ["direction"], registry=r)
+        self.feedback = Counter("rapport_feedback", "Feedback reactions by polarity", ["polarity"], registry=r)
+        self.errors = Counter("rapport_errors", "Errors by kind", ["kind"], registry=r)
+        self.pending_work = Gauge("rapport_pending_background_work", "Storing and learning still running", registry=r)
+
+    def message_handled(self, platform: str, outcome: str, seconds: float) -> None:
+        self.messages.labels(platform=platform, outcome=outcome).inc()
+        self.answer_seconds.observe(seconds)
+
+    def context_built(self, seconds: float) -> None:
+        self.context_seconds.observe(seconds)
+
+    def claude_called(self, seconds: float, input_tokens: int, output_tokens: int) -> None:
+        self.claude_seconds.observe(seconds)
+        self.claude_tokens.labels(direction="input").inc(input_tokens)
+        self.claude_tokens.labels(direction="output").inc(output_tokens)
+
+    def feedback_recorded(self, polarity: str) -> None:
+        self.feedback.labels(polarity=polarity).inc()
+
+    def error(self, kind: str) -> None:
+        self.errors.labels(kind=kind).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

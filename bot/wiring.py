@@ -1,0 +1,137 @@
+"""Builds the concrete objects from Settings and hands them to the core. The only place that knows both."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+
+from bot.config import Settings
+from bot.metrics import Metrics
+from core.assistant import Assistant, AssistantSettings
+from core.llm import Claude, ClaudeSettings
+from core.ports import LanguageModel, ShortTermMemory
+from storage.database import Database
+from storage.embeddings import BatchingEmbedder, default_model_path, load_model
+from storage.long_term import ChromaMemory, chroma_client
+from storage.records import RelationalRecords
+from storage.short_term import InProcessShortTerm, RedisShortTerm
+
+__all__ = ["Services", "build_services", "describe_storage", "redact_url"]
+
+log = logging.getLogger(__name__)
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for a log line: the password replaced."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def describe_storage(settings: Settings) -> str:
+    short_term = f"redis at {redact_url(settings.redis_url)}" if settings.redis_url else "in-process"
+    long_term = f"chroma server at {settings.chroma_url}" if settings.chroma_url else f"chroma at {settings.chroma_path}"
+    return f"database {redact_url(settings.database_url)}; short-term {short_term}; long-term {long_term}"
+
+
+@dataclass(kw_only=True)
+class Services:
+    settings: Settings
+    database: Database
+    records: RelationalRecords
+    short_term: ShortTermMemory
+    long_term: ChromaMemory
+    embedder: BatchingEmbedder
+    llm: LanguageModel
+    assistant: Assistant
+    metrics: Metrics
+    redis: Redis | None = None
+
+    async def storage_problems(self, timeout: float = 2.0) -> list[str]:
+        """What in storage does not answer right now (empty when all is well)."""
+        checks = {
+            "database": self.records.ping(),
+            "short-term memory": self.short_term.ping(),
+            "long-term memory": self.long_term.ping(),
+        }
+        results = await asyncio.gather(
+            *(asyncio.wait_for(check, timeout) for check in checks.values()), return_exceptions=True
+        )
+        return [
+            f"{name}: {type(result).__name__} {result}".strip()
+            for name, result in zip(checks, results, strict=True)
+            if isinstance(result, BaseException)
+        ]
+
+    async def close(self) -> None:
+        await self.embedder.close()
+        close_llm = getattr(self.llm, "close", None)
+        if close_llm is not None:
+            await close_llm()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.database.close()
+
+
+async def build_services(settings: Settings, *, llm: LanguageModel | None = None, model: Any = None) -> Services:
+    """Open every store and build the assistant. `model` lets a caller share one loaded embedding model."""
+    if llm is None:
+        llm = Claude(
+            ClaudeSettings(
+                api_key=settings.require_claude(),
+                base_url=settings.anthropic_base_url,
+                model=settings.claude_model,
+                max_tokens=settings.claude_max_tokens,
+                temperature=settings.claude_temperature,
+                timeout=settings.claude_timeout,
+                max_retries=settings.claude_max_retries,
+            )
+        )
+    database = Database(settings.database_url)
+    await database.open()
+    redis: Redis | None = None
+    short_term: ShortTermMemory
+    if settings.redis_url:
+        redis = Redis.from_url(settings.redis_url)
+        short_term = RedisShortTerm(
+            redis,
+            prefix=settings.redis_prefix,
+            max_turns=settings.short_term_turns, ttl_seconds=settings.short_term_ttl_seconds
+        )
+    else:
+        short_term = InProcessShortTerm(max_turns=settings.short_term_turns, ttl_seconds=settings.short_term_ttl_seconds)
+    if model is None:
+        model = await asyncio.to_thread(load_model, default_model_path(settings.embedding_model))
+    embedder = BatchingEmbedder(model)
+    client = await asyncio.to_thread(chroma_client, path=settings.chroma_path, url=settings.chroma_url)
+    long_term = await asyncio.to_thread(ChromaMemory, client)
+    records = RelationalRecords(database)
+    metrics = Metrics()
+    assistant = Assistant(
+        llm=llm,
+        records=records,
+        short_term=short_term,
+        long_term=long_term,
+        embedder=embedder,
+        telemetry=metrics,
+        settings=AssistantSettings(),
+    )
+    return Services(
+        settings=settings,
+        database=database,
+        records=records,
+        short_term=short_term,
+        long_term=long_term,
+        embedder=embedder,
+        llm=llm,
+        assistant=assistant,
+        metrics=metrics,
+        redis=redis,
+    )

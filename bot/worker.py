@@ -1,0 +1,80 @@
+"""The worker's lifetime: HTTP up first, then storage and the model, then the adapters; the reverse on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from adapters.base import Adapter
+from bot.config import Settings
+from bot.http import AppState, make_app
+from bot.wiring import Services, build_services, describe_storage
+
+__all__ = ["build_adapters", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def build_adapters(settings: Settings, services: Services) -> list[Adapter]:
+    """Every adapter whose credentials are set. (Discord and Slack arrive in their own packages.)"""
+    return []
+
+
+def _enabled_platforms(settings: Settings) -> list[str]:
+    platforms = []
+    if settings.discord_token:
+        platforms.append("discord")
+    if settings.slack_bot_token:
+        platforms.append("slack")
+    return platforms
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (or `stop`); returns the exit code."""
+    settings.require_claude()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    platforms = _enabled_platforms(settings)
+    log.info(
+        "Rapport starting: adapters %s",
+        ", ".join(platforms) if platforms else "none (set DISCORD_TOKEN or SLACK_BOT_TOKEN to connect a platform)",
+    )
+    log.info("storage: %s", describe_storage(settings))
+
+    state = AppState(insights_token=settings.insights_token.get_secret_value() if settings.insights_token else None)
+    runner = web.AppRunner(make_app(state), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host="0.0.0.0", port=settings.port).start()
+    log.info("HTTP on port %d: /health /ready /metrics /api/v1/insights/{user_key}", settings.port)
+
+    services: Services | None = None
+    adapters: Sequence[Adapter] = ()
+    try:
+        services = await build_services(settings)
+        adapters = build_adapters(settings, services)
+        state.services, state.adapters = services, adapters
+        for adapter in adapters:
+            await adapter.start()
+        log.info("Rapport ready")
+        await stop.wait()
+    finally:
+        state.stopping = True
+        log.info("shutting down: no new events, finishing answers in flight")
+        for adapter in adapters:
+            await adapter.stop()
+        if services is not None:
+            if not await services.assistant.drain(settings.shutdown_timeout):
+                log.error("storing and learning did not finish within %.0fs", settings.shutdown_timeout)
+            await services.close()
+        await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("stopped")
+    return 0
