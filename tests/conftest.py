@@ -1,0 +1,141 @@
+"""Shared fixtures: the real embedding model (once), a fake Claude, and storage on every backend we ship."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from bot.config import Settings
+from bot.wiring import Services, build_services
+from storage.embeddings import default_model_path, load_model
+from tests.fakes.anthropic_api import FakeAnthropic
+
+IN_CI = os.environ.get("CI") == "true"
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Outside CI a missing service skips with its reason; in CI it fails loudly."""
+    if _reachable(host, port):
+        return
+    message = f"{name} is not reachable on {host}:{port}"
+    if IN_CI:
+        pytest.fail(f"{message}: CI must start it (.ci/run)", pytrace=False)
+    pytest.skip(f"{message}; start it to run this test")
+
+
+@pytest.fixture(scope="session")
+def embedding_model() -> Any:
+    """The real all-MiniLM-L6-v2, loaded once for the whole run."""
+    return load_model(default_model_path())
+
+
+@pytest_asyncio.fixture(scope="session")
+async def fake_claude_server() -> AsyncIterator[FakeAnthropic]:
+    server = FakeAnthropic()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def fake_claude(fake_claude_server: FakeAnthropic) -> FakeAnthropic:
+    fake_claude_server.reset()
+    return fake_claude_server
+
+
+@asynccontextmanager
+async def fresh_postgres() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    name = f"rapport_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@asynccontextmanager
+async def redis_namespace() -> AsyncIterator[str]:
+    """A key prefix of its own on the real Redis; its keys are deleted afterwards."""
+    require_service("Redis", "127.0.0.1", 6379)
+    prefix = f"rapport-test-{uuid.uuid4().hex[:12]}"
+    try:
+        yield prefix
+    finally:
+        redis = Redis.from_url(REDIS_URL)
+        try:
+            keys = [key async for key in redis.scan_iter(f"{prefix}:*")]
+            if keys:
+                await redis.delete(*keys)
+        finally:
+            await redis.aclose()
+
+
+def make_settings(tmp_path: Path, fake: FakeAnthropic, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "ANTHROPIC_API_KEY": "sk-test-not-a-real-key",
+        "ANTHROPIC_BASE_URL": fake.url,
+        "CLAUDE_MAX_RETRIES": 1,
+        "CLAUDE_TIMEOUT": 5,
+        "DATABASE_URL": f"sqlite://{tmp_path}/rapport.sqlite3",
+        "CHROMA_PATH": str(tmp_path / "chroma"),
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest_asyncio.fixture(params=["embedded", "served"])
+async def settings(request: pytest.FixtureRequest, tmp_path: Path, fake_claude: FakeAnthropic) -> AsyncIterator[Settings]:
+    """`embedded`: SQLite, in-process short-term memory, local Chroma. `served`: PostgreSQL and Redis too."""
+    if request.param == "embedded":
+        yield make_settings(tmp_path, fake_claude)
+        return
+    async with fresh_postgres() as pg, redis_namespace() as prefix:
+        yield make_settings(tmp_path, fake_claude, DATABASE_URL=pg, REDIS_URL=REDIS_URL, REDIS_PREFIX=prefix)
+
+
+@pytest_asyncio.fixture
+async def services(settings: Settings, embedding_model: Any) -> AsyncIterator[Services]:
+    built = await build_services(settings, model=embedding_model)
+    yield built
+    await built.assistant.drain(10)
+    await built.close()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Wait for background work to make `check` true."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
