@@ -28,4 +28,5 @@ migrate: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy core
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy core bot storage adapters

@@ -78,7 +78,8 @@ class ConsoleAdapter:
         reply = await self._assistant.handle(event)
         self._write(f"rapport> {reply.text}")
         await self._assistant.delivered(
-            reply, [MessageRef(platform="console", channel_id=self._user.user_id, message_id=f"r{message_id}")]
+            reply,
+            [MessageRef(platform="console", channel_id=self._user.user_id, message_id=f"r{message_id}")],
         )
 
     async def _insights(self) -> None:

@@ -107,5 +107,7 @@ def load_settings(env_file: str | None = ".env") -> Settings:
         error = exc.errors()[0]
         name = str(error["loc"][0]) if error["loc"] else "settings"
         value = error.get("input")
-        shown = "" if name.endswith(("KEY", "TOKEN", "SECRET", "URL")) or isinstance(value, dict) else f" (got {value!r})"
+        shown = (
+            "" if name.endswith(("KEY", "TOKEN", "SECRET", "URL")) or isinstance(value, dict) else f" (got {value!r})"
+        )
         raise ConfigError(f"{name} is invalid: {error['msg']}{shown}") from None

@@ -63,5 +63,13 @@ def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpx2", "httpcore", "chromadb", "sentence_transformers", "tortoise", "aiosqlite"):
+    for noisy in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "chromadb",
+        "sentence_transformers",
+        "tortoise",
+        "aiosqlite",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.getLogger(level).level, logging.WARNING))

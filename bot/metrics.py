@@ -15,7 +15,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.messages = Counter(
-            "rapport_messages", "Messages handled, by platform and outcome", ["platform", "outcome"], registry=r
+            "rapport_messages",
+            "Messages handled, by platform and outcome",
+            ["platform", "outcome"],
+            registry=r,
         )
         self.answer_seconds = Histogram(
             "rapport_answer_seconds", "Message received to reply ready", buckets=_LATENCY_BUCKETS, registry=r

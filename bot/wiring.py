@@ -37,7 +37,9 @@ def redact_url(url: str) -> str:
 
 def describe_storage(settings: Settings) -> str:
     short_term = f"redis at {redact_url(settings.redis_url)}" if settings.redis_url else "in-process"
-    long_term = f"chroma server at {settings.chroma_url}" if settings.chroma_url else f"chroma at {settings.chroma_path}"
+    long_term = (
+        f"chroma server at {settings.chroma_url}" if settings.chroma_url else f"chroma at {settings.chroma_path}"
+    )
     return f"database {redact_url(settings.database_url)}; short-term {short_term}; long-term {long_term}"
 
 
@@ -103,10 +105,13 @@ async def build_services(settings: Settings, *, llm: LanguageModel | None = None
         short_term = RedisShortTerm(
             redis,
             prefix=settings.redis_prefix,
-            max_turns=settings.short_term_turns, ttl_seconds=settings.short_term_ttl_seconds
+            max_turns=settings.short_term_turns,
+            ttl_seconds=settings.short_term_ttl_seconds,
         )
     else:
-        short_term = InProcessShortTerm(max_turns=settings.short_term_turns, ttl_seconds=settings.short_term_ttl_seconds)
+        short_term = InProcessShortTerm(
+            max_turns=settings.short_term_turns, ttl_seconds=settings.short_term_ttl_seconds
+        )
     if model is None:
         model = await asyncio.to_thread(load_model, default_model_path(settings.embedding_model))
     embedder = BatchingEmbedder(model)

@@ -93,9 +93,7 @@ class Assistant:
         """Storing and learning still running behind replies already sent."""
         return self._background.pending
 
-    async def handle(
-        self, event: MessageReceived, *, on_text: Callable[[str], Awaitable[None]] | None = None
-    ) -> Reply:
+    async def handle(self, event: MessageReceived, *, on_text: Callable[[str], Awaitable[None]] | None = None) -> Reply:
         """Answer one message. One person's messages are answered one at a time, in arrival order."""
         async with self._locks(event.user.key):
             return await self._handle(event, on_text)
@@ -129,11 +127,27 @@ class Assistant:
             self._telemetry.error("claude_unexpected")
 
         now = time.time()
-        turns = [Turn(role="user", author=event.author_name, text=text, user_key=user_key,
-                      interaction_id=interaction_id, at=now)]
+        turns = [
+            Turn(
+                role="user",
+                author=event.author_name,
+                text=text,
+                user_key=user_key,
+                interaction_id=interaction_id,
+                at=now,
+            )
+        ]
         if ok:
-            turns.append(Turn(role="assistant", author=ASSISTANT_NAME, text=reply_text, user_key=user_key,
-                              interaction_id=interaction_id, at=now))
+            turns.append(
+                Turn(
+                    role="assistant",
+                    author=ASSISTANT_NAME,
+                    text=reply_text,
+                    user_key=user_key,
+                    interaction_id=interaction_id,
+                    at=now,
+                )
+            )
         await self._safely("short-term append", self._short_term.append(event.conversation_key, turns), None)
 
         record = InteractionRecord(
@@ -228,8 +242,13 @@ class Assistant:
 
         async def learn() -> None:
             profile = await self._records.get_profile(user_key) or Profile(user_key=user_key)
-            update_profile(profile, text=record.user_text, topics=record.topics, scope=scope,
-                           display_name=event.display_name)
+            update_profile(
+                profile,
+                text=record.user_text,
+                topics=record.topics,
+                scope=scope,
+                display_name=event.display_name,
+            )
             await self._records.save_profile(profile)
             patterns = patterns_of(text=record.user_text, topics=record.topics, when=record.created_at)
             await self._records.bump_patterns(user_key, scope, patterns)
@@ -239,9 +258,7 @@ class Assistant:
     async def delivered(self, reply: Reply, refs: Sequence[MessageRef]) -> None:
         """Note where a reply was posted, so that reactions on it can be traced back to its interaction."""
         if refs:
-            await self._safely(
-                "reply link", self._records.link_reply(reply.interaction_id, reply.user_key, refs), None
-            )
+            await self._safely("reply link", self._records.link_reply(reply.interaction_id, reply.user_key, refs), None)
 
     async def reaction_added(self, event: ReactionAdded) -> bool:
         """The asker's reaction on Rapport's reply sets that interaction's satisfaction; True if it counted."""

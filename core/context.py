@@ -112,7 +112,10 @@ def _alternate(messages: Sequence[dict[str, str]]) -> tuple[dict[str, str], ...]
     merged: list[dict[str, str]] = []
     for message in messages:
         if merged and merged[-1]["role"] == message["role"]:
-            merged[-1] = {"role": message["role"], "content": merged[-1]["content"] + "\n\n" + message["content"]}
+            merged[-1] = {
+                "role": message["role"],
+                "content": merged[-1]["content"] + "\n\n" + message["content"],
+            }
         else:
             merged.append(dict(message))
     while merged and merged[0]["role"] != "user":

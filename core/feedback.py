@@ -49,7 +49,15 @@ _ALIASES: Mapping[str, str] = {
     "x": "❌",
 }
 
-_VARIATION_AND_SKIN = {"\ufe0f", "\ufe0e", "\U0001f3fb", "\U0001f3fc", "\U0001f3fd", "\U0001f3fe", "\U0001f3ff"}
+_VARIATION_AND_SKIN = {
+    "\ufe0f",
+    "\ufe0e",
+    "\U0001f3fb",
+    "\U0001f3fc",
+    "\U0001f3fd",
+    "\U0001f3fe",
+    "\U0001f3ff",
+}
 
 
 def normalise_emoji(emoji: str) -> str:

@@ -18,9 +18,7 @@ def build_insights(profile: Profile, patterns: Sequence[Pattern], stats: Interac
         "display_name": profile.display_name,
         "top_patterns": [{"kind": p.kind, "value": p.value, "count": p.count} for p in patterns],
         "total_interactions": stats.total_interactions,
-        "average_satisfaction": (
-            None if stats.average_satisfaction is None else round(stats.average_satisfaction, 3)
-        ),
+        "average_satisfaction": (None if stats.average_satisfaction is None else round(stats.average_satisfaction, 3)),
         "topic_distribution": topic_distribution(profile),
         "interests": interests_for(profile, ("private", "shared")),
         "communication_style": describe_style(profile.style),

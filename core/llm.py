@@ -68,9 +68,7 @@ class Claude:
             max_retries=settings.max_retries,
         )
 
-    async def complete(
-        self, prompt: Prompt, *, on_text: Callable[[str], Awaitable[None]] | None = None
-    ) -> Completion:
+    async def complete(self, prompt: Prompt, *, on_text: Callable[[str], Awaitable[None]] | None = None) -> Completion:
         """Ask Claude; with `on_text`, stream and hand over the text so far as it grows."""
         request: dict[str, object] = {
             "model": self.model,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from tortoise import Tortoise
 from tortoise.context import TortoiseContext
 from tortoise.migrations.api import migrate as run_migrations
 
-__all__ = ["DEFAULT_DATABASE_URL", "TORTOISE_ORM", "Database", "tortoise_config"]
+__all__ = ["DEFAULT_DATABASE_URL", "Database", "tortoise_config"]
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +46,6 @@ def tortoise_config(url: str) -> dict[str, Any]:
         "use_tz": True,
         "timezone": "UTC",
     }
-
-
-# For tortoise's own CLI (`tortoise makemigrations`), configured in pyproject.toml.
-TORTOISE_ORM = tortoise_config(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
 
 
 def _ensure_sqlite_dir(url: str) -> None:

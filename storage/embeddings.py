@@ -33,7 +33,9 @@ def load_model(name_or_path: str):  # type: ignore[no-untyped-def]
     if os.path.isdir(name_or_path):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     model = SentenceTransformer(name_or_path, device="cpu")
     log.info("embedding model loaded from %s (dim %d)", name_or_path, model.get_embedding_dimension())
     return model
@@ -77,7 +79,11 @@ class BatchingEmbedder:
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         vectors = self._model.encode(
-            texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            texts,
+            batch_size=len(texts),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
         )
         return [v.tolist() for v in vectors]
 

@@ -27,7 +27,10 @@ def chroma_client(*, path: str, url: str | None) -> ClientAPI:
         parsed = urlparse(url)
         ssl = parsed.scheme == "https"
         return chromadb.HttpClient(
-            host=parsed.hostname or "localhost", port=parsed.port or (443 if ssl else 8000), ssl=ssl, settings=settings
+            host=parsed.hostname or "localhost",
+            port=parsed.port or (443 if ssl else 8000),
+            ssl=ssl,
+            settings=settings,
         )
     return chromadb.PersistentClient(path=path, settings=settings)
 
@@ -57,7 +60,7 @@ class ChromaMemory:
         await asyncio.to_thread(
             self._collection.upsert,
             ids=[m.id for m in memories],
-            embeddings=[list(e) for e in embeddings],
+            embeddings=[list(e) for e in embeddings],  # type: ignore[arg-type]
             documents=[m.text for m in memories],
             metadatas=[
                 {
@@ -79,7 +82,7 @@ class ChromaMemory:
             return []
         result = await asyncio.to_thread(
             self._collection.query,
-            query_embeddings=[list(embedding)],
+            query_embeddings=[list(embedding)],  # type: ignore[arg-type]
             n_results=limit,
             where=_where(user_key, scopes),
             include=["documents", "metadatas", "distances"],
@@ -99,7 +102,7 @@ class ChromaMemory:
                 text=text or "",
                 scope=meta["scope"],  # type: ignore[arg-type]
                 conversation_id=str(meta.get("conversation_id", "")),
-                created_at=datetime.fromtimestamp(float(meta["created_at"]), UTC),
+                created_at=datetime.fromtimestamp(float(meta["created_at"]), UTC),  # type: ignore[arg-type]
                 speaker=str(meta.get("speaker", "")),
                 reply=str(meta.get("reply", "")),
             )

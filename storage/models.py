@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tortoise import fields
 from tortoise.models import Model
 
@@ -12,8 +14,8 @@ class UserProfile(Model):
     user_key = fields.CharField(max_length=191, primary_key=True)
     platform = fields.CharField(max_length=32)
     display_name = fields.CharField(max_length=191, default="")
-    interests = fields.JSONField(default=dict)
-    style = fields.JSONField(default=dict)
+    interests: fields.Field[dict[str, Any]] = fields.JSONField(default=dict)
+    style: fields.Field[dict[str, Any]] = fields.JSONField(default=dict)
     message_count = fields.IntField(default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -31,7 +33,7 @@ class Interaction(Model):
     private = fields.BooleanField()
     user_text = fields.TextField()
     reply_text = fields.TextField()
-    topics = fields.JSONField(default=list)
+    topics: fields.Field[list[str]] = fields.JSONField(default=list)
     ok = fields.BooleanField(default=True)
     error = fields.CharField(max_length=64, null=True)
     model = fields.CharField(max_length=64)
@@ -48,7 +50,6 @@ class Interaction(Model):
 # (A comment, not a docstring: tortoise turns docstrings into table comments, and its SQLite schema editor
 # splits statements at semicolons.)
 class ReplyMessage(Model):
-
     id = fields.IntField(primary_key=True)
     platform = fields.CharField(max_length=32)
     channel_id = fields.CharField(max_length=191)

@@ -108,5 +108,5 @@ class RedisShortTerm:
             key = self._conversation(name)
             for raw in await self._redis.lrange(key, 0, -1):
                 if _load(raw).user_key == user_key:
-                    await self._redis.lrem(key, 0, raw)
+                    await self._redis.lrem(key, 0, raw)  # type: ignore[arg-type]
         await self._redis.delete(person)

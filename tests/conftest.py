@@ -115,7 +115,9 @@ def make_settings(tmp_path: Path, fake: FakeAnthropic, **overrides: Any) -> Sett
 
 
 @pytest_asyncio.fixture(params=["embedded", "served"])
-async def settings(request: pytest.FixtureRequest, tmp_path: Path, fake_claude: FakeAnthropic) -> AsyncIterator[Settings]:
+async def settings(
+    request: pytest.FixtureRequest, tmp_path: Path, fake_claude: FakeAnthropic
+) -> AsyncIterator[Settings]:
     """`embedded`: SQLite, in-process short-term memory, local Chroma. `served`: PostgreSQL and Redis too."""
     if request.param == "embedded":
         yield make_settings(tmp_path, fake_claude)

@@ -103,7 +103,9 @@ async def test_insights_reflect_what_was_learned(chat: FakeChat, services: Servi
     assert await services.assistant.insights("fake:nobody") is None
 
 
-async def test_forget_leaves_nothing_in_any_store(chat: FakeChat, services: Services, fake_claude: FakeAnthropic) -> None:
+async def test_forget_leaves_nothing_in_any_store(
+    chat: FakeChat, services: Services, fake_claude: FakeAnthropic
+) -> None:
     posted = await chat.say("ivan", "Remember that my cat is called Biscuit.")
     await chat.say("ivan", "Biscuit likes tuna.", channel="pets")
     await chat.say("judy", "Hello there", channel="pets")
@@ -125,7 +127,11 @@ async def test_forget_leaves_nothing_in_any_store(chat: FakeChat, services: Serv
 
 @pytest.mark.parametrize("status", [429, 500, 529])
 async def test_claude_failure_gives_an_apology_and_keeps_the_message(
-    chat: FakeChat, services: Services, fake_claude: FakeAnthropic, status: int, caplog: pytest.LogCaptureFixture
+    chat: FakeChat,
+    services: Services,
+    fake_claude: FakeAnthropic,
+    status: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake_claude.script.extend([Fail(status), Fail(status)])  # the SDK retries once (CLAUDE_MAX_RETRIES=1)
     posted = await chat.say("kim", "My favourite colour is vermilion.")

@@ -83,14 +83,20 @@ class FakeAnthropic:
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
-        self.headers.append(dict(request.headers))
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
         step = self.script.popleft() if self.script else Say(self.default(body), delay=self.latency)
         if step.delay:
             await asyncio.sleep(step.delay)
         if isinstance(step, Fail):
-            error = {"type": "error", "error": {"type": _ERROR_TYPES.get(step.status, "api_error"), "message": "fake"}}
+            error = {
+                "type": "error",
+                "error": {"type": _ERROR_TYPES.get(step.status, "api_error"), "message": "fake"},
+            }
             return web.json_response(error, status=step.status, headers={"retry-after-ms": "5"})
-        usage = {"input_tokens": sum(len(m["content"]) for m in body["messages"]) // 4 + 1, "output_tokens": 0}
+        usage = {
+            "input_tokens": sum(len(m["content"]) for m in body["messages"]) // 4 + 1,
+            "output_tokens": 0,
+        }
         usage["output_tokens"] = len(step.text) // 4 + 1
         message = {
             "id": f"msg_{len(self.requests)}",
@@ -115,14 +121,28 @@ class FakeAnthropic:
 
         start = dict(message, content=[], stop_reason=None, usage=dict(message["usage"], output_tokens=1))
         await send("message_start", {"type": "message_start", "message": start})
-        await send("content_block_start", {"type": "content_block_start", "index": 0,
-                                           "content_block": {"type": "text", "text": ""}})
+        await send(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
         for i in range(0, len(text), 16):
-            await send("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                               "delta": {"type": "text_delta", "text": text[i : i + 16]}})
+            await send(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": text[i : i + 16]},
+                },
+            )
         await send("content_block_stop", {"type": "content_block_stop", "index": 0})
-        await send("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                     "usage": {"output_tokens": message["usage"]["output_tokens"]}})
+        await send(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": message["usage"]["output_tokens"]},
+            },
+        )
         await send("message_stop", {"type": "message_stop"})
         await response.write_eof()
         return response

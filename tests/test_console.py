@@ -1,0 +1,40 @@
+"""The console adapter: a terminal conversation with /insights and /forget."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from adapters.console import ConsoleAdapter
+from bot.wiring import Services
+from tests.fakes.anthropic_api import FakeAnthropic, Say
+
+
+async def test_console_conversation_with_insights_and_forget(services: Services, fake_claude: FakeAnthropic) -> None:
+    lines = deque(
+        [
+            "hello, I play the piano\n",
+            "\n",
+            "/insights\n",
+            "/forget\n",
+            "yes\n",
+            "/insights\n",
+            "/quit\n",
+            "never read\n",
+        ]
+    )
+    out: list[str] = []
+
+    async def read() -> str | None:
+        return lines.popleft() if lines else None
+
+    fake_claude.script.append(Say("Lovely! What do you play?"))
+    console = ConsoleAdapter(services.assistant, user="ana", read_line=read, write=out.append)
+    await console.run()
+    assert console.user_key == "console:ana"
+    assert "rapport> Lovely! What do you play?" in out
+    assert any('"music"' in line for line in out), "insights show the learned interest"
+    assert "Done: I have forgotten everything about you." in out
+    assert out[-2] == "I don't know anything about you yet."
+    assert out[-1] == "Bye."
+    assert lines == deque(["never read\n"])
+    assert len(fake_claude.requests) == 1, "blank lines and commands never reach Claude"

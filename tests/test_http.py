@@ -1,0 +1,107 @@
+"""The HTTP surface: health, readiness, Prometheus metrics and the insights API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.http import AppState, make_app
+from bot.wiring import Services
+from tests.fakes.chat import FakeChat
+
+TOKEN = "insights-token-for-tests"
+
+
+class StubAdapter:
+    """Stands in for a platform adapter: only its connection state matters here."""
+
+    name = "stub"
+
+    def __init__(self, connected: bool, problem: str | None = None) -> None:
+        self.connected = connected
+        self.problem = problem
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@pytest_asyncio.fixture
+async def state(services: Services) -> AppState:
+    return AppState(services=services, insights_token=TOKEN)
+
+
+@pytest_asyncio.fixture
+async def client(state: AppState) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(make_app(state))) as test_client:
+        yield test_client
+
+
+async def test_health_and_ready(client: TestClient, state: AppState) -> None:
+    assert (await client.get("/health")).status == 200
+    response = await client.get("/ready")
+    assert response.status == 200, await response.text()
+    state.adapters = [StubAdapter(False, "Message Content intent is off")]
+    response = await client.get("/ready")
+    assert response.status == 503
+    assert "stub: Message Content intent is off" in (await response.json())["problems"]
+
+
+async def test_ready_is_503_while_starting_and_while_a_store_is_down(services: Services) -> None:
+    async with TestClient(TestServer(make_app(AppState()))) as client:
+        response = await client.get("/ready")
+        assert response.status == 503 and "starting" in (await response.json())["problems"][0]
+        assert (await client.get("/health")).status == 200
+    await services.database.close()
+    async with TestClient(TestServer(make_app(AppState(services=services)))) as client:
+        response = await client.get("/ready")
+        assert response.status == 503
+        assert any(p.startswith("database") for p in (await response.json())["problems"])
+
+
+async def test_metrics_parse_and_move(client: TestClient, services: Services) -> None:
+    chat = FakeChat(services.assistant)
+    posted = await chat.say("uma", "hello, tell me about jazz")
+    await chat.react("uma", posted, "👍")
+    text = await (await client.get("/metrics")).text()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("rapport_messages_total", (("outcome", "answered"), ("platform", "fake")))] == 1
+    assert samples[("rapport_feedback_total", (("polarity", "positive"),))] == 1
+    assert samples[("rapport_claude_seconds_count", ())] == 1
+    assert samples[("rapport_claude_tokens_total", (("direction", "input"),))] > 0
+
+
+async def test_insights_api_needs_the_token(client: TestClient, services: Services) -> None:
+    await FakeChat(services.assistant).say("vic", "I love python programming")
+    url = "/api/v1/insights/fake:vic"
+    assert (await client.get(url)).status == 401
+    assert (await client.get(url, headers={"Authorization": "Bearer wrong"})).status == 401
+    assert (await client.get(url, headers={"Authorization": f"Basic {TOKEN}"})).status == 401
+    response = await client.get(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status == 200
+    body = await response.json()
+    assert body["total_interactions"] == 1 and body["interests"] == ["programming"]
+    assert set(body) >= {
+        "top_patterns",
+        "total_interactions",
+        "average_satisfaction",
+        "topic_distribution",
+        "interests",
+        "communication_style",
+    }
+    missing = await client.get("/api/v1/insights/fake:nobody", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert missing.status == 404 and "error" in await missing.json()
+
+
+async def test_insights_api_is_disabled_without_a_token(services: Services) -> None:
+    async with TestClient(TestServer(make_app(AppState(services=services)))) as client:
+        response = await client.get("/api/v1/insights/fake:x", headers={"Authorization": "Bearer "})
+        assert response.status == 404
+        assert "disabled" in (await response.json())["error"]

@@ -1,0 +1,29 @@
+"""Secrets never appear in logs, in plain or JSON lines, in messages or tracebacks."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from bot.logs import configure_logging
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+def test_secret_values_are_masked(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", fmt, ["sk-ant-very-secret", "xoxb-123-456"])
+    log = logging.getLogger("rapport.test")
+    log.info("calling with key %s", "sk-ant-very-secret")
+    try:
+        raise RuntimeError("token xoxb-123-456 rejected")
+    except RuntimeError:
+        log.exception("slack failed")
+    err = capsys.readouterr().err
+    assert "sk-ant-very-secret" not in err and "xoxb-123-456" not in err
+    assert err.count("***") >= 2
+    if fmt == "json":
+        lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        assert lines[0]["message"] == "calling with key ***"
+        assert "exception" in lines[1]
+    logging.getLogger().handlers.clear()

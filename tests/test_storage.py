@@ -1,0 +1,199 @@
+"""Storage on real back ends: migrations, short-term memory, long-term memory, records, embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+from tortoise.context import TortoiseContext
+from tortoise.migrations.autodetector import MigrationAutodetector
+
+from core.events import MessageRef
+from core.ports import InteractionRecord, Memory, ShortTermMemory, Turn
+from storage.database import Database, tortoise_config
+from storage.embeddings import BatchingEmbedder
+from storage.long_term import ChromaMemory, chroma_client
+from storage.records import RelationalRecords
+from storage.short_term import InProcessShortTerm, RedisShortTerm
+from tests.conftest import REDIS_URL, fresh_postgres, redis_namespace
+
+
+async def test_committed_migrations_match_the_models(tmp_path: Path) -> None:
+    config = tortoise_config(f"sqlite://{tmp_path}/check.sqlite3")
+    async with TortoiseContext() as ctx:
+        await ctx.init(config=config)
+        assert ctx.apps is not None
+        writers = await MigrationAutodetector(ctx.apps, config["apps"]).changes()
+    assert writers == [], "storage/models.py changed without `tortoise makemigrations`"
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        db = Database(f"sqlite://{tmp_path}/db/rapport.sqlite3")
+        await db.open()
+        yield db
+        await db.close()
+        return
+    async with fresh_postgres() as url:
+        db = Database(url)
+        await db.open()
+        yield db
+        await db.close()
+
+
+async def test_migrations_are_idempotent_and_the_database_answers(database: Database) -> None:
+    await database.migrate()
+    await database.ping()
+
+
+def _record(i: int, user_key: str = "t:1") -> InteractionRecord:
+    return InteractionRecord(
+        id=f"id{i}",
+        user_key=user_key,
+        platform="t",
+        conversation_id="c",
+        thread_id=None,
+        private=True,
+        user_text="hello " * 10_000,
+        reply_text="hi",
+        topics=("music",),
+        ok=True,
+        error=None,
+        model="m",
+        input_tokens=1,
+        output_tokens=2,
+        latency_ms=3,
+        created_at=datetime.now(UTC),
+    )
+
+
+async def test_records_upsert_retries_and_concurrent_pattern_counts(database: Database) -> None:
+    records = RelationalRecords(database)
+    await records.save_interaction(_record(1))
+    await records.save_interaction(_record(1))  # a retried save
+    assert (await records.stats("t:1")).total_interactions == 1
+    await asyncio.gather(*(records.bump_patterns("t:1", "shared", [("topic", "music")]) for _ in range(10)))
+    [pattern] = await records.top_patterns("t:1", scopes=("shared",), limit=5)
+    assert pattern.count == 10
+    assert await records.top_patterns("t:1", scopes=("private",), limit=5) == []
+    ref = MessageRef(platform="t", channel_id="c", message_id="m1")
+    await records.link_reply("id1", "t:1", [ref, ref])
+    link = await records.find_reply(ref)
+    assert link is not None and link.interaction_id == "id1"
+    await records.set_feedback("id1", "t:1", "👍", 1.0)
+    await records.set_feedback("id1", "t:1", "😕", -0.5)
+    assert (await records.stats("t:1")).average_satisfaction == pytest.approx(0.25)
+
+
+@pytest_asyncio.fixture(params=["in-process", "redis"])
+async def short_term(request: pytest.FixtureRequest) -> AsyncIterator[ShortTermMemory]:
+    if request.param == "in-process":
+        yield InProcessShortTerm(max_turns=4, ttl_seconds=3600)
+        return
+    async with redis_namespace() as prefix:
+        redis = Redis.from_url(REDIS_URL)
+        yield RedisShortTerm(redis, prefix=prefix, max_turns=4, ttl_seconds=3600)
+        await redis.aclose()
+
+
+def _turn(i: int, user_key: str = "t:1") -> Turn:
+    return Turn(role="user", author="A", text=f"turn {i} ünïcode", user_key=user_key, interaction_id=str(i), at=i)
+
+
+async def test_short_term_memory_is_bounded_per_conversation(short_term: ShortTermMemory) -> None:
+    await short_term.ping()
+    for i in range(6):
+        await short_term.append("conv", [_turn(i)])
+    recent = await short_term.recent("conv", 10)
+    assert [t.text for t in recent] == [f"turn {i} ünïcode" for i in (2, 3, 4, 5)]
+    assert [t.interaction_id for t in await short_term.recent("conv", 2)] == ["4", "5"]
+    assert await short_term.recent("other", 10) == []
+
+
+async def test_short_term_forget_removes_only_that_persons_turns(short_term: ShortTermMemory) -> None:
+    await short_term.append("shared", [_turn(1, "t:1"), _turn(2, "t:2"), _turn(3, "t:1")])
+    await short_term.append("dm", [_turn(4, "t:1")])
+    await short_term.forget_user("t:1")
+    assert [t.user_key for t in await short_term.recent("shared", 10)] == ["t:2"]
+    assert await short_term.recent("dm", 10) == []
+
+
+async def test_in_process_short_term_expires() -> None:
+    memory = InProcessShortTerm(ttl_seconds=0.05)
+    await memory.append("c", [_turn(1)])
+    await asyncio.sleep(0.1)
+    assert await memory.recent("c", 10) == []
+
+
+async def test_redis_short_term_sets_an_expiry() -> None:
+    async with redis_namespace() as prefix:
+        redis = Redis.from_url(REDIS_URL)
+        memory = RedisShortTerm(redis, prefix=prefix, ttl_seconds=100)
+        await memory.append("c", [_turn(1)])
+        assert 0 < await redis.ttl(f"{prefix}:st:conv:c") <= 100
+        await redis.aclose()
+
+
+async def test_long_term_memory_filters_by_person_and_scope(tmp_path: Path) -> None:
+    memory = ChromaMemory(chroma_client(path=str(tmp_path / "chroma"), url=None))
+    now = datetime.now(UTC)
+    items = [
+        Memory(id="a1", user_key="t:a", text="a private", scope="private", conversation_id="c", created_at=now),
+        Memory(id="a2", user_key="t:a", text="a shared", scope="shared", conversation_id="c", created_at=now),
+        Memory(id="b1", user_key="t:b", text="b private", scope="private", conversation_id="c", created_at=now),
+    ]
+    await memory.add(items, [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [1.0, 0.0, 0.0]])
+    found = await memory.search("t:a", [1.0, 0.0, 0.0], scopes=("shared",), limit=10)
+    assert [h.memory.id for h in found] == ["a2"]
+    found = await memory.search("t:a", [1.0, 0.0, 0.0], scopes=("private", "shared"), limit=10)
+    assert [h.memory.id for h in found] == ["a1", "a2"] and found[0].score == pytest.approx(1.0)
+    assert await memory.search("t:nobody", [1.0, 0.0, 0.0], scopes=("private",), limit=10) == []
+    await memory.forget_user("t:a")
+    assert await memory.count("t:a") == 0 and await memory.count("t:b") == 1
+
+
+async def test_embedder_batches_concurrent_requests_off_the_event_loop(embedding_model: Any) -> None:
+    embedder = BatchingEmbedder(embedding_model)
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    ticking = asyncio.create_task(ticker())
+    texts = [f"sentence number {i} about the weather" for i in range(64)]
+    started = time.perf_counter()
+    vectors = await asyncio.gather(*(embedder.embed([t]) for t in texts))
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await ticking
+    assert len(vectors) == 64 and all(len(v[0]) == 384 for v in vectors)
+    assert embedder.batches <= 3, "64 concurrent requests share a few model calls"
+    # The loop kept running while the model worked: the ticker ran through the encoding.
+    assert ticks >= 3 or elapsed < 0.01
+    same = await embedder.embed([texts[5]])
+    assert same[0] == pytest.approx(vectors[5][0], abs=1e-5)
+    assert await embedder.embed([]) == []
+    await embedder.close()
+
+
+async def test_embedder_reports_a_model_failure_to_every_waiter() -> None:
+    class Broken:
+        def encode(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("model exploded")
+
+    embedder = BatchingEmbedder(Broken())
+    results = await asyncio.gather(embedder.embed(["a"]), embedder.embed(["b"]), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    await embedder.close()
