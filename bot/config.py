@@ -37,9 +37,12 @@ class Settings(BaseSettings):
     embedding_model: str | None = Field(default=None, alias="EMBEDDING_MODEL")
 
     discord_token: SecretStr | None = Field(default=None, alias="DISCORD_TOKEN")
+    discord_guild_id: int | None = Field(default=None, alias="DISCORD_GUILD_ID")
+    discord_channel_ids: str = Field(default="", alias="DISCORD_CHANNEL_IDS")
     slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
 
     insights_token: SecretStr | None = Field(default=None, alias="INSIGHTS_TOKEN")
     port: int = Field(default=8080, alias="PORT", ge=1, le=65_535)
@@ -71,6 +74,8 @@ class Settings(BaseSettings):
         "chroma_url",
         "embedding_model",
         "discord_token",
+        "discord_guild_id",
+        "slack_api_url",
         "slack_bot_token",
         "slack_app_token",
         "slack_signing_secret",
@@ -80,6 +85,19 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("discord_channel_ids")
+    @classmethod
+    def _channel_ids(cls, value: str) -> str:
+        for part in value.replace(",", " ").split():
+            if not part.isdigit():
+                raise ValueError("must be Discord channel ids (numbers) separated by commas")
+        return value
+
+    @property
+    def discord_allowed_channels(self) -> frozenset[int]:
+        """Channels opened to every message (not only mentions and replies)."""
+        return frozenset(int(part) for part in self.discord_channel_ids.replace(",", " ").split())
 
     @field_validator("redis_url")
     @classmethod

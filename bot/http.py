@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,8 @@ class AppState:
     adapters: Sequence[Adapter] = field(default_factory=tuple)
     insights_token: str | None = None
     stopping: bool = False
+    # Set by the Slack adapter in HTTP mode: it receives POST /slack/events.
+    slack_events: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
 
 
 STATE: web.AppKey[AppState] = web.AppKey("state", AppState)
@@ -88,6 +90,15 @@ async def insights(request: web.Request) -> web.Response:
     return web.json_response(found)
 
 
+async def slack_events(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    if state.slack_events is None:
+        return _error(404, "Slack HTTP mode is not enabled here")
+    if state.stopping:
+        return _error(503, "shutting down")
+    return await state.slack_events(request)
+
+
 def make_app(state: AppState) -> web.Application:
     app = web.Application(client_max_size=1024**2)
     app[STATE] = state
@@ -95,4 +106,5 @@ def make_app(state: AppState) -> web.Application:
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/insights/{user_key}", insights)
+    app.router.add_post("/slack/events", slack_events)
     return app

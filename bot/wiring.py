@@ -14,9 +14,10 @@ from bot.config import Settings
 from bot.metrics import Metrics
 from core.assistant import Assistant, AssistantSettings
 from core.llm import Claude, ClaudeSettings
-from core.ports import LanguageModel, ShortTermMemory
+from core.ports import EventLedger, LanguageModel, ShortTermMemory
 from storage.database import Database
 from storage.embeddings import BatchingEmbedder, default_model_path, load_model
+from storage.ledger import InProcessLedger, RedisLedger
 from storage.long_term import ChromaMemory, chroma_client
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm
@@ -54,6 +55,7 @@ class Services:
     llm: LanguageModel
     assistant: Assistant
     metrics: Metrics
+    ledger: EventLedger
     redis: Redis | None = None
 
     async def storage_problems(self, timeout: float = 2.0) -> list[str]:
@@ -100,6 +102,7 @@ async def build_services(settings: Settings, *, llm: LanguageModel | None = None
     await database.open()
     redis: Redis | None = None
     short_term: ShortTermMemory
+    ledger: EventLedger
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url)
         short_term = RedisShortTerm(
@@ -108,7 +111,9 @@ async def build_services(settings: Settings, *, llm: LanguageModel | None = None
             max_turns=settings.short_term_turns,
             ttl_seconds=settings.short_term_ttl_seconds,
         )
+        ledger = RedisLedger(redis, prefix=settings.redis_prefix)
     else:
+        ledger = InProcessLedger()
         short_term = InProcessShortTerm(
             max_turns=settings.short_term_turns, ttl_seconds=settings.short_term_ttl_seconds
         )
@@ -138,5 +143,6 @@ async def build_services(settings: Settings, *, llm: LanguageModel | None = None
         llm=llm,
         assistant=assistant,
         metrics=metrics,
+        ledger=ledger,
         redis=redis,
     )

@@ -12,6 +12,7 @@ from core.events import MessageRef
 __all__ = [
     "Completion",
     "Embedder",
+    "EventLedger",
     "FeedbackStore",
     "InteractionRecord",
     "InteractionStats",
@@ -177,6 +178,21 @@ class LongTermMemory(Protocol):
     async def forget_user(self, user_key: str) -> None: ...
 
     async def ping(self) -> None: ...
+
+
+class EventLedger(Protocol):
+    """Which platform events were already taken, so that a redelivery is never answered twice.
+
+    Shared by every replica when it lives in Redis.
+    """
+
+    async def first_sighting(self, key: str, ttl_seconds: int = 86_400) -> bool:
+        """True the first time `key` is seen (and records it); False for every later sighting."""
+        ...
+
+    async def forget(self, key: str) -> None:
+        """Un-record `key`, for an event that was claimed but could not be accepted."""
+        ...
 
 
 class Embedder(Protocol):

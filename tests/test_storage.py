@@ -19,6 +19,7 @@ from core.events import MessageRef
 from core.ports import InteractionRecord, Memory, ShortTermMemory, Turn
 from storage.database import Database, tortoise_config
 from storage.embeddings import BatchingEmbedder
+from storage.ledger import InProcessLedger, RedisLedger
 from storage.long_term import ChromaMemory, chroma_client
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm
@@ -197,3 +198,31 @@ async def test_embedder_reports_a_model_failure_to_every_waiter() -> None:
     results = await asyncio.gather(embedder.embed(["a"]), embedder.embed(["b"]), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
     await embedder.close()
+
+
+@pytest_asyncio.fixture(params=["in-process", "redis"])
+async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    if request.param == "in-process":
+        yield InProcessLedger()
+        return
+    async with redis_namespace() as prefix:
+        redis = Redis.from_url(REDIS_URL)
+        yield RedisLedger(redis, prefix=prefix)
+        await redis.aclose()
+
+
+async def test_ledger_sees_each_event_once_even_when_raced(ledger: Any) -> None:
+    results = await asyncio.gather(*(ledger.first_sighting("slack:Ev123") for _ in range(20)))
+    assert results.count(True) == 1
+    assert await ledger.first_sighting("slack:Ev124")
+    await ledger.forget("slack:Ev123")
+    assert await ledger.first_sighting("slack:Ev123")
+
+
+async def test_in_process_ledger_expires_and_stays_bounded() -> None:
+    ledger = InProcessLedger(max_keys=3)
+    assert await ledger.first_sighting("a", ttl_seconds=0)
+    assert await ledger.first_sighting("a", ttl_seconds=60), "an expired key counts as new"
+    for key in "bcde":
+        await ledger.first_sighting(key)
+    assert len(ledger._seen) <= 3
