@@ -190,6 +190,10 @@ class EventLedger(Protocol):
         """True the first time `key` is seen (and records it); False for every later sighting."""
         ...
 
+    async def has_seen(self, key: str) -> bool:
+        """True while `key` is recorded (e.g. a thread Rapport takes part in)."""
+        ...
+
     async def forget(self, key: str) -> None:
         """Un-record `key`, for an event that was claimed but could not be accepted."""
         ...

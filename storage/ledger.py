@@ -31,6 +31,10 @@ class InProcessLedger:
         self._seen.move_to_end(key)
         return True
 
+    async def has_seen(self, key: str) -> bool:
+        expires = self._seen.get(key)
+        return expires is not None and expires > time.monotonic()
+
     async def forget(self, key: str) -> None:
         self._seen.pop(key, None)
 
@@ -44,6 +48,9 @@ class RedisLedger:
 
     async def first_sighting(self, key: str, ttl_seconds: int = 86_400) -> bool:
         return bool(await self._redis.set(f"{self._prefix}:seen:{key}", b"1", nx=True, ex=ttl_seconds))
+
+    async def has_seen(self, key: str) -> bool:
+        return bool(await self._redis.exists(f"{self._prefix}:seen:{key}"))
 
     async def forget(self, key: str) -> None:
         await self._redis.delete(f"{self._prefix}:seen:{key}")

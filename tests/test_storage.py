@@ -215,6 +215,7 @@ async def test_ledger_sees_each_event_once_even_when_raced(ledger: Any) -> None:
     results = await asyncio.gather(*(ledger.first_sighting("slack:Ev123") for _ in range(20)))
     assert results.count(True) == 1
     assert await ledger.first_sighting("slack:Ev124")
+    assert await ledger.has_seen("slack:Ev123") and not await ledger.has_seen("slack:Ev999")
     await ledger.forget("slack:Ev123")
     assert await ledger.first_sighting("slack:Ev123")
 
