@@ -8,6 +8,8 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from core.tracing import current
+
 __all__ = ["SecretMask", "configure_logging"]
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -39,6 +41,28 @@ class SecretMask(logging.Filter):
         return text
 
 
+class TraceFields(logging.Filter):
+    """Adds `user_key` and `correlation_id` to every record written while a message is being handled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        trace = current()
+        if trace is not None and not hasattr(record, "correlation_id"):
+            record.user_key, record.correlation_id = trace
+        return True
+
+
+class PlainFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if hasattr(record, "correlation_id"):
+            head, _, rest = line.partition(": ")
+            line = f"{head} [{record.user_key} {record.correlation_id}]: {rest}"
+        return line
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload = {
@@ -58,7 +82,8 @@ def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(PlainFormatter())
+    handler.addFilter(TraceFields())
     handler.addFilter(SecretMask(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

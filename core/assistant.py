@@ -32,6 +32,7 @@ from core.ports import (
     Turn,
 )
 from core.privacy import recallable_scopes, scope_of
+from core.tracing import current, traced
 
 __all__ = ["Assistant", "AssistantSettings", "NullTelemetry"]
 
@@ -95,8 +96,11 @@ class Assistant:
 
     async def handle(self, event: MessageReceived, *, on_text: Callable[[str], Awaitable[None]] | None = None) -> Reply:
         """Answer one message. One person's messages are answered one at a time, in arrival order."""
-        async with self._locks(event.user.key):
-            return await self._handle(event, on_text)
+        trace = current()
+        correlation_id = trace[1] if trace and trace[0] == event.user.key else None
+        with traced(event.user.key, correlation_id):
+            async with self._locks(event.user.key):
+                return await self._handle(event, on_text)
 
     async def _handle(self, event: MessageReceived, on_text: Callable[[str], Awaitable[None]] | None) -> Reply:
         started = time.perf_counter()
@@ -169,9 +173,9 @@ class Assistant:
             created_at=event.sent_at,
         )
         self._background.spawn(user_key, self._remember(event, record, embedding), name=f"remember-{interaction_id}")
-        self._telemetry.message_handled(
-            event.user.platform, "answered" if ok else "failed", time.perf_counter() - started
-        )
+        elapsed = time.perf_counter() - started
+        self._telemetry.message_handled(event.user.platform, "answered" if ok else "failed", elapsed)
+        log.info("%s message %s in %.0f ms", event.user.platform, "answered" if ok else "failed", elapsed * 1000)
         return Reply(text=reply_text, interaction_id=interaction_id, user_key=user_key, ok=ok)
 
     async def _assemble(self, event: MessageReceived, text: str) -> tuple[list[float] | None, Any]:
