@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from tortoise import Tortoise
 from tortoise.context import TortoiseContext
@@ -16,6 +20,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE_URL = "sqlite://data/rapport.sqlite3"
 APP = "rapport"
+# pg_advisory_lock key: "RAPPORT" in ASCII, so that replicas starting together migrate one at a time.
+MIGRATION_LOCK = 0x52415050_4F5254
 
 
 def _dialect(url: str) -> str:
@@ -68,11 +74,24 @@ class Database:
         self._context: TortoiseContext | None = None
 
     async def migrate(self) -> None:
-        """Apply every committed migration that the database has not seen yet."""
+        """Apply every committed migration that the database has not seen yet, one replica at a time."""
         _ensure_sqlite_dir(self.url)
-        async with TortoiseContext():
+        async with self._migration_lock(), TortoiseContext():
             await run_migrations(config=tortoise_config(self.url))
         log.info("database migrations applied (%s)", self.dialect)
+
+    @asynccontextmanager
+    async def _migration_lock(self) -> AsyncIterator[None]:
+        """On PostgreSQL a session advisory lock; SQLite serialises writers by itself."""
+        if self.dialect != "postgres":
+            yield
+            return
+        connection = await asyncpg.connect("postgresql://" + self.url.split("://", 1)[1])
+        try:
+            await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            yield
+        finally:
+            await connection.close()  # ends the session, which releases the lock
 
     async def open(self, *, migrate: bool = True) -> None:
         if migrate:

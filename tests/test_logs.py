@@ -8,6 +8,8 @@ import logging
 import pytest
 
 from bot.logs import configure_logging
+from bot.wiring import Services
+from tests.fakes.chat import FakeChat
 
 
 @pytest.mark.parametrize("fmt", ["plain", "json"])
@@ -27,3 +29,17 @@ def test_secret_values_are_masked(fmt: str, capsys: pytest.CaptureFixture[str]) 
         assert lines[0]["message"] == "calling with key ***"
         assert "exception" in lines[1]
     logging.getLogger().handlers.clear()
+
+
+async def test_lines_about_a_message_carry_its_user_key_and_correlation_id(
+    services: Services, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("INFO", "json")
+    await FakeChat(services.assistant).say("olga", "hello there")
+    await services.assistant.drain(10)
+    logging.getLogger().handlers.clear()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    about = [line for line in lines if line.get("user_key") == "fake:olga"]
+    assert any("message answered" in line["message"] for line in about)
+    assert len({line["correlation_id"] for line in about}) == 1
+    assert all("hello there" not in line["message"] for line in lines), "no message text at INFO"

@@ -227,3 +227,14 @@ async def test_in_process_ledger_expires_and_stays_bounded() -> None:
     for key in "bcde":
         await ledger.first_sighting(key)
     assert len(ledger._seen) <= 3
+
+
+async def test_replicas_starting_together_do_not_race_on_migrations() -> None:
+    async with fresh_postgres() as url:
+        await asyncio.gather(*(Database(url).migrate() for _ in range(3)))
+        db = Database(url)
+        await db.open(migrate=False)
+        records = RelationalRecords(db)
+        await records.save_interaction(_record(9))
+        assert (await records.stats("t:1")).total_interactions == 1
+        await db.close()
