@@ -57,9 +57,10 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        if hasattr(record, "correlation_id"):
+        correlation_id = getattr(record, "correlation_id", None)
+        if correlation_id is not None:
             head, _, rest = line.partition(": ")
-            line = f"{head} [{record.user_key} {record.correlation_id}]: {rest}"
+            line = f"{head} [{getattr(record, 'user_key', '?')} {correlation_id}]: {rest}"
         return line
 
 

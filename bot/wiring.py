@@ -18,6 +18,7 @@ from core.ports import EventLedger, LanguageModel, ShortTermMemory
 from storage.database import Database
 from storage.embeddings import BatchingEmbedder, default_model_path, load_model
 from storage.ledger import InProcessLedger, RedisLedger
+from storage.locks import RedisPersonLocks
 from storage.long_term import ChromaMemory, chroma_client
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm
@@ -132,6 +133,15 @@ async def build_services(settings: Settings, *, llm: LanguageModel | None = None
         embedder=embedder,
         telemetry=metrics,
         settings=AssistantSettings(),
+        person_locks=(
+            RedisPersonLocks(
+                redis,
+                prefix=settings.redis_prefix,
+                timeout=settings.claude_timeout * (settings.claude_max_retries + 1) + 60,
+            )
+            if redis is not None
+            else None
+        ),
     )
     return Services(
         settings=settings,

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ from core.ports import (
     Memory,
     MemoryHit,
     Pattern,
+    PersonLocks,
     Profile,
     Records,
     ShortTermMemory,
@@ -78,6 +80,7 @@ class Assistant:
         embedder: Embedder,
         telemetry: Telemetry | None = None,
         settings: AssistantSettings | None = None,
+        person_locks: PersonLocks | None = None,
     ) -> None:
         self._llm = llm
         self._records = records
@@ -88,6 +91,7 @@ class Assistant:
         self._settings = settings or AssistantSettings()
         self._background = BackgroundWork()
         self._locks = KeyedLocks()
+        self._person_locks = person_locks
 
     @property
     def pending(self) -> int:
@@ -99,8 +103,18 @@ class Assistant:
         trace = current()
         correlation_id = trace[1] if trace and trace[0] == event.user.key else None
         with traced(event.user.key, correlation_id):
-            async with self._locks(event.user.key):
+            async with self._turn(event.user.key):
                 return await self._handle(event, on_text)
+
+    @asynccontextmanager
+    async def _turn(self, user_key: str) -> AsyncIterator[None]:
+        """This person's turn: first among this process's tasks (FIFO), then among replicas (shared lock)."""
+        async with self._locks(user_key):
+            if self._person_locks is None:
+                yield
+            else:
+                async with self._person_locks.hold(user_key):
+                    yield
 
     async def _handle(self, event: MessageReceived, on_text: Callable[[str], Awaitable[None]] | None) -> Reply:
         started = time.perf_counter()
@@ -293,7 +307,7 @@ class Assistant:
 
     async def forget(self, user_key: str) -> None:
         """Delete everything stored about a person, in every store, after their pending work lands."""
-        async with self._locks(user_key):
+        async with self._turn(user_key):
             await self._background.settle(user_key)
             await self._records.forget_user(user_key)
             await self._long_term.forget_user(user_key)

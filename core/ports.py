@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -22,6 +23,7 @@ __all__ = [
     "Memory",
     "MemoryHit",
     "Pattern",
+    "PersonLocks",
     "PatternStore",
     "Profile",
     "ProfileStore",
@@ -197,6 +199,12 @@ class EventLedger(Protocol):
     async def forget(self, key: str) -> None:
         """Un-record `key`, for an event that was claimed but could not be accepted."""
         ...
+
+
+class PersonLocks(Protocol):
+    """Holds one person's turn, so that two replicas never interleave the same person's messages."""
+
+    def hold(self, user_key: str) -> AbstractAsyncContextManager[None]: ...
 
 
 class Embedder(Protocol):

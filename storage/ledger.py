@@ -24,8 +24,8 @@ class InProcessLedger:
             if expires > now and len(self._seen) < self._max_keys:
                 break
             del self._seen[oldest_key]
-        expires = self._seen.get(key)
-        if expires is not None and expires > now:
+        known = self._seen.get(key)
+        if known is not None and known > now:
             return False
         self._seen[key] = now + ttl_seconds
         self._seen.move_to_end(key)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bot.wiring import Services
@@ -168,3 +170,14 @@ async def test_huge_input_is_truncated_not_sent_whole(chat: FakeChat, fake_claud
     sent = fake_claude.requests[-1]["messages"][-1]["content"]
     assert len(sent) <= 8_000
     assert sent.endswith("[… message truncated]")
+
+
+async def test_one_persons_messages_are_answered_in_order_without_interleaving(
+    chat: FakeChat, fake_claude: FakeAnthropic
+) -> None:
+    fake_claude.latency = 0.05
+    await asyncio.gather(*(chat.say("pia", f"message number {i}") for i in range(5)))
+    texts = [request["messages"][-1]["content"] for request in fake_claude.requests]
+    assert texts == [f"message number {i}" for i in range(5)]
+    # Each request saw every earlier turn: no two of her turns were in flight together.
+    assert [len(request["messages"]) for request in fake_claude.requests] == [1, 3, 5, 7, 9]

@@ -20,6 +20,7 @@ from core.ports import InteractionRecord, Memory, ShortTermMemory, Turn
 from storage.database import Database, tortoise_config
 from storage.embeddings import BatchingEmbedder
 from storage.ledger import InProcessLedger, RedisLedger
+from storage.locks import RedisPersonLocks
 from storage.long_term import ChromaMemory, chroma_client
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm
@@ -238,3 +239,36 @@ async def test_replicas_starting_together_do_not_race_on_migrations() -> None:
         await records.save_interaction(_record(9))
         assert (await records.stats("t:1")).total_interactions == 1
         await db.close()
+
+
+async def test_person_locks_in_redis_exclude_across_clients() -> None:
+    async with redis_namespace() as prefix:
+        clients = [Redis.from_url(REDIS_URL), Redis.from_url(REDIS_URL)]
+        replicas = [RedisPersonLocks(client, prefix=prefix, timeout=10) for client in clients]
+        inside = 0
+        overlaps = 0
+
+        async def turn(replica: RedisPersonLocks, user_key: str) -> None:
+            nonlocal inside, overlaps
+            async with replica.hold(user_key):
+                inside += 1
+                overlaps += inside > 1
+                await asyncio.sleep(0.02)
+                inside -= 1
+
+        await asyncio.gather(*(turn(replicas[i % 2], "t:same") for i in range(8)))
+        assert overlaps == 0
+        b_inside = asyncio.Event()
+
+        async def a_waits_for_b() -> None:
+            async with replicas[0].hold("t:a"):
+                await b_inside.wait()
+
+        async def b() -> None:
+            async with replicas[1].hold("t:b"):
+                b_inside.set()
+
+        # Different people do not wait for each other: b gets in while a holds its own turn.
+        await asyncio.wait_for(asyncio.gather(a_waits_for_b(), b()), 5)
+        for client in clients:
+            await client.aclose()
