@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.llm import DEFAULT_MODEL
@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     discord_token: SecretStr | None = Field(default=None, alias="DISCORD_TOKEN")
     discord_guild_id: int | None = Field(default=None, alias="DISCORD_GUILD_ID")
     discord_channel_ids: str = Field(default="", alias="DISCORD_CHANNEL_IDS")
+    discord_shard_count: int | None = Field(default=None, alias="DISCORD_SHARD_COUNT", ge=1)
+    discord_shard_ids: str = Field(default="", alias="DISCORD_SHARD_IDS")
     slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
@@ -75,6 +77,7 @@ class Settings(BaseSettings):
         "embedding_model",
         "discord_token",
         "discord_guild_id",
+        "discord_shard_count",
         "slack_api_url",
         "slack_bot_token",
         "slack_app_token",
@@ -86,13 +89,27 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("discord_channel_ids")
+    @field_validator("discord_channel_ids", "discord_shard_ids")
     @classmethod
-    def _channel_ids(cls, value: str) -> str:
+    def _number_list(cls, value: str) -> str:
         for part in value.replace(",", " ").split():
             if not part.isdigit():
-                raise ValueError("must be Discord channel ids (numbers) separated by commas")
+                raise ValueError("must be numbers separated by commas")
         return value
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> Settings:
+        ids = self.discord_shards
+        if ids and self.discord_shard_count is None:
+            raise ValueError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT")
+        if ids and self.discord_shard_count is not None and max(ids) >= self.discord_shard_count:
+            raise ValueError("DISCORD_SHARD_IDS must all be below DISCORD_SHARD_COUNT")
+        return self
+
+    @property
+    def discord_shards(self) -> tuple[int, ...]:
+        """This replica's Discord shards (empty: let discord.py decide)."""
+        return tuple(int(part) for part in self.discord_shard_ids.replace(",", " ").split())
 
     @property
     def discord_allowed_channels(self) -> frozenset[int]:
@@ -123,7 +140,9 @@ def load_settings(env_file: str | None = ".env") -> Settings:
         return Settings(_env_file=env_file)  # type: ignore[call-arg]
     except ValidationError as exc:
         error = exc.errors()[0]
-        name = str(error["loc"][0]) if error["loc"] else "settings"
+        if not error["loc"]:  # a rule across settings: its message names the variables
+            raise ConfigError(f"invalid settings: {error['msg'].removeprefix('Value error, ')}") from None
+        name = str(error["loc"][0])
         value = error.get("input")
         shown = (
             "" if name.endswith(("KEY", "TOKEN", "SECRET", "URL")) or isinstance(value, dict) else f" (got {value!r})"

@@ -56,6 +56,15 @@ def test_invalid_setting_names_the_variable_in_one_line(tmp_path: Path, name: st
     assert "hunter22" not in result.stderr, "a URL may hold a password: never echo it"
 
 
+def test_shard_ids_must_fit_the_shard_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_SHARD_IDS", "0,3")
+    monkeypatch.setenv("DISCORD_SHARD_COUNT", "2")
+    with pytest.raises(ConfigError, match="DISCORD_SHARD_IDS must all be below DISCORD_SHARD_COUNT"):
+        load_settings(env_file=None)
+    monkeypatch.setenv("DISCORD_SHARD_COUNT", "4")
+    assert load_settings(env_file=None).discord_shards == (0, 3)
+
+
 def test_chat_also_needs_the_key(tmp_path: Path) -> None:
     result = _run_bot(tmp_path, "chat", "--user", "ana")
     assert result.returncode == 2 and "ANTHROPIC_API_KEY" in result.stderr
