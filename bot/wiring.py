@@ -15,11 +15,13 @@ from bot.metrics import Metrics
 from core.assistant import Assistant, AssistantSettings
 from core.llm import Claude, ClaudeSettings
 from core.ports import EventLedger, LanguageModel, ShortTermMemory
+from core.recall import Recall
 from storage.database import Database
 from storage.embeddings import BatchingEmbedder, default_model_path, load_model
 from storage.ledger import InProcessLedger, RedisLedger
 from storage.locks import RedisPersonLocks
-from storage.long_term import ChromaMemory, chroma_client
+from storage.long_term import ChromaVectors, chroma_client
+from storage.memory_store import RelationalMemory
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm
 
@@ -51,7 +53,8 @@ class Services:
     database: Database
     records: RelationalRecords
     short_term: ShortTermMemory
-    long_term: ChromaMemory
+    long_term: Recall
+    vectors: ChromaVectors
     embedder: BatchingEmbedder
     llm: LanguageModel
     assistant: Assistant
@@ -122,7 +125,8 @@ async def build_services(settings: Settings, *, llm: LanguageModel | None = None
         model = await asyncio.to_thread(load_model, default_model_path(settings.embedding_model))
     embedder = BatchingEmbedder(model)
     client = await asyncio.to_thread(chroma_client, path=settings.chroma_path, url=settings.chroma_url)
-    long_term = await asyncio.to_thread(ChromaMemory, client)
+    vectors = await asyncio.to_thread(ChromaVectors, client)
+    long_term = Recall(vectors=vectors, store=RelationalMemory(database))
     records = RelationalRecords(database)
     metrics = Metrics()
     assistant = Assistant(
@@ -149,6 +153,7 @@ async def build_services(settings: Settings, *, llm: LanguageModel | None = None
         records=records,
         short_term=short_term,
         long_term=long_term,
+        vectors=vectors,
         embedder=embedder,
         llm=llm,
         assistant=assistant,

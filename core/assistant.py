@@ -200,7 +200,9 @@ class Assistant:
 
         async def recall() -> tuple[list[float] | None, list[MemoryHit]]:
             [embedding] = await self._embedder.embed([text])
-            hits = await self._long_term.search(user_key, embedding, scopes=scopes, limit=limits.memory_results * 2)
+            hits = await self._long_term.search(
+                user_key, text, embedding, scopes=scopes, limit=limits.memory_results * 2
+            )
             return embedding, hits
 
         (embedding, hits), history, profile, patterns = await asyncio.gather(

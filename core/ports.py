@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +22,7 @@ __all__ = [
     "LongTermMemory",
     "Memory",
     "MemoryHit",
+    "MemoryStore",
     "Pattern",
     "PersonLocks",
     "PatternStore",
@@ -34,6 +35,7 @@ __all__ = [
     "ShortTermMemory",
     "Telemetry",
     "Turn",
+    "VectorIndex",
 ]
 
 Scope = Literal["private", "shared"]
@@ -167,13 +169,56 @@ class ShortTermMemory(Protocol):
 
 
 class LongTermMemory(Protocol):
-    """Vector memory of every person in one store; callers always pass their own embeddings."""
+    """Everything a person told Rapport, searchable by meaning and by words (core.recall.Recall)."""
 
     async def add(self, memories: Sequence[Memory], embeddings: Sequence[Sequence[float]]) -> None: ...
 
     async def search(
-        self, user_key: str, embedding: Sequence[float], *, scopes: Sequence[Scope], limit: int
+        self, user_key: str, query: str, embedding: Sequence[float], *, scopes: Sequence[Scope], limit: int
     ) -> list[MemoryHit]: ...
+
+    async def count(self, user_key: str) -> int: ...
+
+    async def forget_user(self, user_key: str) -> None: ...
+
+    async def ping(self) -> None: ...
+
+
+class VectorIndex(Protocol):
+    """Vectors of every person's memories in one index, always filtered by person and scope; we pass our own
+    embeddings."""
+
+    async def add(self, memories: Sequence[Memory], embeddings: Sequence[Sequence[float]]) -> None: ...
+
+    async def nearest(
+        self, user_key: str, embedding: Sequence[float], *, scopes: Sequence[Scope], limit: int
+    ) -> list[tuple[str, float]]:
+        """(memory id, cosine similarity), best first."""
+        ...
+
+    async def forget_user(self, user_key: str) -> None: ...
+
+    async def ping(self) -> None: ...
+
+
+class MemoryStore(Protocol):
+    """The memories themselves, their order within each conversation, and a BM25 index over their terms."""
+
+    async def add(self, memories: Sequence[Memory], terms: Sequence[Mapping[str, int]]) -> None: ...
+
+    async def lexical(
+        self, user_key: str, terms: Sequence[str], *, scopes: Sequence[Scope], limit: int
+    ) -> list[tuple[str, float]]:
+        """(memory id, BM25 score), best first, over this person's memories in these scopes."""
+        ...
+
+    async def neighbours(
+        self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]
+    ) -> dict[str, list[str]]:
+        """For each id, the ids of the memories just before and after it in the same conversation."""
+        ...
+
+    async def fetch(self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]) -> list[Memory]: ...
 
     async def count(self, user_key: str) -> int: ...
 

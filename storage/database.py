@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 from tortoise import Tortoise
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.context import TortoiseContext
 from tortoise.migrations.api import migrate as run_migrations
 
@@ -98,10 +99,17 @@ class Database:
         _ensure_sqlite_dir(self.url)
         self._context = await Tortoise.init(config=tortoise_config(self.url), _enable_global_fallback=True)
 
-    async def ping(self) -> None:
+    def connection(self) -> BaseDBAsyncClient:
         if self._context is None:
             raise RuntimeError("database is not open")
-        await self._context.db().execute_query("SELECT 1")
+        return self._context.db()
+
+    def placeholder(self, position: int) -> str:
+        """The driver's parameter marker for raw SQL: `$1` on asyncpg, `?` on SQLite."""
+        return f"${position}" if self.dialect == "postgres" else "?"
+
+    async def ping(self) -> None:
+        await self.connection().execute_query("SELECT 1")
 
     async def close(self) -> None:
         if self._context is not None:

@@ -7,7 +7,16 @@ from typing import Any
 from tortoise import fields
 from tortoise.models import Model
 
-__all__ = ["Feedback", "Interaction", "LearnedPattern", "ReplyMessage", "UserProfile"]
+__all__ = [
+    "Feedback",
+    "Interaction",
+    "LearnedPattern",
+    "MemoryItem",
+    "MemoryStats",
+    "MemoryTerm",
+    "ReplyMessage",
+    "UserProfile",
+]
 
 
 class UserProfile(Model):
@@ -87,3 +96,52 @@ class LearnedPattern(Model):
     class Meta:
         table = "learned_pattern"
         unique_together = (("user_key", "kind", "value", "scope"),)
+
+
+class MemoryItem(Model):
+    """A long-term memory. `seq` orders memories, so a conversation's neighbouring turns can be found."""
+
+    seq = fields.BigIntField(primary_key=True)
+    id = fields.CharField(max_length=64, unique=True)
+    user_key = fields.CharField(max_length=191)
+    scope = fields.CharField(max_length=8)
+    conversation_id = fields.CharField(max_length=191)
+    speaker = fields.CharField(max_length=191, default="")
+    text = fields.TextField()
+    reply = fields.TextField(default="")
+    created_at = fields.DatetimeField()
+    length = fields.IntField(default=0)
+
+    class Meta:
+        table = "memory"
+        indexes = (("user_key", "conversation_id", "seq"),)
+
+
+class MemoryTerm(Model):
+    """One posting of the BM25 index: how often a stemmed term occurs in a memory."""
+
+    id = fields.BigIntField(primary_key=True)
+    user_key = fields.CharField(max_length=191)
+    scope = fields.CharField(max_length=8)
+    term = fields.CharField(max_length=64)
+    memory_id = fields.CharField(max_length=64, db_index=True)
+    tf = fields.IntField()
+    length = fields.IntField()  # the memory's term count, here so that scoring needs no join
+
+    class Meta:
+        table = "memory_term"
+        indexes = (("user_key", "term", "scope"),)
+
+
+class MemoryStats(Model):
+    """Per person and scope: how many memories and how many terms in all, for BM25's length normalisation."""
+
+    id = fields.IntField(primary_key=True)
+    user_key = fields.CharField(max_length=191)
+    scope = fields.CharField(max_length=8)
+    documents = fields.BigIntField(default=0)
+    total_length = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "memory_stats"
+        unique_together = (("user_key", "scope"),)

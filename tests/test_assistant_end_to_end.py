@@ -116,6 +116,7 @@ async def test_forget_leaves_nothing_in_any_store(
 
     assert await services.assistant.insights("fake:ivan") is None
     assert await services.long_term.count("fake:ivan") == 0
+    assert await services.vectors.count("fake:ivan") == 0
     assert not await services.records.has_user("fake:ivan")
     assert await services.records.find_reply(posted.ref) is None
     for conversation in ("fake::dm-ivan", "fake::pets"):

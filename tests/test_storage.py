@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +18,13 @@ from tortoise.migrations.autodetector import MigrationAutodetector
 
 from core.events import MessageRef
 from core.ports import InteractionRecord, Memory, ShortTermMemory, Turn
+from core.recall import document_of, terms_of
 from storage.database import Database, tortoise_config
 from storage.embeddings import BatchingEmbedder
 from storage.ledger import InProcessLedger, RedisLedger
 from storage.locks import RedisPersonLocks
-from storage.long_term import ChromaMemory, chroma_client
+from storage.long_term import ChromaVectors, chroma_client
+from storage.memory_store import RelationalMemory
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm
 from tests.conftest import REDIS_URL, fresh_postgres, redis_namespace
@@ -144,22 +147,65 @@ async def test_redis_short_term_sets_an_expiry() -> None:
         await redis.aclose()
 
 
-async def test_long_term_memory_filters_by_person_and_scope(tmp_path: Path) -> None:
-    memory = ChromaMemory(chroma_client(path=str(tmp_path / "chroma"), url=None))
+async def test_vectors_are_filtered_by_person_and_scope(tmp_path: Path) -> None:
+    vectors = ChromaVectors(chroma_client(path=str(tmp_path / "chroma"), url=None))
     now = datetime.now(UTC)
     items = [
         Memory(id="a1", user_key="t:a", text="a private", scope="private", conversation_id="c", created_at=now),
         Memory(id="a2", user_key="t:a", text="a shared", scope="shared", conversation_id="c", created_at=now),
         Memory(id="b1", user_key="t:b", text="b private", scope="private", conversation_id="c", created_at=now),
     ]
-    await memory.add(items, [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [1.0, 0.0, 0.0]])
-    found = await memory.search("t:a", [1.0, 0.0, 0.0], scopes=("shared",), limit=10)
-    assert [h.memory.id for h in found] == ["a2"]
-    found = await memory.search("t:a", [1.0, 0.0, 0.0], scopes=("private", "shared"), limit=10)
-    assert [h.memory.id for h in found] == ["a1", "a2"] and found[0].score == pytest.approx(1.0)
-    assert await memory.search("t:nobody", [1.0, 0.0, 0.0], scopes=("private",), limit=10) == []
-    await memory.forget_user("t:a")
-    assert await memory.count("t:a") == 0 and await memory.count("t:b") == 1
+    await vectors.add(items, [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [1.0, 0.0, 0.0]])
+    assert [i for i, _ in await vectors.nearest("t:a", [1.0, 0.0, 0.0], scopes=("shared",), limit=10)] == ["a2"]
+    found = await vectors.nearest("t:a", [1.0, 0.0, 0.0], scopes=("private", "shared"), limit=10)
+    assert [i for i, _ in found] == ["a1", "a2"] and found[0][1] == pytest.approx(1.0)
+    assert await vectors.nearest("t:nobody", [1.0, 0.0, 0.0], scopes=("private",), limit=10) == []
+    await vectors.forget_user("t:a")
+    assert await vectors.count("t:a") == 0 and await vectors.count("t:b") == 1
+
+
+def _memory(i: int, text: str, *, user_key: str = "t:a", scope: str = "private", conversation: str = "c") -> Memory:
+    return Memory(
+        id=f"{user_key}-{i}",
+        user_key=user_key,
+        text=text,
+        scope=scope,  # type: ignore[arg-type]
+        conversation_id=conversation,
+        created_at=datetime(2026, 1, 1 + i % 28, tzinfo=UTC),
+        speaker="Ana",
+    )
+
+
+async def test_bm25_ranks_rare_words_first_within_a_person_and_scope(database: Database) -> None:
+    store = RelationalMemory(database)
+    texts = [
+        "I adopted a greyhound called Pixel last spring",
+        "the weather is nice and the weather is warm",
+        "my greyhound loves the beach",
+        "the weather again, always the weather",
+        "I'm learning the cello",
+    ]
+    memories = [_memory(i, text) for i, text in enumerate(texts)]
+    memories.append(_memory(9, "greyhound greyhound greyhound", user_key="t:b"))
+    memories.append(_memory(10, "Pixel the greyhound in a shared channel", scope="shared", conversation="ch"))
+    await store.add(memories, [Counter(terms_of(document_of(m))) for m in memories])
+    await store.add(memories[:1], [Counter(terms_of(document_of(memories[0])))])  # a retry indexes nothing twice
+
+    ranked = await store.lexical("t:a", terms_of("What is my greyhound's name, Pixel?"), scopes=("private",), limit=10)
+    assert [i for i, _ in ranked] == ["t:a-0", "t:a-2"]
+    assert ranked[0][1] > ranked[1][1] > 0
+    shared = await store.lexical("t:a", terms_of("greyhound"), scopes=("shared",), limit=10)
+    assert [i for i, _ in shared] == ["t:a-10"]
+    assert await store.lexical("t:a", terms_of("the a of"), scopes=("private",), limit=10) == []
+    assert await store.count("t:a") == 6
+
+    around = await store.neighbours("t:a", ["t:a-2", "t:a-0"], scopes=("private",))
+    assert around == {"t:a-2": ["t:a-1", "t:a-3"], "t:a-0": ["t:a-1"]}
+    fetched = await store.fetch("t:a", ["t:a-0", "t:b-9", "t:a-10"], scopes=("private",))
+    assert [m.id for m in fetched] == ["t:a-0"], "another person's or another scope's memory is never fetched"
+    await store.forget_user("t:a")
+    assert await store.count("t:a") == 0 and await store.count("t:b") == 1
+    assert await store.lexical("t:a", terms_of("greyhound"), scopes=("private",), limit=10) == []
 
 
 async def test_embedder_batches_concurrent_requests_off_the_event_loop(embedding_model: Any) -> None:

@@ -1,0 +1,157 @@
+"""Long-term recall: vectors and BM25 side by side, fused, with neighbouring turns and recency where asked.
+
+Plain cosine over MiniLM embeddings misses names, numbers and rare words; BM25 misses paraphrase. Each finds
+what the other does not, so both run and their normalised scores are fused. Evidence in a dialogue often sits
+next to the turn that matches (a question and its answer), so the neighbours of strong hits get a share of
+their score. The same `Recall` serves the assistant and the retrieval evaluation (bench/memory.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import snowballstemmer
+
+from core.ports import Memory, MemoryHit, MemoryStore, Scope, VectorIndex
+
+__all__ = ["Recall", "RecallSettings", "document_of", "fuse", "terms_of", "wants_recent"]
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?", re.UNICODE)
+_STEMMER = snowballstemmer.stemmer("english")
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below between
+    both but by can could did do does doing down during each few for from further had has have having he her here
+    hers herself him himself his how i if in into is it its itself just me more most my myself no nor not now of
+    off on once only or other our ours ourselves out over own same she should so some such than that the their
+    theirs them themselves then there these they this those through to too under until up very was we were what
+    when where which while who whom why will with would you your yours yourself yourselves s t don't i'm it's
+    also get got like really yeah yes oh ok okay well much many one""".split()
+)
+_RECENT = re.compile(r"\b(recent(ly)?|latest|last|lately|yesterday|today|this (week|month|morning)|ago|now)\b", re.I)
+
+
+def terms_of(text: str) -> list[str]:
+    """Lower-cased, stop-worded, Snowball-stemmed words: the one tokenizer for indexing and for questions."""
+    words = [w.replace("’", "'") for w in _WORD.findall(text.lower())]
+    kept = [w.split("'", 1)[0] if w.endswith(("'s", "'d", "'ll", "'re", "'ve")) else w for w in words]
+    return [str(stem) for stem in _STEMMER.stemWords([w for w in kept if w not in STOPWORDS and len(w) < 40])]
+
+
+def document_of(memory: Memory) -> str:
+    """What is indexed for a memory: who said it, when, and what (the time helps questions that ask when)."""
+    speaker = f"{memory.speaker}: " if memory.speaker else ""
+    return f"[{memory.created_at:%d %B %Y}] {speaker}{memory.text}"
+
+
+def wants_recent(question: str) -> bool:
+    return bool(_RECENT.search(question))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecallSettings:
+    candidates: int = 50
+    vector_weight: float = 0.45
+    lexical_weight: float = 0.55
+    neighbour_share: float = 0.35
+    recency_weight: float = 0.15
+
+
+def _normalised(scored: Sequence[tuple[str, float]]) -> dict[str, float]:
+    """Scores scaled into 0..1 by the list's own best and worst, so lists of different units can be added."""
+    if not scored:
+        return {}
+    values = [score for _, score in scored]
+    top, bottom = max(values), min(values)
+    span = top - bottom
+    if span <= 1e-12:
+        return {memory_id: 1.0 for memory_id, _ in scored}
+    return {memory_id: (score - bottom) / span for memory_id, score in scored}
+
+
+def fuse(
+    vector: Sequence[tuple[str, float]], lexical: Sequence[tuple[str, float]], settings: RecallSettings
+) -> dict[str, float]:
+    """Weighted sum of min-max normalised scores; an id missing from one list gets 0 from it."""
+    v, lex = _normalised(vector), _normalised(lexical)
+    return {
+        memory_id: settings.vector_weight * v.get(memory_id, 0.0) + settings.lexical_weight * lex.get(memory_id, 0.0)
+        for memory_id in v.keys() | lex.keys()
+    }
+
+
+def _with_neighbours(
+    scores: dict[str, float], neighbours: Mapping[str, Sequence[str]], share: float
+) -> dict[str, float]:
+    """Each strong hit lends `share` of its score to the turns just before and after it."""
+    boosted = dict(scores)
+    for memory_id, around in neighbours.items():
+        for neighbour in around:
+            boosted[neighbour] = boosted.get(neighbour, 0.0) + share * scores.get(memory_id, 0.0)
+    return boosted
+
+
+def _with_recency(scores: dict[str, float], memories: Mapping[str, Memory], weight: float) -> dict[str, float]:
+    times = [m.created_at for m in memories.values()]
+    if not times:
+        return scores
+    oldest, newest = min(times), max(times)
+    span = (newest - oldest).total_seconds() or 1.0
+
+    def age_share(moment: datetime) -> float:
+        return (moment - oldest).total_seconds() / span
+
+    return {
+        memory_id: score + weight * age_share(memories[memory_id].created_at) if memory_id in memories else score
+        for memory_id, score in scores.items()
+    }
+
+
+class Recall:
+    """Implements core.ports.LongTermMemory over a vector index and a text store with BM25."""
+
+    def __init__(self, *, vectors: VectorIndex, store: MemoryStore, settings: RecallSettings | None = None) -> None:
+        self._vectors = vectors
+        self._store = store
+        self._settings = settings or RecallSettings()
+
+    async def ping(self) -> None:
+        await asyncio.gather(self._vectors.ping(), self._store.ping())
+
+    async def add(self, memories: Sequence[Memory], embeddings: Sequence[Sequence[float]]) -> None:
+        """Text first, then vectors: a memory is never findable by vector without its text to show."""
+        await self._store.add(memories, [Counter(terms_of(document_of(m))) for m in memories])
+        await self._vectors.add(memories, embeddings)
+
+    async def search(
+        self, user_key: str, query: str, embedding: Sequence[float], *, scopes: Sequence[Scope], limit: int
+    ) -> list[MemoryHit]:
+        if limit <= 0 or not scopes:
+            return []
+        settings = self._settings
+        vector, lexical = await asyncio.gather(
+            self._vectors.nearest(user_key, embedding, scopes=scopes, limit=settings.candidates),
+            self._store.lexical(user_key, terms_of(query), scopes=scopes, limit=settings.candidates),
+        )
+        scores = fuse(vector, lexical, settings)
+        if not scores:
+            return []
+        strongest = sorted(scores, key=scores.__getitem__, reverse=True)[: max(limit, 10)]
+        neighbours = await self._store.neighbours(user_key, strongest, scopes=scopes)
+        scores = _with_neighbours(scores, neighbours, settings.neighbour_share)
+        ranked = sorted(scores, key=scores.__getitem__, reverse=True)[: limit * 3]
+        memories = {m.id: m for m in await self._store.fetch(user_key, ranked, scopes=scopes)}
+        if wants_recent(query):
+            scores = _with_recency(scores, memories, settings.recency_weight)
+        ranked = sorted((i for i in ranked if i in memories), key=scores.__getitem__, reverse=True)[:limit]
+        return [MemoryHit(memory=memories[memory_id], score=scores[memory_id]) for memory_id in ranked]
+
+    async def count(self, user_key: str) -> int:
+        return await self._store.count(user_key)
+
+    async def forget_user(self, user_key: str) -> None:
+        await asyncio.gather(self._store.forget_user(user_key), self._vectors.forget_user(user_key))

@@ -1,0 +1,177 @@
+"""Memories in the relational database, with a BM25 index kept in plain tables.
+
+Written here rather than taken from SQLite FTS5 and PostgreSQL full-text search: those are two different
+rankers (PostgreSQL's ts_rank has no IDF), so recall would change with the backend. Postings in ordinary
+tables give the same BM25 on both, with per-person statistics, and stay consistent across replicas.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import F
+
+from core.ports import Memory, Scope
+from storage.database import Database
+from storage.models import MemoryItem, MemoryStats, MemoryTerm
+
+__all__ = ["RelationalMemory"]
+
+K1 = 1.2
+B = 0.75
+
+
+class RelationalMemory:
+    """Implements core.ports.MemoryStore."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def ping(self) -> None:
+        await self._database.ping()
+
+    def _in(self, values: Sequence[Any], start: int) -> str:
+        return ", ".join(self._database.placeholder(start + i) for i in range(len(values)))
+
+    async def add(self, memories: Sequence[Memory], terms: Sequence[Mapping[str, int]]) -> None:
+        # A retried add must not index a memory twice.
+        known = {str(i) for i in await MemoryItem.filter(id__in=[m.id for m in memories]).values_list("id", flat=True)}
+        fresh = [(m, t) for m, t in zip(memories, terms, strict=True) if m.id not in known]
+        if not fresh:
+            return
+        await MemoryItem.bulk_create(
+            [
+                MemoryItem(
+                    id=m.id,
+                    user_key=m.user_key,
+                    scope=m.scope,
+                    conversation_id=m.conversation_id[:191],
+                    speaker=m.speaker[:191],
+                    text=m.text,
+                    reply=m.reply,
+                    created_at=m.created_at,
+                    length=sum(t.values()),
+                )
+                for m, t in fresh
+            ]
+        )
+        await MemoryTerm.bulk_create(
+            [
+                MemoryTerm(
+                    user_key=m.user_key,
+                    scope=m.scope,
+                    term=term[:64],
+                    memory_id=m.id,
+                    tf=count,
+                    length=sum(t.values()),
+                )
+                for m, t in fresh
+                for term, count in t.items()
+            ],
+            batch_size=2_000,
+        )
+        totals: dict[tuple[str, str], tuple[int, int]] = {}
+        for m, t in fresh:
+            documents, length = totals.get((m.user_key, m.scope), (0, 0))
+            totals[(m.user_key, m.scope)] = (documents + 1, length + sum(t.values()))
+        for (user_key, scope), (documents, length) in totals.items():
+            await self._bump_stats(user_key, scope, documents, length)
+
+    async def _bump_stats(self, user_key: str, scope: str, documents: int, length: int) -> None:
+        match = MemoryStats.filter(user_key=user_key, scope=scope)
+        change = {"documents": F("documents") + documents, "total_length": F("total_length") + length}
+        if await match.update(**change):
+            return
+        try:
+            await MemoryStats.create(user_key=user_key, scope=scope, documents=documents, total_length=length)
+        except IntegrityError:  # another writer created the row first
+            await match.update(**change)
+
+    async def lexical(
+        self, user_key: str, terms: Sequence[str], *, scopes: Sequence[Scope], limit: int
+    ) -> list[tuple[str, float]]:
+        unique = sorted(set(terms))
+        if not unique or limit <= 0:
+            return []
+        stats = await MemoryStats.filter(user_key=user_key, scope__in=list(scopes)).values_list(
+            "documents", "total_length"
+        )
+        documents = sum(d for d, _ in stats)
+        if documents == 0:
+            return []
+        average_length = max(sum(t for _, t in stats) / documents, 1.0)
+        db = self._database.connection()
+        scope_list = list(scopes)
+        where = (
+            f"user_key = {self._database.placeholder(1)} AND scope IN ({self._in(scope_list, 2)}) "
+            f"AND term IN ({self._in(unique, 2 + len(scope_list))})"
+        )
+        values: list[Any] = [user_key, *scope_list, *unique]
+        frequencies = await db.execute_query_dict(
+            f"SELECT term, COUNT(*) AS df FROM memory_term WHERE {where} GROUP BY term", values
+        )
+        idf = {row["term"]: math.log(1 + (documents - row["df"] + 0.5) / (row["df"] + 0.5)) for row in frequencies}
+        if not idf:
+            return []
+        weight = " ".join(f"WHEN '{term.replace(chr(39), chr(39) * 2)}' THEN {value!r}" for term, value in idf.items())
+        score = (
+            f"SUM((CASE term {weight} ELSE 0 END) * tf * {K1 + 1} / "
+            f"(tf + {K1} * (1 - {B} + {B} * length / {average_length!r})))"
+        )
+        rows = await db.execute_query_dict(
+            f"SELECT memory_id, {score} AS score FROM memory_term WHERE {where} "
+            f"GROUP BY memory_id ORDER BY score DESC, memory_id LIMIT {int(limit)}",
+            values,
+        )
+        return [(row["memory_id"], float(row["score"])) for row in rows]
+
+    async def neighbours(
+        self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]
+    ) -> dict[str, list[str]]:
+        if not memory_ids:
+            return {}
+        scope_list = list(scopes)
+        p = self._database.placeholder
+        n = len(scope_list)
+        scoped = f"scope IN ({self._in(scope_list, 2)})"
+        around = (
+            "(SELECT o.id FROM memory o WHERE o.user_key = m.user_key AND o.conversation_id = m.conversation_id "
+            f"AND o.seq {{op}} m.seq AND o.{scoped} ORDER BY o.seq {{order}} LIMIT 1)"
+        )
+        sql = (
+            f"SELECT m.id, {around.format(op='<', order='DESC')} AS before, "
+            f"{around.format(op='>', order='ASC')} AS after "
+            f"FROM memory m WHERE m.user_key = {p(1)} AND m.id IN ({self._in(memory_ids, 2 + n)})"
+        )
+        if self._database.dialect == "sqlite":  # `?` binds in order of appearance, so the scopes repeat
+            values: list[Any] = [*scope_list, *scope_list, user_key, *memory_ids]
+        else:
+            values = [user_key, *scope_list, *memory_ids]
+        rows = await self._database.connection().execute_query_dict(sql, values)
+        return {row["id"]: [i for i in (row["before"], row["after"]) if i] for row in rows}
+
+    async def fetch(self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]) -> list[Memory]:
+        rows = await MemoryItem.filter(user_key=user_key, scope__in=list(scopes), id__in=list(memory_ids))
+        return [
+            Memory(
+                id=row.id,
+                user_key=row.user_key,
+                text=row.text,
+                scope=row.scope,  # type: ignore[arg-type]
+                conversation_id=row.conversation_id,
+                created_at=row.created_at,
+                speaker=row.speaker,
+                reply=row.reply,
+            )
+            for row in rows
+        ]
+
+    async def count(self, user_key: str) -> int:
+        return await MemoryItem.filter(user_key=user_key).count()
+
+    async def forget_user(self, user_key: str) -> None:
+        for model in (MemoryTerm, MemoryStats, MemoryItem):
+            await model.filter(user_key=user_key).delete()
