@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from chromadb.api import ClientAPI
 from redis.asyncio import Redis
 
 from bot.config import Settings
@@ -25,7 +26,7 @@ from storage.memory_store import RelationalMemory
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm
 
-__all__ = ["Services", "build_services", "describe_storage", "redact_url"]
+__all__ = ["Services", "build_memory", "build_services", "describe_storage", "redact_url"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,12 @@ class Services:
         await self.database.close()
 
 
+async def build_memory(database: Database, client: ClientAPI) -> tuple[ChromaVectors, Recall]:
+    """Long-term memory as the assistant uses it (the retrieval evaluation builds it here too)."""
+    vectors = await asyncio.to_thread(ChromaVectors, client)
+    return vectors, Recall(vectors=vectors, store=RelationalMemory(database))
+
+
 async def build_services(settings: Settings, *, llm: LanguageModel | None = None, model: Any = None) -> Services:
     """Open every store and build the assistant. `model` lets a caller share one loaded embedding model."""
     if llm is None:
@@ -125,8 +132,7 @@ async def build_services(settings: Settings, *, llm: LanguageModel | None = None
         model = await asyncio.to_thread(load_model, default_model_path(settings.embedding_model))
     embedder = BatchingEmbedder(model)
     client = await asyncio.to_thread(chroma_client, path=settings.chroma_path, url=settings.chroma_url)
-    vectors = await asyncio.to_thread(ChromaVectors, client)
-    long_term = Recall(vectors=vectors, store=RelationalMemory(database))
+    vectors, long_term = await build_memory(database, client)
     records = RelationalRecords(database)
     metrics = Metrics()
     assistant = Assistant(

@@ -1,0 +1,1 @@
+"""Benchmarks and evaluations, run against the real stack (see docs/benchmarks.md)."""
