@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.stats import summary_ms
 from bot.wiring import build_memory
 from core.ports import Memory
 from core.recall import Recall, RecallSettings
@@ -131,7 +132,8 @@ async def evaluate(samples: Sequence[Sample], recalls: dict[str, Recall], embedd
             await primary.add(sample.memories[start : start + 500], embeddings[start : start + 500])
     results: dict[str, Any] = {}
     for mode, recall in recalls.items():
-        overall, by_category = Tally(), defaultdict(Tally)
+        overall = Tally()
+        by_category: defaultdict[str, Tally] = defaultdict(Tally)
         latencies: list[float] = []
         for sample in samples:
             prefix = sample.user_key.split(":", 1)[1] + "|"
@@ -145,9 +147,8 @@ async def evaluate(samples: Sequence[Sample], recalls: dict[str, Recall], embedd
                 ranked = [hit.memory.id.removeprefix(prefix) for hit in hits]
                 evidence = {str(e) for e in qa["evidence"]}
                 overall.add(evidence, ranked)
-                by_category[CATEGORY_NAMES.get(qa.get("category"), str(qa.get("category")))].add(evidence, ranked)
-        from bench.stats import summary_ms
-
+                category = qa.get("category")
+                by_category[CATEGORY_NAMES.get(int(category), str(category)) if category else "?"].add(evidence, ranked)
         results[mode] = {
             "overall": overall.report(),
             "by_category": {name: tally.report() for name, tally in sorted(by_category.items())},
