@@ -29,6 +29,9 @@ class Metrics:
         self.claude_seconds = Histogram(
             "rapport_claude_seconds", "Claude call time", buckets=_LATENCY_BUCKETS, registry=r
         )
+        self.store_seconds = Histogram(
+            "rapport_store_seconds", "Storing and learning behind one reply", buckets=_LATENCY_BUCKETS, registry=r
+        )
         self.claude_tokens = Counter("rapport_claude_tokens", "Claude tokens", ["direction"], registry=r)
         self.feedback = Counter("rapport_feedback", "Feedback reactions by polarity", ["polarity"], registry=r)
         self.errors = Counter("rapport_errors", "Errors by kind", ["kind"], registry=r)
@@ -48,6 +51,9 @@ class Metrics:
 
     def feedback_recorded(self, polarity: str) -> None:
         self.feedback.labels(polarity=polarity).inc()
+
+    def stored(self, seconds: float) -> None:
+        self.store_seconds.observe(seconds)
 
     def error(self, kind: str) -> None:
         self.errors.labels(kind=kind).inc()

@@ -15,7 +15,7 @@ from bot.config import Settings
 from bot.metrics import Metrics
 from core.assistant import Assistant, AssistantSettings
 from core.llm import Claude, ClaudeSettings
-from core.ports import EventLedger, LanguageModel, ShortTermMemory
+from core.ports import EventLedger, LanguageModel, ShortTermMemory, Telemetry
 from core.recall import Recall
 from storage.database import Database
 from storage.embeddings import BatchingEmbedder, default_model_path, load_model
@@ -95,8 +95,14 @@ async def build_memory(database: Database, client: ClientAPI) -> tuple[ChromaVec
     return vectors, Recall(vectors=vectors, store=RelationalMemory(database))
 
 
-async def build_services(settings: Settings, *, llm: LanguageModel | None = None, model: Any = None) -> Services:
-    """Open every store and build the assistant. `model` lets a caller share one loaded embedding model."""
+async def build_services(
+    settings: Settings, *, llm: LanguageModel | None = None, model: Any = None, telemetry: Telemetry | None = None
+) -> Services:
+    """Open every store and build the assistant.
+
+    `model` lets a caller share one loaded embedding model; `telemetry` replaces the Prometheus metrics as what
+    the assistant reports to (benchmarks keep raw timings).
+    """
     if llm is None:
         llm = Claude(
             ClaudeSettings(
@@ -141,7 +147,7 @@ async def build_services(settings: Settings, *, llm: LanguageModel | None = None
         short_term=short_term,
         long_term=long_term,
         embedder=embedder,
-        telemetry=metrics,
+        telemetry=telemetry or metrics,
         settings=AssistantSettings(),
         person_locks=(
             RedisPersonLocks(

@@ -66,6 +66,8 @@ class NullTelemetry:
 
     def feedback_recorded(self, polarity: str) -> None: ...
 
+    def stored(self, seconds: float) -> None: ...
+
     def error(self, kind: str) -> None: ...
 
 
@@ -240,6 +242,7 @@ class Assistant:
 
     async def _remember(self, event: MessageReceived, record: InteractionRecord, embedding: list[float] | None) -> None:
         """Store the exchange and learn from it; retried, so a passing store failure loses nothing."""
+        started = time.perf_counter()
         user_key = record.user_key
         scope = scope_of(event.private)
         await retrying("storing interaction", lambda: self._records.save_interaction(record))
@@ -274,6 +277,7 @@ class Assistant:
             await self._records.bump_patterns(user_key, scope, patterns)
 
         await retrying("learning", learn)
+        self._telemetry.stored(time.perf_counter() - started)
 
     async def delivered(self, reply: Reply, refs: Sequence[MessageRef]) -> None:
         """Note where a reply was posted, so that reactions on it can be traced back to its interaction."""

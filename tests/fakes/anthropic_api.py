@@ -152,3 +152,16 @@ class FakeAnthropic:
         body = self.requests[index]
         parts = [body.get("system", "")] + [m["content"] for m in body["messages"]]
         return "\n".join(p if isinstance(p, str) else json.dumps(p) for p in parts)
+
+
+async def _serve(latency: float) -> None:
+    server = FakeAnthropic(latency=latency)
+    await server.start()
+    print(server.url, flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":  # a separate process for benchmarks: `python -m tests.fakes.anthropic_api 1.0`
+    import sys
+
+    asyncio.run(_serve(float(sys.argv[1]) if len(sys.argv) > 1 else 0.0))

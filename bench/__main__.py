@@ -1,0 +1,170 @@
+"""Run every benchmark and write docs/benchmarks.md (tables) and docs/benchmarks.json (raw figures).
+
+    python -m bench            # the full runs (several minutes)
+    python -m bench --quick    # small sizes, to prove the harness works (the test suite runs this)
+
+Each part runs in a process of its own, so that its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FULL: dict[str, dict[str, Any]] = {
+    "context": {"tiers": [0, 1_000, 10_000, 100_000], "others": 100_000, "messages": 100},
+    "load": {"people": [50, 200, 500], "seconds": 30.0, "claude_latency": 1.0},
+    "memory": {"dataset": "bench/data/locomo_mini.json"},
+}
+QUICK: dict[str, dict[str, Any]] = {
+    "context": {"tiers": [0, 200], "others": 1_000, "messages": 5},
+    "load": {"people": [10], "seconds": 2.0, "claude_latency": 0.2},
+    "memory": {"dataset": "bench/data/locomo_mini.json"},
+}
+
+
+async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    from bench.latency import ContextClock, measure_context
+    from bench.load import measure_load
+    from bench.memory import run as run_memory
+    from bench.stack import real_stack
+
+    if name == "context":
+        clock = ContextClock()
+        async with real_stack(latency=0.0, telemetry=clock) as services:
+            return await measure_context(
+                services, clock, tiers=tuple(config["tiers"]), others=config["others"], messages=config["messages"]
+            )
+    if name == "load":
+        runs = []
+        for people in config["people"]:
+            async with real_stack(latency=config["claude_latency"]) as services:
+                runs.append(
+                    await measure_load(
+                        services,
+                        people=people,
+                        seconds=config["seconds"],
+                        claude_latency=config["claude_latency"],
+                        tag=f"load{people}",
+                    )
+                )
+        return {"claude_latency_s": config["claude_latency"], "runs": runs}
+    if name == "memory":
+        return await run_memory(ROOT / config["dataset"], compare=True, database_url=None)
+    raise ValueError(name)
+
+
+def _machine() -> dict[str, Any]:
+    memory_kib = next(
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
+    )
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kib / 1024**2, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _md(results: dict[str, Any], command: str) -> str:
+    m = results["machine"]
+    out = [
+        "# Benchmarks",
+        "",
+        f"Produced by `{command}` on {results['date']}: {m['cores']} cores, {m['memory_gib']} GiB, "
+        f"Python {m['python']}. Real PostgreSQL, Redis, embedded Chroma and the real all-MiniLM-L6-v2; a fake "
+        "Claude in its own process. Raw figures: `docs/benchmarks.json`.",
+        "",
+    ]
+    context = results["parts"].get("context")
+    if context:
+        out += [
+            "## Context assembly",
+            "",
+            f"Message received → request ready for Claude, for one person with N memories, with {context['others']:,} "
+            "memories of 1,000 other people in the same store.",
+            "",
+            "| memories of the person | p50 ms | p95 ms | p99 ms | storing after the answer p50 / p95 ms |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for tier, r in context["tiers"].items():
+            c, s = r["context_ms"], r["store_ms"]
+            out.append(f"| {int(tier):,} | {c['p50']} | {c['p95']} | {c['p99']} | {s['p50']} / {s['p95']} |")
+        out.append("")
+    load = results["parts"].get("load")
+    if load:
+        out += [
+            "## Load",
+            "",
+            f"People writing at once, each sending its next message when the last is answered; Claude answers in "
+            f"{load['claude_latency_s']} s. Added time = answer time minus Claude's.",
+            "",
+            "| people | answers/s | added p50 / p95 / p99 ms | loop lag p99 / max ms | peak RSS MiB | sent | stored |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in load["runs"]:
+            a, lag = r["added_ms"], r["loop_lag_ms"]
+            out.append(
+                f"| {r['people']} | {r['answers_per_second']} | {a['p50']} / {a['p95']} / {a['p99']} | "
+                f"{lag['p99']} / {lag['max']} | {r['peak_rss_mib']} | {r['messages_sent']} "
+                f"| {r['interactions_stored']} |"
+            )
+        out.append("")
+    memory = results["parts"].get("memory")
+    if memory:
+        from bench.memory import _table
+
+        out += ["## Memory retrieval", "", _table(memory), ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Run the benchmarks.")
+    parser.add_argument("--quick", action="store_true", help="small sizes: proves the harness, measures little")
+    parser.add_argument("--only", choices=sorted(FULL), action="append", help="run only these parts")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmarks.md/.json go")
+    parser.add_argument("--part", help=argparse.SUPPRESS)
+    parser.add_argument("--part-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    config = QUICK if args.quick else FULL
+    if args.part:  # the child process for one part
+        args.part_out.write_text(json.dumps(asyncio.run(_part(args.part, config[args.part]))))
+        return 0
+    parts: dict[str, Any] = {}
+    for name in args.only or list(config):
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            command = [sys.executable, "-m", "bench", "--part", name, "--part-out", out.name]
+            if args.quick:
+                command.append("--quick")
+            print(f"bench: running {name} …", file=sys.stderr, flush=True)
+            subprocess.run(command, cwd=ROOT, check=True)
+            parts[name] = json.loads(Path(out.name).read_text())
+    results = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": _machine(), "parts": parts}
+    invocation = (
+        "python -m bench" + (" --quick" if args.quick else "") + "".join(f" --only {o}" for o in args.only or [])
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "benchmarks.md").write_text(_md(results, invocation) + "\n")
+    print(_md(results, invocation))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

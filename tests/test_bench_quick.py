@@ -1,0 +1,34 @@
+"""The benchmark harness works end to end in its quick mode (the full runs are not tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmarks_write_tables_and_raw_figures(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    raw = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert raw["machine"]["cores"] >= 1
+    context = raw["parts"]["context"]["tiers"]
+    assert set(context) == {"0", "200"}
+    assert context["200"]["memories"] >= 200
+    assert all(tier["context_ms"]["n"] == 5 for tier in context.values())
+    [load] = raw["parts"]["load"]["runs"]
+    assert load["answers"] > 0
+    assert load["interactions_stored"] == load["messages_sent"], "every message sent was stored"
+    assert raw["parts"]["memory"]["questions"] == 29
+    table = (tmp_path / "benchmarks.md").read_text()
+    for heading in ("## Context assembly", "## Load", "## Memory retrieval", "python -m bench --quick"):
+        assert heading in table
