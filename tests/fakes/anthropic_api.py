@@ -56,6 +56,8 @@ class FakeAnthropic:
         self.script: deque[Say | Fail] = deque()
         self.default = default or (lambda body: f"Noted: {_last_user_text(body)[:80]}")
         self.latency = latency
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -64,6 +66,7 @@ class FakeAnthropic:
         self.headers.clear()
         self.script.clear()
         self.latency = 0.0
+        self.in_flight = self.max_in_flight = 0
 
     async def start(self) -> str:
         app = web.Application(client_max_size=64 * 1024**2)
@@ -81,6 +84,14 @@ class FakeAnthropic:
             await self._runner.cleanup()
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
         self.headers.append({k.lower(): v for k, v in request.headers.items()})

@@ -1,0 +1,111 @@
+"""Several replicas on one PostgreSQL, Redis and Chroma server: shared memory, one answer per event."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from bot.wiring import Services, build_services
+from tests.conftest import REDIS_URL, fresh_postgres, make_settings, redis_namespace
+from tests.fakes.anthropic_api import FakeAnthropic
+from tests.fakes.chat import FakeChat
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`chroma run` from the chromadb package: the server replicas share through CHROMA_URL."""
+    port = free_port()
+    chroma = Path(sys.executable).with_name("chroma")
+    process = subprocess.Popen(
+        [
+            str(chroma),
+            "run",
+            "--path",
+            str(tmp_path_factory.mktemp("chroma-server")),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if process.poll() is not None:
+                    raise RuntimeError("chroma run exited") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest_asyncio.fixture
+async def two_replicas(
+    tmp_path: Path, fake_claude: FakeAnthropic, embedding_model: Any, chroma_server: str
+) -> AsyncIterator[tuple[Services, Services]]:
+    async with fresh_postgres() as pg, redis_namespace() as prefix:
+        replicas = []
+        for name in ("a", "b"):
+            settings = make_settings(
+                tmp_path / name,
+                fake_claude,
+                DATABASE_URL=pg,
+                REDIS_URL=REDIS_URL,
+                REDIS_PREFIX=prefix,
+                CHROMA_URL=chroma_server,
+            )
+            replicas.append(await build_services(settings, model=embedding_model))
+        yield replicas[0], replicas[1]
+        for replica in replicas:
+            await replica.assistant.drain(10)
+            await replica.close()
+
+
+async def test_memory_written_through_one_replica_is_recalled_through_the_other(
+    two_replicas: tuple[Services, Services], fake_claude: FakeAnthropic
+) -> None:
+    a, b = two_replicas
+    await FakeChat(a.assistant).say("alice", "My daughter's name is Clementine and she plays the oboe.")
+    await a.assistant.drain(10)
+    await FakeChat(b.assistant, platform="fake").say("alice", "What instrument does my daughter play?")
+    assert "Clementine and she plays the oboe" in fake_claude.prompt_text()
+    assert await b.vectors.count("fake:alice") == 1
+
+
+async def test_an_event_is_taken_by_exactly_one_replica(two_replicas: tuple[Services, Services]) -> None:
+    a, b = two_replicas
+    claims = await asyncio.gather(*(r.ledger.first_sighting("slack:event:Ev1") for r in (a, b, a, b)))
+    assert claims.count(True) == 1
+
+
+async def test_one_persons_turns_do_not_interleave_across_replicas(
+    two_replicas: tuple[Services, Services], fake_claude: FakeAnthropic
+) -> None:
+    fake_claude.latency = 0.1
+    chats = [FakeChat(replica.assistant) for replica in two_replicas]
+    await asyncio.gather(*(chats[i % 2].say("bea", f"turn {i}") for i in range(4)))
+    # Each Claude call ends before the next begins: their request windows never overlap.
+    assert len(fake_claude.requests) == 4
+    assert fake_claude.max_in_flight == 1
