@@ -28,6 +28,7 @@ from core.ports import (
     Pattern,
     PersonLocks,
     Profile,
+    Prompt,
     Records,
     ShortTermMemory,
     Telemetry,
@@ -122,7 +123,9 @@ class Assistant:
         started = time.perf_counter()
         user_key = event.user.key
         interaction_id = uuid.uuid4().hex
-        text = truncate(clean_text(event.text), self._settings.limits.max_input_chars)
+        limit = self._settings.limits.max_input_chars
+        # Cut before cleaning too, so a megabyte of input never costs the event loop a character-by-character pass.
+        text = truncate(clean_text(event.text[: limit * 2]), limit)
         if not text:
             self._telemetry.message_handled(event.user.platform, "empty", time.perf_counter() - started)
             return Reply(text=self._settings.empty_reply, interaction_id=interaction_id, user_key=user_key, ok=False)
@@ -194,7 +197,7 @@ class Assistant:
         log.info("%s message %s in %.0f ms", event.user.platform, "answered" if ok else "failed", elapsed * 1000)
         return Reply(text=reply_text, interaction_id=interaction_id, user_key=user_key, ok=ok)
 
-    async def _assemble(self, event: MessageReceived, text: str) -> tuple[list[float] | None, Any]:
+    async def _assemble(self, event: MessageReceived, text: str) -> tuple[list[float] | None, Prompt]:
         """Gather context concurrently; a store that fails costs its part of the context, not the reply."""
         user_key = event.user.key
         limits = self._settings.limits
