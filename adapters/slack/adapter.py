@@ -1,0 +1,456 @@
+"""The Slack adapter: a slack-bolt AsyncApp over Socket Mode or HTTP that acknowledges at once and answers after.
+
+Listeners run before bolt's acknowledgement (`process_before_response=True`) but do only pure decisions and
+bounded ledger calls, then hand the slow work (Claude, posting) to tracked tasks. So a ledger that is down
+gives Slack an error status and Slack delivers again later, instead of an event acknowledged and lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncBoltRequest, AsyncRespond
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.blocks import (
+    FORGET_CANCEL,
+    FORGET_CONFIRM,
+    FORGET_QUESTION,
+    FORGOTTEN,
+    KEPT,
+    forget_confirm_blocks,
+    insights_blocks,
+    insights_text,
+)
+from adapters.slack.outbox import Outbox, answer_chunks
+from adapters.slack.translate import (
+    EVENT_TTL,
+    THREAD_TTL,
+    Decision,
+    Envelope,
+    MalformedPayload,
+    Route,
+    action_user,
+    command_user,
+    decide_message,
+    envelope_of,
+    event_key,
+    message_key,
+    reaction_of,
+    retry_attempt,
+    shape_problem,
+)
+from core.assistant import Assistant
+from core.background import BackgroundWork, KeyedLocks
+from core.events import MessageRef, ReactionAdded, ReactionRemoved, UserRef
+from core.ports import EventLedger
+
+__all__ = ["SlackAdapter", "SlackConfig"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+THINKING = "_Thinking…_"
+APOLOGY = "Sorry, something went wrong on my side while answering. Please try again in a minute."
+LEDGER_BUDGET = 1.5  # seconds for every ledger call of one event together: Slack wants its ack within 3
+LEDGER_UNDO = 0.5  # seconds to give back a claim after a failure
+CONNECTING = "Socket Mode: connecting to Slack"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlackConfig:
+    bot_token: str
+    app_token: str | None = None  # set: Socket Mode
+    signing_secret: str | None = None  # needed for HTTP mode
+    api_url: str | None = None  # Web API base URL override (tests, proxies), e.g. "http://127.0.0.1:1234/api/"
+
+
+class LedgerUnavailable(Exception):
+    """The event ledger did not answer in time: Slack should deliver the event again."""
+
+
+class SlackAdapter:
+    name = "slack"
+
+    def __init__(self, assistant: Assistant, ledger: EventLedger, config: SlackConfig) -> None:
+        if not config.bot_token.strip():
+            raise ValueError("Slack needs SLACK_BOT_TOKEN (the xoxb-… bot token)")
+        if not (config.app_token or "").strip() and not (config.signing_secret or "").strip():
+            raise ValueError(
+                "Slack needs SLACK_APP_TOKEN (Socket Mode, no public URL) or SLACK_SIGNING_SECRET "
+                "(HTTP mode, events at POST /slack/events); neither is set"
+            )
+        self._assistant = assistant
+        self._ledger = ledger
+        self._config = config
+        self._client = AsyncWebClient(
+            token=config.bot_token,
+            base_url=config.api_url or AsyncWebClient.BASE_URL,
+            logger=logging.getLogger("adapters.slack.web"),
+        )
+        bolt_log = logging.getLogger("adapters.slack.bolt")
+        if bolt_log.level == logging.NOTSET:  # bolt logs whole request bodies at INFO: people's messages
+            bolt_log.setLevel(logging.WARNING)
+        self._app = AsyncApp(
+            name="rapport",
+            client=self._client,
+            signing_secret=config.signing_secret or "",
+            process_before_response=True,
+            logger=bolt_log,
+        )
+        for event in ("app_mention", "message", "reaction_added", "reaction_removed"):
+            self._app.event(event)(self._on_event)
+        self._app.command("/insights")(self._on_insights)
+        self._app.command("/forget")(self._on_forget)
+        self._app.action(FORGET_CONFIRM)(self._on_forget_confirm)
+        self._app.action(FORGET_CANCEL)(self._on_forget_cancel)
+        self._work = BackgroundWork()
+        self._locks = KeyedLocks()
+        self._outbox = Outbox(self._client)
+        self._handler: AsyncSocketModeHandler | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._bot_user_id: str | None = None
+        self._signed_in = False
+        self._stopping = False
+        self._problem = "not started"
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool((self._config.app_token or "").strip())
+
+    @property
+    def connected(self) -> bool:
+        """Socket Mode: the websocket is up. HTTP mode: auth.test succeeded."""
+        if not self._signed_in or self._stopping:
+            return False
+        if not self.socket_mode:
+            return True
+        client = self._handler.client if self._handler is not None else None
+        session = client.current_session if client is not None else None
+        return (
+            client is not None and not client.closed and not client.stale and session is not None and not session.closed
+        )
+
+    @property
+    def problem(self) -> str | None:
+        return None if self.connected else self._problem
+
+    @property
+    def pending(self) -> int:
+        """Answers and feedback still being worked on."""
+        return self._work.pending
+
+    async def start(self) -> None:
+        """Sign in (auth.test), then in Socket Mode connect in the background; retried until it works."""
+        self._stopping = False
+        if not await self._sign_in() or self.socket_mode:
+            self._runner = asyncio.create_task(self._keep_trying(), name="slack-connect")
+
+    async def stop_taking(self) -> None:
+        """Shutdown, first step: refuse new events with 503 (Slack delivers them again, to another replica) and
+        close the socket, so Slack sends nothing more here. Answers under way go on: they need only the Web API."""
+        self._stopping = True
+        self._problem = "stopped"
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        if self._handler is not None:
+            await self._handler.close_async()  # type: ignore[no-untyped-call]
+            self._handler = None
+
+    async def drain(self, timeout: float) -> bool:
+        """Shutdown, second step: wait up to `timeout` seconds for answers and feedback under way."""
+        return await self._work.drain(timeout)
+
+    async def stop(self) -> None:
+        """Shutdown, last step (also enough alone): nothing taken any more, the socket closed."""
+        await self.stop_taking()
+
+    async def _sign_in(self) -> bool:
+        try:
+            result = await self._client.auth_test()
+        except SlackApiError as exc:
+            self._problem = f"auth.test failed: {exc.response.get('error')} (check SLACK_BOT_TOKEN)"
+            log.error("Slack %s", self._problem)
+            return False
+        except Exception as exc:  # noqa: BLE001 - network trouble: reported, and retried
+            self._problem = f"Slack Web API unreachable: {type(exc).__name__} {exc}".strip()
+            log.warning("%s", self._problem)
+            return False
+        self._bot_user_id = result.get("user_id")
+        self._signed_in = True
+        self._problem = CONNECTING
+        mode = "Socket Mode" if self.socket_mode else "HTTP mode at POST /slack/events"
+        log.info("Slack: signed in as %s in team %s; %s", self._bot_user_id, result.get("team_id"), mode)
+        return True
+
+    async def _keep_trying(self) -> None:
+        """Sign in until it works, then (Socket Mode) connect; a failure here is reported, never lost."""
+        try:
+            delay = 1.0
+            while not self._signed_in:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+                await self._sign_in()
+            if self.socket_mode:
+                await self._connect_socket()
+        except Exception as exc:  # noqa: BLE001 - /ready shows it, the log has the trace
+            self._problem = f"Slack connection failed: {type(exc).__name__} {exc}".strip()
+            log.exception("Slack connection failed")
+
+    async def _connect_socket(self) -> None:
+        app_token = (self._config.app_token or "").strip()
+        handler = AsyncSocketModeHandler(
+            self._app, app_token, logger=logging.getLogger("adapters.slack.socket"), web_client=self._client
+        )
+        self._handler = handler
+        delay = 1.0
+        while True:  # ask for the websocket URL ourselves, so a bad app token shows in /ready
+            try:
+                opened = await self._client.apps_connections_open(app_token=app_token)
+                handler.client.wss_uri = opened["url"]
+                break
+            except SlackApiError as exc:
+                self._problem = f"apps.connections.open failed: {exc.response.get('error')} (check SLACK_APP_TOKEN)"
+            except Exception as exc:  # noqa: BLE001 - network trouble: reported, and retried
+                self._problem = f"Socket Mode URL not available: {type(exc).__name__} {exc}".strip()
+            log.warning("Slack %s; retrying in %.0fs", self._problem, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+        self._problem = CONNECTING
+        await handler.connect_async()  # type: ignore[no-untyped-call]  # slack_sdk reconnects by itself from here on
+
+    # --- HTTP mode ---------------------------------------------------------------------------------
+
+    async def handle_http(self, request: web.Request) -> web.StreamResponse:
+        """POST /slack/events: bolt verifies the signature and its age (401), then dispatches."""
+        secret = (self._config.signing_secret or "").strip()
+        if not secret:
+            return web.json_response({"error": "Slack HTTP mode is off: SLACK_SIGNING_SECRET is not set"}, status=404)
+        if self._stopping:
+            return web.json_response({"error": "shutting down"}, status=503)
+        if not request.headers.get("X-Slack-Request-Timestamp", "").isdigit():
+            log.info("Slack request without a valid timestamp refused")
+            return web.json_response({"error": "invalid request"}, status=401)
+        try:
+            bolt_request = await to_bolt_request(request)
+            problem = shape_problem(bolt_request.body)
+        except web.HTTPException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any unreadable body is the sender's error, never a crash
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem is not None:
+            return await self._refuse_malformed(request, secret, problem)
+        response = await self._app.async_dispatch(bolt_request)
+        if response.status == 401:
+            log.info("Slack request with a bad or stale signature refused")
+        return await to_aiohttp_response(response)
+
+    @staticmethod
+    async def _refuse_malformed(request: web.Request, secret: str, problem: str) -> web.Response:
+        """A body bolt cannot route: 401 if it is not signed by Slack either, else 400."""
+        raw = (await request.read()).decode("utf-8", errors="replace")
+        headers = request.headers
+        signed = SignatureVerifier(secret).is_valid(
+            raw, headers.get("X-Slack-Request-Timestamp"), headers.get("X-Slack-Signature")
+        )
+        if not signed:
+            return web.json_response({"error": "invalid request"}, status=401)
+        log.warning("malformed Slack request refused: %s", problem)
+        return web.json_response({"error": "malformed payload"}, status=400)
+
+    # --- events --------------------------------------------------------------------------------------
+
+    async def _on_event(
+        self, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+    ) -> BoltResponse | None:
+        """Every subscribed event: decide, claim it in the ledger, and leave the rest to a task."""
+        if self._stopping:
+            return BoltResponse(status=503, body={"error": "shutting down"})
+        deadline = asyncio.get_running_loop().time() + LEDGER_BUDGET
+        try:
+            envelope = envelope_of(body)
+            bot_user_id = context.bot_user_id or self._bot_user_id
+            if envelope.type in ("reaction_added", "reaction_removed"):
+                await self._take_reaction(envelope, bot_user_id, deadline)
+            else:
+                await self._take_message(envelope, bot_user_id, retry_attempt(request.headers), deadline)
+        except MalformedPayload as exc:
+            log.warning("malformed Slack event refused: %s", exc)
+            return BoltResponse(status=400, body={"error": f"malformed payload: {exc}"})
+        except LedgerUnavailable as exc:
+            log.warning("Slack event %s not taken, the ledger is unavailable: %s", body.get("event_id"), exc)
+            return BoltResponse(status=503, body={"error": "busy, deliver again"})
+        return None
+
+    async def _take_message(self, envelope: Envelope, bot_user_id: str | None, retry: int, deadline: float) -> None:
+        decision = decide_message(envelope, bot_user_id=bot_user_id)
+        if decision.route is Route.IGNORE or decision.message is None or decision.message.message is None:
+            log.debug("Slack event %s ignored: %s", envelope.event_id, decision.reason)
+            return
+        if decision.route is Route.IF_THREAD_KNOWN and not await self._ledger_call(
+            self._ledger.has_seen(str(decision.thread_key)), deadline
+        ):
+            log.debug("Slack event %s ignored: a thread Rapport is not in", envelope.event_id)
+            return
+        ref = decision.message.message
+        keys = (event_key(envelope.event_id), message_key(ref.channel_id, ref.message_id))
+        if not await self._claim(keys, deadline):
+            log.info("Slack event %s (delivery %d) already taken: not answered again", envelope.event_id, retry + 1)
+            return
+        joined = False
+        if decision.route is Route.ANSWER and decision.thread_key:
+            try:
+                joined = await self._ledger_call(self._ledger.first_sighting(decision.thread_key, THREAD_TTL), deadline)
+            except LedgerUnavailable:
+                log.warning("could not record thread %s: follow-ups there need a mention", decision.thread_key)
+        in_existing_thread = decision.message.thread_id not in (None, ref.message_id)
+        self._work.spawn(
+            decision.message.user.key,
+            self._answer(decision, bot_user_id, fetch_thread=joined and in_existing_thread),
+            name=f"slack-answer-{envelope.event_id}",
+        )
+
+    async def _take_reaction(self, envelope: Envelope, bot_user_id: str | None, deadline: float) -> None:
+        reaction = reaction_of(envelope, bot_user_id=bot_user_id)
+        if reaction is None or not await self._claim((event_key(envelope.event_id),), deadline):
+            return
+        self._work.spawn(reaction.actor.key, self._feedback(reaction), name=f"slack-feedback-{envelope.event_id}")
+
+    @staticmethod
+    async def _ledger_call(call: Awaitable[T], deadline: float) -> T:
+        """One ledger call, within what is left of the event's budget."""
+        remaining = max(deadline - asyncio.get_running_loop().time(), 0.05)
+        try:
+            return await asyncio.wait_for(call, remaining)
+        except Exception as exc:
+            raise LedgerUnavailable(f"{type(exc).__name__} {exc}".strip()) from exc
+
+    async def _claim(self, keys: Sequence[str], deadline: float) -> bool:
+        """True if every key was new. On a ledger failure it gives back what it may have taken (a timed-out
+        call may still have written), so that Slack's redelivery is taken, then raises LedgerUnavailable."""
+        tried: list[str] = []
+        try:
+            for key in keys:
+                tried.append(key)
+                if not await self._ledger_call(self._ledger.first_sighting(key, EVENT_TTL), deadline):
+                    return False
+        except LedgerUnavailable:
+            for key in tried:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._ledger.forget(key), LEDGER_UNDO)
+            raise
+        return True
+
+    # --- answering (in tasks) ------------------------------------------------------------------------
+
+    async def _answer(self, decision: Decision, bot_user_id: str | None, *, fetch_thread: bool) -> None:
+        """Placeholder first, then the answer in its place (and after it when long); one at a time per thread."""
+        message = decision.message
+        assert message is not None and message.message is not None
+        channel, thread_ts = message.conversation_id, decision.reply_thread_ts
+        async with self._locks(f"conversation:{message.conversation_key}"):
+            placeholder = await self._outbox.post(channel, THINKING, thread_ts)
+            event = replace(message, display_name=await self._outbox.display_name(message.user.user_id))
+            if fetch_thread and message.thread_id:
+                chain = await self._outbox.thread_so_far(
+                    channel, message.thread_id, message.message.message_id, bot_user_id
+                )
+                event = replace(event, reply_chain=chain)
+            try:
+                reply = await self._assistant.handle(event)
+            except Exception:  # noqa: BLE001 - the person still gets an answer, and the log the cause
+                log.exception("answering Slack message %s in %s failed", message.message.message_id, channel)
+                await self._outbox.deliver(channel, thread_ts, placeholder, [APOLOGY])
+                return
+            posted = await self._outbox.deliver(channel, thread_ts, placeholder, answer_chunks(reply.text))
+            refs = [MessageRef(platform="slack", channel_id=channel, message_id=ts) for ts in posted]
+            await self._assistant.delivered(reply, refs)
+
+    async def _feedback(self, reaction: ReactionAdded | ReactionRemoved) -> None:
+        """Reactions on one message by one person are applied in the order they came."""
+        ref = reaction.message
+        async with self._locks(f"reaction:{ref.channel_id}:{ref.message_id}:{reaction.actor.key}"):
+            if isinstance(reaction, ReactionAdded):
+                counted = await self._assistant.reaction_added(reaction)
+            else:
+                counted = await self._assistant.reaction_removed(reaction)
+        log.debug("reaction %s by %s: %s", reaction.emoji, reaction.actor.key, "counted" if counted else "not feedback")
+
+    # --- slash commands and buttons ----------------------------------------------------------------
+
+    async def _on_insights(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> BoltResponse | None:
+        """/insights: acknowledged at once; the person's own summary follows, ephemerally."""
+        try:
+            user = command_user(body)
+        except MalformedPayload as exc:
+            log.warning("malformed /insights refused: %s", exc)
+            return BoltResponse(status=400, body={"error": str(exc)})
+        await ack()
+        self._work.spawn(user.key, self._send_insights(user, body, respond), name=f"slack-insights-{user.key}")
+        return None
+
+    async def _send_insights(self, user: UserRef, body: Mapping[str, Any], respond: AsyncRespond) -> None:
+        try:
+            insights = await self._assistant.insights(user.key)
+        except Exception:  # noqa: BLE001 - the person is told, the log says why
+            log.exception("insights for %s failed", user.key)
+            await self._outbox.ephemeral(body, respond, text="Sorry, I can't read what I know about you right now.")
+            return
+        await self._outbox.ephemeral(body, respond, text=insights_text(insights), blocks=insights_blocks(insights))
+
+    async def _on_forget(self, ack: AsyncAck, body: dict[str, Any]) -> BoltResponse | None:
+        """/forget: the question and its two buttons, ephemerally, in the acknowledgement itself."""
+        try:
+            command_user(body)
+        except MalformedPayload as exc:
+            log.warning("malformed /forget refused: %s", exc)
+            return BoltResponse(status=400, body={"error": str(exc)})
+        await ack(response_type="ephemeral", text=FORGET_QUESTION, blocks=forget_confirm_blocks())
+        return None
+
+    async def _on_forget_confirm(
+        self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond
+    ) -> BoltResponse | None:
+        """The clicker (never anyone named in the payload) is forgotten, in every store."""
+        try:
+            user = action_user(body)
+        except MalformedPayload as exc:
+            log.warning("malformed forget confirmation refused: %s", exc)
+            return BoltResponse(status=400, body={"error": str(exc)})
+        await ack()
+        self._work.spawn(user.key, self._forget(user, body, respond), name=f"slack-forget-{user.key}")
+        return None
+
+    async def _forget(self, user: UserRef, body: Mapping[str, Any], respond: AsyncRespond) -> None:
+        try:
+            await self._assistant.forget(user.key)
+        except Exception:  # noqa: BLE001 - the person is told it did not work
+            log.exception("forgetting %s failed", user.key)
+            await self._outbox.ephemeral(body, respond, text="Sorry, that did not work; please try `/forget` again.")
+            return
+        self._outbox.forget_name(user.user_id)
+        await self._outbox.ephemeral(body, respond, text=FORGOTTEN, replace_original=True)
+
+    async def _on_forget_cancel(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        self._work.spawn(
+            "slack-forget-cancel",
+            self._outbox.ephemeral(body, respond, text=KEPT, replace_original=True),
+            name="slack-keep",
+        )

@@ -1,0 +1,100 @@
+"""Block Kit for the slash commands: a person's insights, and the confirmation before forgetting them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from adapters.slack.mrkdwn import escape
+
+__all__ = [
+    "FORGET_CANCEL",
+    "FORGET_CONFIRM",
+    "FORGOTTEN",
+    "KEPT",
+    "forget_confirm_blocks",
+    "insights_blocks",
+    "insights_text",
+]
+
+FORGET_CONFIRM = "rapport_forget_confirm"
+FORGET_CANCEL = "rapport_forget_cancel"
+FORGOTTEN = "Done: I have forgotten everything about you."
+KEPT = "Kept everything. Nothing was deleted."
+FORGET_QUESTION = (
+    "This deletes everything I know about you: your profile, our past conversations, my memories of them "
+    "and your feedback. It cannot be undone."
+)
+
+Block = dict[str, Any]
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def insights_text(insights: Mapping[str, Any] | None) -> str:
+    """The notification text that goes with the blocks (and what clients without blocks show)."""
+    if insights is None:
+        return "I don't know anything about you yet."
+    return f"What I know about you, from {insights.get('total_interactions', 0)} conversations."
+
+
+def insights_blocks(insights: Mapping[str, Any] | None) -> list[Block]:
+    """A person's own insights, for their eyes only (sent ephemerally)."""
+    header: Block = {"type": "header", "text": {"type": "plain_text", "text": "What Rapport knows about you"}}
+    footer = _context("Only you can see this. `/forget` deletes all of it.")
+    if insights is None:
+        return [header, _section("I don't know anything about you yet. Talk to me and I'll start learning."), footer]
+    satisfaction = insights.get("average_satisfaction")
+    mood = "no reactions yet" if satisfaction is None else f"{satisfaction:+.2f} (from -1 to +1, from your reactions)"
+    interests = ", ".join(escape(str(topic)) for topic in insights.get("interests") or []) or "none yet"
+    style = insights.get("communication_style") or {}
+    style_text = ", ".join(f"{escape(str(k))}: {escape(str(v))}" for k, v in style.items()) or "not enough to tell"
+    fields = [
+        {"type": "mrkdwn", "text": f"*Conversations*\n{int(insights.get('total_interactions') or 0)}"},
+        {"type": "mrkdwn", "text": f"*Satisfaction*\n{mood}"},
+        {"type": "mrkdwn", "text": f"*Interests*\n{interests}"},
+        {"type": "mrkdwn", "text": f"*Style*\n{style_text}"},
+    ]
+    blocks: list[Block] = [header, {"type": "section", "fields": fields}]
+    patterns = insights.get("top_patterns") or []
+    if patterns:
+        lines = [
+            f"• {escape(str(p.get('kind', '')))}: {escape(str(p.get('value', '')))} ({int(p.get('count', 0))}×)"
+            for p in patterns[:10]
+            if isinstance(p, Mapping)
+        ]
+        blocks.append(_section("*Patterns*\n" + "\n".join(lines)))
+    blocks.append(footer)
+    return blocks
+
+
+def forget_confirm_blocks() -> list[Block]:
+    """The question `/forget` asks first, with the two answers as buttons."""
+    return [
+        _section(f":warning: {FORGET_QUESTION}"),
+        {
+            "type": "actions",
+            "block_id": "rapport_forget",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": FORGET_CONFIRM,
+                    "style": "danger",
+                    "text": {"type": "plain_text", "text": "Forget everything"},
+                    "value": "forget",
+                },
+                {
+                    "type": "button",
+                    "action_id": FORGET_CANCEL,
+                    "text": {"type": "plain_text", "text": "Keep it"},
+                    "value": "keep",
+                },
+            ],
+        },
+    ]

@@ -1,0 +1,310 @@
+"""Slack payloads as neutral events, and when Rapport answers: pure functions of the payload dicts."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from core.events import ChainMessage, MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, UserRef
+
+__all__ = [
+    "EVENT_TTL",
+    "THREAD_TTL",
+    "Decision",
+    "Envelope",
+    "MalformedPayload",
+    "Route",
+    "action_user",
+    "chain_from_replies",
+    "command_user",
+    "decide_message",
+    "envelope_of",
+    "event_key",
+    "message_key",
+    "plain_text",
+    "reaction_of",
+    "retry_attempt",
+    "sent_at",
+    "shape_problem",
+    "thread_key",
+]
+
+PLATFORM = "slack"
+EVENT_TTL = 86_400  # Slack retries within minutes; a day is plenty
+THREAD_TTL = 7 * 86_400  # how long a thread Rapport answered in stays one it follows without a mention
+
+# Subtypes that are still a person writing; every other one (edits, deletions, joins, bots) is not.
+_PERSON_SUBTYPES = frozenset({"thread_broadcast", "file_share"})
+_CHANNEL_LINK = re.compile(r"<#[A-Z0-9]+\|([^>]*)>")
+_URL_LINK = re.compile(r"<((?:https?|mailto):[^>|]+)(?:\|([^>]*))?>")
+
+
+class MalformedPayload(ValueError):
+    """A payload without the fields every event of its kind has."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Envelope:
+    """An Events API callback: which event, from which workspace."""
+
+    event_id: str
+    team_id: str
+    event: Mapping[str, Any]
+
+    @property
+    def type(self) -> str:
+        return str(self.event.get("type", ""))
+
+
+class Route(StrEnum):
+    ANSWER = "answer"
+    IF_THREAD_KNOWN = "if_thread_known"  # a follow-up: answered when Rapport takes part in the thread
+    IGNORE = "ignore"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """What to do with a message event, and where an answer goes."""
+
+    route: Route
+    reason: str
+    message: MessageReceived | None = None
+    reply_thread_ts: str | None = None  # None: top level of a DM
+    thread_key: str | None = None  # the ledger key of the thread Rapport joins or follows
+
+
+def event_key(event_id: str) -> str:
+    return f"slack:event:{event_id}"
+
+
+def message_key(channel: str, ts: str) -> str:
+    """One message can arrive as two events (`app_mention` and `message`): answered under this key once."""
+    return f"slack:message:{channel}:{ts}"
+
+
+def thread_key(channel: str, thread_ts: str) -> str:
+    return f"slack:thread:{channel}:{thread_ts}"
+
+
+def envelope_of(body: Mapping[str, Any]) -> Envelope:
+    """The event callback in `body`; MalformedPayload when its identifying fields are missing."""
+    event = body.get("event")
+    if not isinstance(event, Mapping) or not isinstance(event.get("type"), str):
+        raise MalformedPayload("event_callback without an event object and its type")
+    event_id = body.get("event_id")
+    team_id = body.get("team_id") or _authorized_team(body)
+    if not isinstance(event_id, str) or not event_id or not isinstance(team_id, str) or not team_id:
+        raise MalformedPayload(f"{event['type']} event without event_id or team_id")
+    return Envelope(event_id=event_id, team_id=team_id, event=event)
+
+
+def _authorized_team(body: Mapping[str, Any]) -> str | None:
+    authorizations = body.get("authorizations")
+    if isinstance(authorizations, list) and authorizations and isinstance(authorizations[0], Mapping):
+        team = authorizations[0].get("team_id")
+        return team if isinstance(team, str) else None
+    return None
+
+
+def shape_problem(body: Any) -> str | None:
+    """Why bolt could not even route this body (it reads these fields before any listener runs), or None."""
+    if not isinstance(body, Mapping):
+        return "the body is not an object"
+    for key in ("event", "view"):
+        if key in body and not isinstance(body[key], Mapping):
+            return f"{key} is not an object"
+    event = body.get("event")
+    if isinstance(event, Mapping) and not isinstance(event.get("type"), str):
+        return "event without a type"
+    for key in ("team", "user", "channel", "enterprise"):
+        if body.get(key) is not None and not isinstance(body[key], (str, Mapping)):
+            return f"{key} is neither an id nor an object"
+    authorizations = body.get("authorizations")
+    if authorizations is not None and not (
+        isinstance(authorizations, list) and all(isinstance(a, Mapping) for a in authorizations)
+    ):
+        return "authorizations is not a list of objects"
+    return None
+
+
+def retry_attempt(headers: Mapping[str, Sequence[str]]) -> int:
+    """Which delivery this is: 0 first, n for Slack's n-th retry (HTTP header, or Socket Mode's retry_attempt)."""
+    values = headers.get("x-slack-retry-num") or ()
+    value = values[0] if values else "0"
+    return int(value) if str(value).isdigit() else 0
+
+
+def sent_at(ts: str) -> datetime:
+    """A Slack `ts` ("1712345678.000200") as an aware datetime."""
+    try:
+        return datetime.fromtimestamp(float(ts), UTC)
+    except (TypeError, ValueError, OverflowError):
+        return datetime.now(UTC)
+
+
+def plain_text(text: str, bot_user_id: str | None) -> str:
+    """What a person wrote, for Claude: Rapport's own mention gone, links and channels readable, entities decoded."""
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", "", text)
+    text = _CHANNEL_LINK.sub(r"#\1", text)
+    text = _URL_LINK.sub(lambda m: f"{m.group(2)} ({m.group(1)})" if m.group(2) else m.group(1), text)
+    text = html.unescape(text) if "&" in text else text
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def _mentions(text: str, user_id: str | None) -> bool:
+    return bool(user_id) and re.search(rf"<@{re.escape(user_id or '')}(?:\|[^>]*)?>", text) is not None
+
+
+def decide_message(envelope: Envelope, *, bot_user_id: str | None) -> Decision:
+    """Whether a `message` or `app_mention` event is for Rapport, as the event it becomes and where to answer.
+
+    - `app_mention` in a channel: answered in a thread under the message (or in the thread it is in).
+    - `message` in a DM (`im`): answered, at the top level or in its thread.
+    - `message` in a channel thread: answered if Rapport takes part in that thread (the caller checks).
+    - Rapport's own and other bots' messages, edits, deletions and other subtypes: ignored.
+    """
+    event = envelope.event
+    kind = envelope.type
+    if kind not in ("message", "app_mention"):
+        return Decision(route=Route.IGNORE, reason=f"not a message: {kind}")
+    subtype = event.get("subtype")
+    if subtype is not None and subtype not in _PERSON_SUBTYPES:
+        return Decision(route=Route.IGNORE, reason=f"subtype {subtype}")
+    user = event.get("user")
+    if event.get("bot_id") or event.get("bot_profile"):
+        return Decision(route=Route.IGNORE, reason="a bot's message")
+    if bot_user_id and user == bot_user_id:
+        return Decision(route=Route.IGNORE, reason="Rapport's own message")
+    channel, ts, text = event.get("channel"), event.get("ts"), event.get("text", "")
+    if not isinstance(user, str) or not isinstance(channel, str) or not isinstance(ts, str):
+        raise MalformedPayload(f"{kind} event without user, channel or ts")
+    if not isinstance(text, str):
+        raise MalformedPayload(f"{kind} event whose text is not a string")
+    thread_ts = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) else None
+    is_dm = event.get("channel_type") == "im" or (kind == "app_mention" and channel.startswith("D"))
+
+    if kind == "app_mention":
+        if is_dm:
+            return Decision(route=Route.IGNORE, reason="a mention in a DM arrives as a message too")
+        root = thread_ts or ts
+        return Decision(
+            route=Route.ANSWER,
+            reason="mentioned in a channel",
+            message=_message(envelope, user, channel, ts, root, text, bot_user_id, private=False),
+            reply_thread_ts=root,
+            thread_key=thread_key(channel, root),
+        )
+    if is_dm:
+        return Decision(
+            route=Route.ANSWER,
+            reason="a DM",
+            message=_message(envelope, user, channel, ts, thread_ts, text, bot_user_id, private=True),
+            reply_thread_ts=thread_ts,
+        )
+    if _mentions(text, bot_user_id):
+        return Decision(route=Route.IGNORE, reason="a mention: answered through its app_mention event")
+    if thread_ts is None or thread_ts == ts:
+        return Decision(route=Route.IGNORE, reason="a channel message that does not mention Rapport")
+    return Decision(
+        route=Route.IF_THREAD_KNOWN,
+        reason="a follow-up in a channel thread",
+        message=_message(envelope, user, channel, ts, thread_ts, text, bot_user_id, private=False),
+        reply_thread_ts=thread_ts,
+        thread_key=thread_key(channel, thread_ts),
+    )
+
+
+def _message(
+    envelope: Envelope,
+    user: str,
+    channel: str,
+    ts: str,
+    thread_ts: str | None,
+    text: str,
+    bot_user_id: str | None,
+    *,
+    private: bool,
+) -> MessageReceived:
+    return MessageReceived(
+        user=UserRef(platform=PLATFORM, scope=envelope.team_id, user_id=user),
+        text=plain_text(text, bot_user_id),
+        conversation_id=channel,
+        thread_id=thread_ts,
+        private=private,
+        message=MessageRef(platform=PLATFORM, channel_id=channel, message_id=ts),
+        sent_at=sent_at(ts),
+        raw=envelope.event,
+    )
+
+
+def reaction_of(envelope: Envelope, *, bot_user_id: str | None) -> ReactionAdded | ReactionRemoved | None:
+    """A reaction on a message as feedback material; None when it cannot be on Rapport's reply."""
+    event = envelope.event
+    if envelope.type not in ("reaction_added", "reaction_removed"):
+        return None
+    item = event.get("item")
+    user, emoji = event.get("user"), event.get("reaction")
+    if not isinstance(item, Mapping) or not isinstance(user, str) or not isinstance(emoji, str):
+        raise MalformedPayload(f"{envelope.type} event without item, user or reaction")
+    if item.get("type") != "message" or (bot_user_id and user == bot_user_id):
+        return None
+    item_user = event.get("item_user")
+    if bot_user_id and isinstance(item_user, str) and item_user != bot_user_id:
+        return None  # on someone else's message: cannot be feedback on Rapport
+    channel, ts = item.get("channel"), item.get("ts")
+    if not isinstance(channel, str) or not isinstance(ts, str):
+        raise MalformedPayload(f"{envelope.type} event whose item has no channel or ts")
+    actor = UserRef(platform=PLATFORM, scope=envelope.team_id, user_id=user)
+    ref = MessageRef(platform=PLATFORM, channel_id=channel, message_id=ts)
+    if envelope.type == "reaction_added":
+        return ReactionAdded(actor=actor, message=ref, emoji=emoji)
+    return ReactionRemoved(actor=actor, message=ref, emoji=emoji)
+
+
+def command_user(body: Mapping[str, Any]) -> UserRef:
+    """Who ran a slash command."""
+    team, user = body.get("team_id"), body.get("user_id")
+    if not isinstance(team, str) or not team or not isinstance(user, str) or not user:
+        raise MalformedPayload("slash command without team_id or user_id")
+    return UserRef(platform=PLATFORM, scope=team, user_id=user)
+
+
+def action_user(body: Mapping[str, Any]) -> UserRef:
+    """Who clicked a button: always the clicker, whatever the button says, so nobody acts for someone else."""
+    team, user = body.get("team"), body.get("user")
+    team_id = team.get("id") if isinstance(team, Mapping) else None
+    user_id = user.get("id") if isinstance(user, Mapping) else None
+    if not isinstance(team_id, str) or not team_id or not isinstance(user_id, str) or not user_id:
+        raise MalformedPayload("block action without team or user")
+    return UserRef(platform=PLATFORM, scope=team_id, user_id=user_id)
+
+
+def chain_from_replies(
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    current_ts: str,
+    bot_user_id: str | None,
+    names: Mapping[str, str],
+    limit: int = 20,
+) -> tuple[ChainMessage, ...]:
+    """The thread so far (from `conversations.replies`), oldest first, without the message being answered."""
+    chain: list[ChainMessage] = []
+    for message in messages:
+        ts, text = message.get("ts"), message.get("text")
+        if ts == current_ts or not isinstance(text, str) or message.get("subtype") not in (None, *_PERSON_SUBTYPES):
+            continue
+        user = message.get("user")
+        mine = bool(bot_user_id) and user == bot_user_id
+        if message.get("bot_id") and not mine:
+            continue
+        cleaned = plain_text(text, bot_user_id)
+        if cleaned:
+            author = "Rapport" if mine else names.get(str(user), str(user))
+            chain.append(ChainMessage(author=author, text=cleaned, from_assistant=mine))
+    return tuple(chain[-limit:])

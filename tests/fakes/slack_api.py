@@ -1,0 +1,150 @@
+"""A fake Slack Web API on 127.0.0.1 that records every call, for the real slack_sdk client (its base_url)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+__all__ = ["Call", "FakeSlackAPI"]
+
+TEAM = "T1"
+BOT_USER = "UBOT"
+BOT_ID = "BBOT"
+
+
+@dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+    token: str
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FakeSlackAPI:
+    """Answers what the adapter uses; `errors[method] = "some_error"` makes that method fail with ok=false."""
+
+    users: dict[str, str] = field(default_factory=lambda: {"U123": "Ada", "U456": "Grace"})
+    replies: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    socket_url: str = ""
+    calls: list[Call] = field(default_factory=list)
+    responses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # POSTs to response_urls
+    url: str = ""
+    base: str = ""
+    _ts: count[int] = field(default_factory=lambda: count(1))
+    _runner: web.AppRunner | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/response/{name}", self._response_url)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base = f"http://127.0.0.1:{port}"
+        self.url = f"{self.base}/api/"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def response_url(self, name: str) -> str:
+        return f"{self.base}/response/{name}"
+
+    # --- what the tests read -------------------------------------------------------------------------
+
+    def called(self, method: str) -> list[dict[str, Any]]:
+        return [call.args for call in self.calls if call.method == method]
+
+    def results(self, method: str) -> list[dict[str, Any]]:
+        """What the fake answered to each call of `method` (e.g. the `ts` of each message posted)."""
+        return [call.result for call in self.calls if call.method == method]
+
+    def posted(self) -> list[dict[str, Any]]:
+        """Every message Rapport posted or edited into, in order (chat.postMessage and chat.update)."""
+        return [call.args for call in self.calls if call.method in ("chat.postMessage", "chat.update")]
+
+    async def wait_for(self, check: Callable[[], bool], timeout: float = 15.0) -> None:
+        """Wait until `check()` holds, woken by every recorded call."""
+        async with asyncio.timeout(timeout):
+            while True:
+                self._changed.clear()
+                if check():
+                    return
+                await self._changed.wait()
+
+    # --- handlers ------------------------------------------------------------------------------------
+
+    def _record(self, method: str, args: dict[str, Any], token: str) -> None:
+        self.calls.append(Call(method=method, args=args, token=token))
+        self._changed.set()
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            raw = await request.text()
+            if request.content_type == "application/json":
+                args.update(json.loads(raw or "{}"))
+            else:
+                args.update(dict(parse_qsl(raw, keep_blank_values=True)))
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        self._record(method, args, token)
+        if method in self.errors:
+            return web.json_response({"ok": False, "error": self.errors[method]})
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        if handler is None:
+            return web.json_response({"ok": False, "error": "unknown_method"})
+        result: dict[str, Any] = handler(args)
+        self.calls[-1].result = result
+        return web.json_response({"ok": True, **result})
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        self.responses.append((request.match_info["name"], await request.json()))
+        self._changed.set()
+        return web.Response(text="ok")
+
+    def _next_ts(self) -> str:
+        n = next(self._ts)
+        return f"1800000000.{n:06d}"
+
+    def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"url": "https://rapport-test.slack.com/", "team": "Test", "user": "rapport", "team_id": TEAM,
+                "user_id": BOT_USER, "bot_id": BOT_ID}  # fmt: skip
+
+    def _chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
+        ts = self._next_ts()
+        return {"channel": args.get("channel"), "ts": ts, "message": {"text": args.get("text"), "ts": ts}}
+
+    def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"channel": args.get("channel"), "ts": args.get("ts"), "text": args.get("text")}
+
+    def _chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"channel": args.get("channel"), "ts": args.get("ts")}
+
+    def _chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"message_ts": self._next_ts()}
+
+    def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = args.get("user", "")
+        name = self.users.get(user, user)
+        return {"user": {"id": user, "name": name.lower(), "profile": {"display_name": name, "real_name": name}}}
+
+    def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        messages = self.replies.get((args.get("channel", ""), args.get("ts", "")), [])
+        return {"messages": messages, "has_more": False}
+
+    def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"url": self.socket_url}
