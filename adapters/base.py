@@ -22,6 +22,14 @@ class Adapter(Protocol):
 
     async def start(self) -> None: ...
 
+    async def stop_taking(self) -> None:
+        """Shutdown, first step: take no new events (answers under way go on and are still delivered)."""
+        ...
+
+    async def drain(self, timeout: float) -> bool:
+        """Shutdown, second step: wait for the answers under way to be delivered; False if time ran out."""
+        ...
+
     async def stop(self) -> None:
-        """Stop taking new events; answers already under way are the assistant's to finish."""
+        """Shutdown, last step: close the platform connection."""
         ...

@@ -19,9 +19,64 @@ __all__ = ["build_adapters", "run_worker"]
 log = logging.getLogger(__name__)
 
 
-def build_adapters(settings: Settings, services: Services) -> list[Adapter]:
-    """Every adapter whose credentials are set. (Discord and Slack arrive in their own packages.)"""
-    return []
+def build_adapters(settings: Settings, services: Services, state: AppState) -> list[Adapter]:
+    """Every adapter whose credentials are set; Slack in HTTP mode takes POST /slack/events on our server."""
+    adapters: list[Adapter] = []
+    if settings.discord_token:
+        from adapters.discord import DiscordAdapter, DiscordConfig
+
+        adapters.append(
+            DiscordAdapter(
+                services.assistant,
+                services.ledger,
+                DiscordConfig(
+                    token=settings.discord_token.get_secret_value(),
+                    guild_id=settings.discord_guild_id,
+                    allowed_channel_ids=settings.discord_allowed_channels,
+                    shard_count=settings.discord_shard_count,
+                    shard_ids=settings.discord_shards or None,
+                ),
+            )
+        )
+    if settings.slack_bot_token:
+        from adapters.slack import SlackAdapter, SlackConfig
+
+        slack = SlackAdapter(
+            services.assistant,
+            services.ledger,
+            SlackConfig(
+                bot_token=settings.slack_bot_token.get_secret_value(),
+                app_token=settings.slack_app_token.get_secret_value() if settings.slack_app_token else None,
+                signing_secret=(
+                    settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+                ),
+                api_url=settings.slack_api_url,
+            ),
+        )
+        if not slack.socket_mode:
+            state.slack_events = slack.handle_http
+        adapters.append(slack)
+    return adapters
+
+
+async def _shut_down(adapters: Sequence[Adapter], services: Services | None, timeout: float) -> None:
+    """Stop taking events, deliver the answers under way, let their storing finish, then close everything.
+
+    One deadline covers it all, so a stuck answer cannot hold the process past `timeout`.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for adapter in adapters:
+        await adapter.stop_taking()
+    for adapter in adapters:
+        if not await adapter.drain(max(deadline - loop.time(), 0.1)):
+            log.error("%s: answers still under way after %.0fs", adapter.name, timeout)
+    if services is not None and not await services.assistant.drain(max(deadline - loop.time(), 0.1)):
+        log.error("storing and learning did not finish within %.0fs", timeout)
+    for adapter in adapters:
+        await adapter.stop()
+    if services is not None:
+        await services.close()
 
 
 def _enabled_platforms(settings: Settings) -> list[str]:
@@ -58,7 +113,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     adapters: Sequence[Adapter] = ()
     try:
         services = await build_services(settings)
-        adapters = build_adapters(settings, services)
+        adapters = build_adapters(settings, services, state)
         state.services, state.adapters = services, adapters
         for adapter in adapters:
             await adapter.start()
@@ -67,12 +122,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     finally:
         state.stopping = True
         log.info("shutting down: no new events, finishing answers in flight")
-        for adapter in adapters:
-            await adapter.stop()
-        if services is not None:
-            if not await services.assistant.drain(settings.shutdown_timeout):
-                log.error("storing and learning did not finish within %.0fs", settings.shutdown_timeout)
-            await services.close()
+        await _shut_down(adapters, services, settings.shutdown_timeout)
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
