@@ -1,0 +1,138 @@
+"""The application (slash) commands: /insights and /forget, both answered only to the person who asked.
+
+The /forget buttons carry their whole meaning in their custom id (`rapport:forget:<yes|no>:<user id>`), so a
+click is understood by any replica, after any restart, without a view kept in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any, cast
+
+import discord
+from discord import app_commands
+
+from adapters.discord.translate import insights_embed, user_ref
+from core.assistant import Assistant
+from core.ports import EventLedger
+
+__all__ = ["Commands", "forget_button_id", "parse_forget_button"]
+
+log = logging.getLogger(__name__)
+
+_FORGET_ID = re.compile(r"rapport:forget:(yes|no):([0-9]{1,20})")
+FORGET_QUESTION = (
+    "This deletes everything I know about you: our conversations, what I learned about you and your "
+    "feedback, in every server and in DMs. It can't be undone."
+)
+
+
+def forget_button_id(choice: str, user_id: int) -> str:
+    return f"rapport:forget:{choice}:{user_id}"
+
+
+def parse_forget_button(custom_id: str) -> tuple[bool, int] | None:
+    """(confirmed, user id) for one of the /forget buttons, None for any other component."""
+    match = _FORGET_ID.fullmatch(custom_id)
+    return None if match is None else (match[1] == "yes", int(match[2]))
+
+
+class Commands:
+    """Registers the commands on a CommandTree and answers them and the /forget buttons."""
+
+    def __init__(self, assistant: Assistant, ledger: EventLedger) -> None:
+        self._assistant = assistant
+        self._ledger = ledger
+
+    def install(self, tree: app_commands.CommandTree[discord.Client]) -> None:
+        async def insights(interaction: discord.Interaction) -> None:
+            await self.insights(interaction)
+
+        async def forget(interaction: discord.Interaction) -> None:
+            await self.forget(interaction)
+
+        tree.add_command(
+            app_commands.Command(name="insights", description="What Rapport has learned about you", callback=insights)
+        )
+        tree.add_command(
+            app_commands.Command(
+                name="forget", description="Delete everything Rapport knows about you", callback=forget
+            )
+        )
+
+    async def sync(self, tree: app_commands.CommandTree[discord.Client], guild_id: int | None) -> None:
+        """Publish the commands: to one server (instant, for development) or globally (may take a while)."""
+        try:
+            if guild_id is None:
+                synced = await tree.sync()
+                log.info("synced %d Discord application commands globally", len(synced))
+            else:
+                guild = discord.Object(id=guild_id)
+                tree.copy_global_to(guild=guild)
+                synced = await tree.sync(guild=guild)
+                log.info("synced %d Discord application commands to server %d", len(synced), guild_id)
+        except discord.HTTPException as exc:
+            log.error("could not sync Discord application commands (%s); /insights and /forget may be missing", exc)
+
+    async def _first_time(self, interaction: discord.Interaction) -> bool:
+        """False for an interaction already answered (a replayed gateway event)."""
+        try:
+            return await self._ledger.first_sighting(f"discord:interaction:{interaction.id}", ttl_seconds=3600)
+        except Exception:  # noqa: BLE001 - an unreachable ledger must not cost the person their answer
+            log.warning("event ledger unavailable; answering interaction %s anyway", interaction.id, exc_info=True)
+            return True
+
+    async def insights(self, interaction: discord.Interaction) -> None:
+        if not await self._first_time(interaction):
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            found = await self._assistant.insights(user_ref(interaction.user.id).key)
+        except Exception:  # noqa: BLE001 - the person gets a word instead of a spinning "thinking…"
+            log.exception("insights failed for discord:%s", interaction.user.id)
+            await interaction.followup.send("Sorry, I couldn't read your insights right now.", ephemeral=True)
+            return
+        await interaction.followup.send(embed=insights_embed(found), ephemeral=True)
+
+    async def forget(self, interaction: discord.Interaction) -> None:
+        if not await self._first_time(interaction):
+            return
+        user_id = interaction.user.id
+        view = discord.ui.View(timeout=None)
+        view.add_item(
+            discord.ui.Button(
+                label="Delete everything", style=discord.ButtonStyle.danger, custom_id=forget_button_id("yes", user_id)
+            )
+        )
+        view.add_item(
+            discord.ui.Button(
+                label="Keep it", style=discord.ButtonStyle.secondary, custom_id=forget_button_id("no", user_id)
+            )
+        )
+        view.stop()  # clicks are routed by custom id (see on_component), so the view need not be kept
+        await interaction.response.send_message(FORGET_QUESTION, view=view, ephemeral=True)
+
+    async def on_component(self, interaction: discord.Interaction) -> None:
+        """A button click; only the /forget buttons are ours."""
+        data: Mapping[str, Any] = cast("Mapping[str, Any]", interaction.data or {})
+        custom_id = data.get("custom_id")
+        parsed = parse_forget_button(custom_id) if isinstance(custom_id, str) else None
+        if parsed is None or not await self._first_time(interaction):
+            return
+        confirmed, owner = parsed
+        if interaction.user.id != owner:
+            await interaction.response.send_message("These buttons belong to someone else's /forget.", ephemeral=True)
+            return
+        if not confirmed:
+            await interaction.response.edit_message(content="Kept everything.", view=None)
+            return
+        await interaction.response.edit_message(content="Forgetting everything I know about you…", view=None)
+        try:
+            await self._assistant.forget(user_ref(owner).key)
+        except Exception:  # noqa: BLE001 - say so rather than claim it was done
+            log.exception("forget failed for discord:%s", owner)
+            await interaction.edit_original_response(content="Sorry, I couldn't delete everything; please try again.")
+            return
+        await interaction.edit_original_response(content="Done: I have forgotten everything about you.")

@@ -1,0 +1,232 @@
+"""Pure translation between discord.py's objects and Rapport's neutral events, and the decision to answer.
+
+Nothing here does I/O: the client part (`adapter.py`) fetches what is needed and hands over plain values or
+discord.py objects built from gateway payloads, so all of it is tested on recorded payloads.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+
+from adapters.discord.split import split_message
+from core.events import ChainMessage, MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, UserRef
+from core.feedback import normalise_emoji
+
+__all__ = [
+    "PLATFORM",
+    "TEXT_ONLY_NOTE",
+    "MessageFacts",
+    "Verdict",
+    "chain_message",
+    "decide",
+    "facts_of",
+    "insights_embed",
+    "message_ref",
+    "reaction_event",
+    "render_text",
+    "reply_chunks",
+    "to_event",
+    "user_ref",
+]
+
+PLATFORM = "discord"
+TEXT_ONLY_NOTE = "I can only read text for now. Tell me in words what you'd like and I'll gladly answer."
+_ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+_USER_MENTION = re.compile(r"<@!?([0-9]{15,20})>")
+_ROLE_MENTION = re.compile(r"<@&([0-9]{15,20})>")
+_CHANNEL_MENTION = re.compile(r"<#([0-9]{15,20})>")
+_CUSTOM_EMOJI = re.compile(r"<a?:([A-Za-z0-9_~]{1,32}):[0-9]{15,20}>")
+
+
+class Verdict(enum.Enum):
+    IGNORE = "ignore"
+    ANSWER = "answer"
+    TEXT_ONLY = "text_only"  # addressed to Rapport, but nothing to read: answer with TEXT_ONLY_NOTE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageFacts:
+    """What the decision to answer looks at, as plain values."""
+
+    author_id: int
+    author_is_bot: bool
+    ordinary: bool  # a person's message or reply, not a system notice (pin, join, thread created …)
+    private: bool
+    channel_id: int
+    parent_channel_id: int | None
+    mentions_bot: bool
+    replies_to_bot: bool
+    has_text: bool
+    has_attachments: bool
+
+
+def decide(facts: MessageFacts, *, bot_id: int, allowed_channel_ids: Collection[int] = frozenset()) -> Verdict:
+    """Every DM; in servers a mention, a reply to Rapport, or anything in an opened channel; never a bot."""
+    if facts.author_id == bot_id or facts.author_is_bot or not facts.ordinary:
+        return Verdict.IGNORE
+    opened = facts.channel_id in allowed_channel_ids or (
+        facts.parent_channel_id is not None and facts.parent_channel_id in allowed_channel_ids
+    )
+    if not (facts.private or facts.mentions_bot or facts.replies_to_bot or opened):
+        return Verdict.IGNORE
+    if not facts.has_text and facts.has_attachments:
+        return Verdict.TEXT_ONLY
+    return Verdict.ANSWER
+
+
+def render_text(
+    content: str,
+    *,
+    bot_id: int,
+    bot_name: str,
+    bot_role_ids: Collection[int] = (),
+    users: Mapping[int, str] | None = None,
+    roles: Mapping[int, str] | None = None,
+    channels: Mapping[int, str] | None = None,
+) -> str:
+    """Content as a person reads it: Rapport's own mention dropped (or named mid-sentence), others by name."""
+    users, roles, channels = users or {}, roles or {}, channels or {}
+    own = rf"(?:<@!?{bot_id}>" + "".join(rf"|<@&{role}>" for role in bot_role_ids) + ")"
+    text = re.sub(rf"^(?:\s*{own})+[\s,:;]*", "", content)
+    text = re.sub(rf"[\s,]*(?:{own}\s*)+$", "", text)
+    text = re.sub(own, bot_name, text)
+    text = _USER_MENTION.sub(lambda m: f"@{users[int(m[1])]}" if int(m[1]) in users else m[0], text)
+    text = _ROLE_MENTION.sub(lambda m: f"@{roles[int(m[1])]}" if int(m[1]) in roles else m[0], text)
+    text = _CHANNEL_MENTION.sub(lambda m: f"#{channels[int(m[1])]}" if int(m[1]) in channels else m[0], text)
+    return _CUSTOM_EMOJI.sub(r":\1:", text).strip()
+
+
+def user_ref(user_id: int) -> UserRef:
+    return UserRef(platform=PLATFORM, user_id=str(user_id))
+
+
+def message_ref(channel_id: int, message_id: int) -> MessageRef:
+    return MessageRef(platform=PLATFORM, channel_id=str(channel_id), message_id=str(message_id))
+
+
+def _bot_role_ids(message: discord.Message, bot_id: int) -> frozenset[int]:
+    """The role Discord gives the bot in a server: people often pick it when they type @Rapport."""
+    guild = message.guild
+    if guild is None:
+        return frozenset()
+    return frozenset(role.id for role in guild.roles if role.tags is not None and role.tags.bot_id == bot_id)
+
+
+def _is_private(message: discord.Message) -> bool:
+    return message.guild is None and getattr(message.channel, "guild_id", None) is None
+
+
+def message_text(message: discord.Message, *, bot_id: int, bot_name: str) -> str:
+    """The readable text of a discord.py message (mentions resolved from what the payload carried)."""
+    return render_text(
+        message.content,
+        bot_id=bot_id,
+        bot_name=bot_name,
+        bot_role_ids=_bot_role_ids(message, bot_id),
+        users={user.id: user.display_name for user in message.mentions},
+        roles={role.id: role.name for role in message.role_mentions},
+        channels={channel.id: channel.name for channel in message.channel_mentions},
+    )
+
+
+def facts_of(
+    message: discord.Message, *, bot_id: int, bot_name: str, referenced: discord.Message | None = None
+) -> MessageFacts:
+    """The decision's inputs; `referenced` is the message it replies to, when known."""
+    role_ids = _bot_role_ids(message, bot_id)
+    return MessageFacts(
+        author_id=message.author.id,
+        author_is_bot=message.author.bot or message.webhook_id is not None,
+        ordinary=message.type in _ANSWERED_TYPES,
+        private=_is_private(message),
+        channel_id=message.channel.id,
+        parent_channel_id=getattr(message.channel, "parent_id", None),
+        mentions_bot=bot_id in message.raw_mentions or any(r in role_ids for r in message.raw_role_mentions),
+        replies_to_bot=referenced is not None and referenced.author.id == bot_id,
+        has_text=bool(message_text(message, bot_id=bot_id, bot_name=bot_name)),
+        has_attachments=bool(message.attachments or message.stickers),
+    )
+
+
+def chain_message(message: discord.Message, *, bot_id: int, bot_name: str) -> ChainMessage:
+    return ChainMessage(
+        author=bot_name if message.author.id == bot_id else message.author.display_name,
+        text=message_text(message, bot_id=bot_id, bot_name=bot_name),
+        from_assistant=message.author.id == bot_id,
+    )
+
+
+def to_event(
+    message: discord.Message, *, bot_id: int, bot_name: str, chain: Sequence[discord.Message] = ()
+) -> MessageReceived:
+    """The neutral event for a message Rapport answers; `chain` is the reply chain, oldest first."""
+    return MessageReceived(
+        user=user_ref(message.author.id),
+        display_name=message.author.display_name,
+        text=message_text(message, bot_id=bot_id, bot_name=bot_name),
+        conversation_id=str(message.channel.id),
+        thread_id=None,  # a Discord thread is a channel of its own
+        private=_is_private(message),
+        message=message_ref(message.channel.id, message.id),
+        sent_at=message.created_at,
+        reply_chain=tuple(chain_message(m, bot_id=bot_id, bot_name=bot_name) for m in chain if m.content),
+    )
+
+
+def reaction_event(raw: discord.RawReactionActionEvent, *, bot_id: int) -> ReactionAdded | ReactionRemoved | None:
+    """A person's reaction as feedback material; None for Rapport's own, or one on someone else's message."""
+    if raw.user_id == bot_id or not raw.emoji.name:
+        return None
+    if raw.message_author_id is not None and raw.message_author_id != bot_id:
+        return None
+    actor, ref, emoji = (
+        user_ref(raw.user_id),
+        message_ref(raw.channel_id, raw.message_id),
+        normalise_emoji(raw.emoji.name),
+    )
+    if raw.event_type == "REACTION_ADD":
+        return ReactionAdded(actor=actor, message=ref, emoji=emoji)
+    return ReactionRemoved(actor=actor, message=ref, emoji=emoji)
+
+
+def reply_chunks(text: str) -> list[str]:
+    """The messages to post for a reply: split to Discord's limit, blank pieces left out."""
+    return [chunk for chunk in split_message(text) if chunk.strip()] or ["…"]
+
+
+def _field(value: str, limit: int = 1024) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def insights_embed(insights: Mapping[str, Any] | None) -> discord.Embed:
+    """A person's own insights as an embed (field values kept within Discord's 1,024 characters)."""
+    if insights is None:
+        return discord.Embed(
+            title="What I know about you",
+            description="Nothing yet: we haven't talked. Say hello and I'll start getting to know you.",
+        )
+    embed = discord.Embed(title="What I know about you", colour=discord.Colour.blurple())
+    embed.add_field(name="Conversations", value=str(insights.get("total_interactions", 0)))
+    satisfaction = insights.get("average_satisfaction")
+    embed.add_field(
+        name="Satisfaction",
+        value="no reactions yet" if satisfaction is None else f"{satisfaction:+.2f} (from -1 to +1)",
+    )
+    if interests := insights.get("interests"):
+        embed.add_field(name="Interests", value=_field(", ".join(interests)), inline=False)
+    if topics := insights.get("topic_distribution"):
+        ranked = sorted(topics.items(), key=lambda item: (-item[1], item[0]))[:10]
+        embed.add_field(name="Topics", value=_field(", ".join(f"{t} ({n})" for t, n in ranked)), inline=False)
+    if style := insights.get("communication_style"):
+        embed.add_field(name="Style", value=_field(", ".join(f"{k}: {v}" for k, v in style.items())), inline=False)
+    if patterns := insights.get("top_patterns"):
+        lines = [f"{p['kind']}: {p['value']} ({p['count']})" for p in patterns[:10]]
+        embed.add_field(name="Patterns", value=_field("\n".join(lines)), inline=False)
+    embed.set_footer(text="Only you can see this. /forget deletes all of it.")
+    return embed
