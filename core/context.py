@@ -108,7 +108,8 @@ def _history_messages(
 
 
 def _alternate(messages: Sequence[dict[str, str]]) -> tuple[dict[str, str], ...]:
-    """Claude wants user first and roles alternating: merge neighbours of one role, drop a leading reply."""
+    """Claude wants user first and roles alternating: merge neighbours of one role, and fold a leading reply
+    (someone answering Rapport's own message, say) into the first user message rather than lose it."""
     merged: list[dict[str, str]] = []
     for message in messages:
         if merged and merged[-1]["role"] == message["role"]:
@@ -118,8 +119,10 @@ def _alternate(messages: Sequence[dict[str, str]]) -> tuple[dict[str, str], ...]
             }
         else:
             merged.append(dict(message))
-    while merged and merged[0]["role"] != "user":
-        merged.pop(0)
+    if merged and merged[0]["role"] == "assistant":
+        note = f"[Earlier, you said: {merged.pop(0)['content']}]"
+        rest = merged[0]["content"] if merged else ""
+        merged[:1] = [{"role": "user", "content": f"{note}\n\n{rest}".rstrip()}]
     return tuple(merged)
 
 

@@ -52,7 +52,7 @@ def test_history_becomes_alternating_messages_starting_with_the_user() -> None:
     ]
     prompt = _prompt(_event("d"), history)
     assert [m["role"] for m in prompt.messages] == ["user", "assistant", "user"]
-    assert prompt.messages[0]["content"] == "a\n\nb"
+    assert prompt.messages[0]["content"] == "[Earlier, you said: left over]\n\na\n\nb"
     assert prompt.messages[-1]["content"] == "d"
 
 
@@ -99,7 +99,9 @@ def test_memories_stop_at_their_share_of_the_budget() -> None:
 def test_reply_chain_messages_not_in_history_come_before_it() -> None:
     chain = (ChainMessage(author="Rapport", text="Try the blue one.", from_assistant=True),)
     prompt = _prompt(_event("why that one?", chain=chain), [])
-    assert [m["role"] for m in prompt.messages] == ["user"], "a leading assistant message is dropped"
+    assert prompt.messages == (
+        {"role": "user", "content": "[Earlier, you said: Try the blue one.]\n\nwhy that one?"},
+    ), "a reply to Rapport's own message keeps that message"
     chain = (ChainMessage(author="Bo", text="Which one?"), chain[0])
     prompt = _prompt(_event("why that one?", chain=chain), [])
     assert [m["content"] for m in prompt.messages] == ["Which one?", "Try the blue one.", "why that one?"]
