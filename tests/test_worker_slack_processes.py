@@ -1,0 +1,182 @@
+"""Real worker processes in Slack HTTP mode: graceful shutdown mid-answer, and two replicas side by side."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest_asyncio
+from slack_sdk.signature import SignatureVerifier
+
+from tests.conftest import REDIS_URL, eventually, free_port, fresh_postgres, redis_namespace
+from tests.fakes.anthropic_api import FakeAnthropic, Say
+from tests.fakes.slack_api import FakeSlackAPI
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "slack"
+SECRET = "process-test-signing-secret"
+
+
+def event(name: str, *, event_id: str, text: str, ts: str) -> dict[str, Any]:
+    body: dict[str, Any] = copy.deepcopy(json.loads((FIXTURES / f"payload_{name}.json").read_text()))
+    body["event_id"] = event_id
+    body["event"]["text"] = text
+    body["event"]["ts"] = body["event"]["event_ts"] = ts
+    return body
+
+
+async def deliver(http: aiohttp.ClientSession, port: int, body: dict[str, Any], retry: int | None = None) -> int:
+    raw = json.dumps(body)
+    stamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(timestamp=stamp, body=raw) or "",
+    }
+    if retry is not None:
+        headers["X-Slack-Retry-Num"] = str(retry)
+    async with http.post(f"http://127.0.0.1:{port}/slack/events", data=raw, headers=headers) as response:
+        return response.status
+
+
+@pytest_asyncio.fixture
+async def slack_api() -> AsyncIterator[FakeSlackAPI]:
+    api = FakeSlackAPI()
+    await api.start()
+    yield api
+    await api.stop()
+
+
+@asynccontextmanager
+async def worker(cwd: Path, **env: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """`python -m bot` with these settings; yields once /ready answers 200."""
+    port = free_port()
+    await asyncio.to_thread(cwd.mkdir, parents=True, exist_ok=True)
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "CHROMA_", "SLACK_"))
+    }
+    environment |= {"PORT": str(port), "PYTHONPATH": str(ROOT), "ANTHROPIC_API_KEY": "sk-test", **env}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        cwd=cwd,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/ready") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                if process.returncode is not None:
+                    raise AssertionError((await process.stdout.read()).decode())  # type: ignore[union-attr]
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("worker never became ready")
+        yield process, port
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def slack_env(fake_claude: FakeAnthropic, slack_api: FakeSlackAPI) -> dict[str, str]:
+    return {
+        "ANTHROPIC_BASE_URL": fake_claude.url,
+        "SLACK_BOT_TOKEN": "xoxb-process-test",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": slack_api.url,
+    }
+
+
+async def test_sigterm_mid_answer_delivers_it_stores_it_and_exits_zero(
+    tmp_path: Path, fake_claude: FakeAnthropic, slack_api: FakeSlackAPI
+) -> None:
+    fake_claude.script.append(Say("Here is the answer you waited for.", delay=2.0))
+    async with worker(tmp_path, **slack_env(fake_claude, slack_api)) as (process, port):
+        async with aiohttp.ClientSession() as http:
+            body = event("message_im", event_id="EvTERM", text="Tell me something slow", ts="1712345900.000100")
+            assert await deliver(http, port, body) == 200
+        await eventually(claude_is_answering(fake_claude), timeout=20)
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 30)
+        output = (await process.stdout.read()).decode()  # type: ignore[union-attr]
+    assert code == 0, output
+    assert any("Here is the answer you waited for." in str(args.get("text")) for args in slack_api.posted()), output
+    with sqlite3.connect(tmp_path / "data" / "rapport.sqlite3") as db:
+        assert db.execute("SELECT user_text FROM interaction").fetchall() == [("Tell me something slow",)]
+
+
+async def test_two_replicas_answer_each_event_once_and_share_memory(
+    tmp_path: Path,
+    fake_claude: FakeAnthropic,
+    slack_api: FakeSlackAPI,
+    chroma_server: str,  # noqa: F811
+) -> None:
+    async with fresh_postgres() as pg, redis_namespace() as prefix:
+        shared = {
+            **slack_env(fake_claude, slack_api),
+            "DATABASE_URL": pg,
+            "REDIS_URL": REDIS_URL,
+            "REDIS_PREFIX": prefix,
+            "CHROMA_URL": chroma_server,
+        }
+        async with worker(tmp_path / "a", **shared) as (_, port_a), worker(tmp_path / "b", **shared) as (_, port_b):
+            async with aiohttp.ClientSession() as http:
+                fact = event(
+                    "app_mention",
+                    event_id="EvFACT",
+                    ts="1712346000.000100",
+                    text="<@UBOT> note for later: our release codename is Marmalade",
+                )
+                # The same event reaches both replicas (a retry routed elsewhere by the load balancer).
+                statuses = await asyncio.gather(deliver(http, port_a, fact), deliver(http, port_b, fact, retry=1))
+                assert statuses == [200, 200]
+                await slack_api.wait_for(lambda: len(answered_texts(slack_api)) >= 1)
+                question = event(
+                    "message_im", event_id="EvASK", ts="1712346100.000100", text="What is our release codename?"
+                )
+                await eventually(lambda: remembered(pg, "Marmalade"))  # storing runs behind the answer
+                assert await deliver(http, port_b, question) == 200
+                await slack_api.wait_for(lambda: len(answered_texts(slack_api)) >= 2)
+                await asyncio.sleep(0.5)  # room for a duplicate answer to show, if there were one
+    assert len(fake_claude.requests) == 2, "each event reached Claude once"
+    assert len(answered_texts(slack_api)) == 2, "and was answered once"
+    assert "release codename is Marmalade" in fake_claude.prompt_text(-1), "replica b recalled what a stored"
+
+
+def claude_is_answering(fake: FakeAnthropic) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return fake.in_flight > 0
+
+    return check
+
+
+async def remembered(pg: str, word: str) -> bool:
+    connection = await asyncpg.connect(pg)
+    try:
+        return bool(await connection.fetchval("SELECT count(*) FROM memory WHERE text LIKE $1", f"%{word}%"))
+    finally:
+        await connection.close()
+
+
+def answered_texts(api: FakeSlackAPI) -> list[str]:
+    return [str(args.get("text")) for args in api.posted() if str(args.get("text", "")).startswith("Noted:")]
