@@ -25,6 +25,7 @@ from storage.long_term import ChromaVectors, chroma_client
 from storage.memory_store import RelationalMemory
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm
+from storage.vector_cache import CachedVectors
 
 __all__ = ["Services", "build_memory", "build_services", "describe_storage", "redact_url"]
 
@@ -55,7 +56,7 @@ class Services:
     records: RelationalRecords
     short_term: ShortTermMemory
     long_term: Recall
-    vectors: ChromaVectors
+    vectors: CachedVectors
     embedder: BatchingEmbedder
     llm: LanguageModel
     assistant: Assistant
@@ -80,6 +81,7 @@ class Services:
         ]
 
     async def close(self) -> None:
+        await self.assistant.close()
         await self.embedder.close()
         close_llm = getattr(self.llm, "close", None)
         if close_llm is not None:
@@ -89,9 +91,9 @@ class Services:
         await self.database.close()
 
 
-async def build_memory(database: Database, client: ClientAPI) -> tuple[ChromaVectors, Recall]:
+async def build_memory(database: Database, client: ClientAPI) -> tuple[CachedVectors, Recall]:
     """Long-term memory as the assistant uses it (the retrieval evaluation builds it here too)."""
-    vectors = await asyncio.to_thread(ChromaVectors, client)
+    vectors = CachedVectors(await asyncio.to_thread(ChromaVectors, client), database)
     return vectors, Recall(vectors=vectors, store=RelationalMemory(database))
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import chromadb
+import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.config import Settings as ChromaSettings
 
@@ -55,7 +56,7 @@ class ChromaVectors:
         await asyncio.to_thread(
             self._collection.upsert,
             ids=[m.id for m in memories],
-            embeddings=[list(e) for e in embeddings],  # type: ignore[arg-type]
+            embeddings=np.asarray(embeddings, dtype=np.float32),
             metadatas=[
                 {"user_key": m.user_key, "scope": m.scope, "created_at": m.created_at.timestamp()} for m in memories
             ],
@@ -68,7 +69,7 @@ class ChromaVectors:
             return []
         result = await asyncio.to_thread(
             self._collection.query,
-            query_embeddings=[list(embedding)],  # type: ignore[arg-type]
+            query_embeddings=np.asarray([embedding], dtype=np.float32),
             n_results=limit,
             where=_where(user_key, scopes),
             include=["metadatas", "distances"],
@@ -82,6 +83,20 @@ class ChromaVectors:
             # The where clause already filters; this re-check makes a leak impossible even if it were dropped.
             if meta["user_key"] == user_key and meta["scope"] in scopes
         ]
+
+    async def vectors(self, user_key: str, ids: Sequence[str] | None) -> tuple[list[str], list[str], np.ndarray]:
+        """A person's stored vectors (all of them, or these ids): ids, scopes and a float32 matrix."""
+        if ids is not None and not ids:
+            return [], [], np.zeros((0, 0), dtype=np.float32)
+        result = await asyncio.to_thread(
+            self._collection.get,
+            ids=list(ids) if ids is not None else None,
+            where=_where(user_key),
+            include=["embeddings", "metadatas"],
+        )
+        metadatas = result["metadatas"] or []
+        matrix = np.asarray(result["embeddings"] if result["embeddings"] is not None else [], dtype=np.float32)
+        return list(result["ids"]), [str(m["scope"]) for m in metadatas], matrix
 
     async def count(self, user_key: str) -> int:
         result = await asyncio.to_thread(self._collection.get, where=_where(user_key), include=[])

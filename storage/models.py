@@ -114,7 +114,7 @@ class MemoryItem(Model):
 
     class Meta:
         table = "memory"
-        indexes = (("user_key", "conversation_id", "seq"),)
+        indexes = (("user_key", "conversation_id", "seq"), ("user_key", "seq"))
 
 
 class MemoryTerm(Model):

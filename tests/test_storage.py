@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
@@ -27,6 +28,7 @@ from storage.long_term import ChromaVectors, chroma_client
 from storage.memory_store import RelationalMemory
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm
+from storage.vector_cache import CachedVectors
 from tests.conftest import REDIS_URL, fresh_postgres, redis_namespace
 
 
@@ -82,10 +84,11 @@ def _record(i: int, user_key: str = "t:1") -> InteractionRecord:
 
 async def test_records_upsert_retries_and_concurrent_pattern_counts(database: Database) -> None:
     records = RelationalRecords(database)
-    await records.save_interaction(_record(1))
-    await records.save_interaction(_record(1))  # a retried save
-    assert (await records.stats("t:1")).total_interactions == 1
-    await asyncio.gather(*(records.bump_patterns("t:1", "shared", [("topic", "music")]) for _ in range(10)))
+    await records.save_interactions([_record(1), _record(2)])
+    await records.save_interactions([_record(1)])  # a retried save
+    assert (await records.stats("t:1")).total_interactions == 2
+    await asyncio.gather(*(records.bump_patterns([("t:1", "shared", "topic", "music")]) for _ in range(9)))
+    await records.bump_patterns([("t:1", "shared", "topic", "music"), ("t:2", "shared", "topic", "music")])
     [pattern] = await records.top_patterns("t:1", scopes=("shared",), limit=5)
     assert pattern.count == 10
     assert await records.top_patterns("t:1", scopes=("private",), limit=5) == []
@@ -282,7 +285,7 @@ async def test_replicas_starting_together_do_not_race_on_migrations() -> None:
         db = Database(url)
         await db.open(migrate=False)
         records = RelationalRecords(db)
-        await records.save_interaction(_record(9))
+        await records.save_interactions([_record(9)])
         assert (await records.stats("t:1")).total_interactions == 1
         await db.close()
 
@@ -318,3 +321,27 @@ async def test_person_locks_in_redis_exclude_across_clients() -> None:
         await asyncio.wait_for(asyncio.gather(a_waits_for_b(), b()), 5)
         for client in clients:
             await client.aclose()
+
+
+async def test_cached_vectors_follow_what_other_replicas_add_and_never_cross_people(
+    database: Database, tmp_path: Path
+) -> None:
+    chroma = ChromaVectors(chroma_client(path=str(tmp_path / "chroma"), url=None))
+    store = RelationalMemory(database)
+    here = CachedVectors(chroma, database)
+    there = CachedVectors(chroma, database)  # another replica on the same database and Chroma
+    memories = [_memory(i, f"text {i}", scope="private" if i % 2 else "shared") for i in range(6)]
+    vectors = np.eye(6, 384, dtype=np.float32)
+    await store.add(memories[:3], [Counter(terms_of(m.text)) for m in memories[:3]])
+    await here.add(memories[:3], vectors[:3].tolist())
+    assert [i for i, _ in await there.nearest("t:a", vectors[1], scopes=("private", "shared"), limit=1)] == ["t:a-1"]
+    await store.add(memories[3:], [Counter(terms_of(m.text)) for m in memories[3:]])
+    await here.add(memories[3:], vectors[3:].tolist())
+    found = await there.nearest("t:a", vectors[4], scopes=("shared",), limit=2)
+    assert found[0] == ("t:a-4", pytest.approx(1.0, abs=1e-3)), "the other replica caught up through the database"
+    assert all(int(i.rsplit("-", 1)[1]) % 2 == 0 for i, _ in found), "only shared memories in a shared search"
+    assert await there.nearest("t:b", vectors[4], scopes=("private", "shared"), limit=5) == []
+    small = CachedVectors(chroma, database, max_vectors=2)  # a person bigger than the cache goes to Chroma
+    assert [i for i, _ in await small.nearest("t:a", vectors[5], scopes=("private",), limit=1)] == ["t:a-5"]
+    await here.forget_user("t:a")
+    assert await here.count("t:a") == 0
