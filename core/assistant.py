@@ -11,12 +11,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from core.background import BackgroundWork, KeyedLocks, retrying
+from core.background import BackgroundWork, KeyedLocks
 from core.context import ContextLimits, build_prompt, clean_text, truncate
 from core.events import MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, Reply
 from core.feedback import DEFAULT_EMOJI_SCORES, normalise_emoji, polarity, score_for
 from core.insights import build_insights
-from core.learning import describe_style, extract_topics, interests_for, patterns_of, update_profile
+from core.learning import describe_style, extract_topics, interests_for
 from core.llm import ClaudeError
 from core.ports import (
     Embedder,
@@ -35,6 +35,7 @@ from core.ports import (
     Turn,
 )
 from core.privacy import recallable_scopes, scope_of
+from core.remember import MemoryWriter, Remembrance
 from core.tracing import current, traced
 
 __all__ = ["Assistant", "AssistantSettings", "NullTelemetry"]
@@ -93,6 +94,7 @@ class Assistant:
         self._telemetry = telemetry or NullTelemetry()
         self._settings = settings or AssistantSettings()
         self._background = BackgroundWork()
+        self._writer = MemoryWriter(records=records, long_term=long_term, embedder=embedder, telemetry=self._telemetry)
         self._locks = KeyedLocks()
         self._person_locks = person_locks
 
@@ -244,43 +246,20 @@ class Assistant:
             return default
 
     async def _remember(self, event: MessageReceived, record: InteractionRecord, embedding: list[float] | None) -> None:
-        """Store the exchange and learn from it; retried, so a passing store failure loses nothing."""
-        started = time.perf_counter()
-        user_key = record.user_key
-        scope = scope_of(event.private)
-        await retrying("storing interaction", lambda: self._records.save_interaction(record))
+        """Store the exchange and learn from it, batched with others finishing at the same time."""
         memory = Memory(
             id=record.id,
-            user_key=user_key,
+            user_key=record.user_key,
             text=record.user_text,
-            scope=scope,
+            scope=scope_of(event.private),
             conversation_id=event.conversation_key,
             created_at=record.created_at,
             speaker=event.author_name,
             reply=record.reply_text,
         )
-
-        async def add_memory() -> None:
-            vector = embedding if embedding is not None else (await self._embedder.embed([record.user_text]))[0]
-            await self._long_term.add([memory], [vector])
-
-        await retrying("storing memory", add_memory)
-
-        async def learn() -> None:
-            profile = await self._records.get_profile(user_key) or Profile(user_key=user_key)
-            update_profile(
-                profile,
-                text=record.user_text,
-                topics=record.topics,
-                scope=scope,
-                display_name=event.display_name,
-            )
-            await self._records.save_profile(profile)
-            patterns = patterns_of(text=record.user_text, topics=record.topics, when=record.created_at)
-            await self._records.bump_patterns(user_key, scope, patterns)
-
-        await retrying("learning", learn)
-        self._telemetry.stored(time.perf_counter() - started)
+        await self._writer.write(
+            Remembrance(record=record, memory=memory, embedding=embedding, display_name=event.display_name)
+        )
 
     async def delivered(self, reply: Reply, refs: Sequence[MessageRef]) -> None:
         """Note where a reply was posted, so that reactions on it can be traced back to its interaction."""
@@ -326,3 +305,7 @@ class Assistant:
     async def drain(self, timeout: float) -> bool:
         """Wait for storing and learning behind replies already sent; False if time ran out."""
         return await self._background.drain(timeout)
+
+    async def close(self) -> None:
+        """Stop the memory writer (after `drain`)."""
+        await self._writer.close()

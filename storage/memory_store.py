@@ -11,9 +11,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F
-
 from core.ports import Memory, Scope
 from storage.database import Database
 from storage.models import MemoryItem, MemoryStats, MemoryTerm
@@ -77,18 +74,19 @@ class RelationalMemory:
         for m, t in fresh:
             documents, length = totals.get((m.user_key, m.scope), (0, 0))
             totals[(m.user_key, m.scope)] = (documents + 1, length + sum(t.values()))
-        for (user_key, scope), (documents, length) in totals.items():
-            await self._bump_stats(user_key, scope, documents, length)
-
-    async def _bump_stats(self, user_key: str, scope: str, documents: int, length: int) -> None:
-        match = MemoryStats.filter(user_key=user_key, scope=scope)
-        change = {"documents": F("documents") + documents, "total_length": F("total_length") + length}
-        if await match.update(**change):
-            return
-        try:
-            await MemoryStats.create(user_key=user_key, scope=scope, documents=documents, total_length=length)
-        except IntegrityError:  # another writer created the row first
-            await match.update(**change)
+        p = self._database.placeholder
+        values: list[Any] = []
+        tuples = []
+        for n, ((user_key, scope), (documents, length)) in enumerate(totals.items()):
+            tuples.append(f"({p(n * 4 + 1)}, {p(n * 4 + 2)}, {p(n * 4 + 3)}, {p(n * 4 + 4)})")
+            values += [user_key, scope, documents, length]
+        await self._database.connection().execute_query(
+            "INSERT INTO memory_stats (user_key, scope, documents, total_length) VALUES "
+            + ", ".join(tuples)
+            + " ON CONFLICT (user_key, scope) DO UPDATE SET documents = memory_stats.documents + excluded.documents, "
+            "total_length = memory_stats.total_length + excluded.total_length",
+            values,
+        )
 
     async def lexical(
         self, user_key: str, terms: Sequence[str], *, scopes: Sequence[Scope], limit: int

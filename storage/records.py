@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from statistics import fmean
-
-from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F
+from typing import Any
 
 from core.events import MessageRef
 from core.ports import InteractionRecord, InteractionStats, Pattern, Profile, ReplyLink, Scope
@@ -30,10 +29,8 @@ class RelationalRecords:
     async def ping(self) -> None:
         await self._database.ping()
 
-    async def get_profile(self, user_key: str) -> Profile | None:
-        row = await UserProfile.get_or_none(user_key=user_key)
-        if row is None:
-            return None
+    @staticmethod
+    def _profile(row: UserProfile) -> Profile:
         return Profile(
             user_key=row.user_key,
             display_name=row.display_name,
@@ -42,38 +39,58 @@ class RelationalRecords:
             message_count=row.message_count,
         )
 
-    async def save_profile(self, profile: Profile) -> None:
-        await UserProfile.update_or_create(
-            user_key=profile.user_key,
-            defaults={
-                "platform": _platform_of(profile.user_key),
-                "display_name": profile.display_name[:191],
-                "interests": profile.interests,
-                "style": profile.style,
-                "message_count": profile.message_count,
-            },
+    async def get_profile(self, user_key: str) -> Profile | None:
+        row = await UserProfile.get_or_none(user_key=user_key)
+        return None if row is None else self._profile(row)
+
+    async def get_profiles(self, user_keys: Sequence[str]) -> dict[str, Profile]:
+        rows = await UserProfile.filter(user_key__in=list(user_keys))
+        return {row.user_key: self._profile(row) for row in rows}
+
+    async def save_profiles(self, profiles: Sequence[Profile]) -> None:
+        await UserProfile.bulk_create(
+            [
+                UserProfile(
+                    user_key=p.user_key,
+                    platform=_platform_of(p.user_key),
+                    display_name=p.display_name[:191],
+                    interests=p.interests,
+                    style=p.style,
+                    message_count=p.message_count,
+                )
+                for p in profiles
+            ],
+            on_conflict=["user_key"],
+            update_fields=["display_name", "interests", "style", "message_count", "updated_at"],
         )
 
-    async def save_interaction(self, record: InteractionRecord) -> None:
-        values = {
-            "user_key": record.user_key,
-            "platform": record.platform,
-            "conversation_id": record.conversation_id[:191],
-            "thread_id": record.thread_id[:191] if record.thread_id else None,
-            "private": record.private,
-            "user_text": record.user_text,
-            "reply_text": record.reply_text,
-            "topics": list(record.topics),
-            "ok": record.ok,
-            "error": record.error[:64] if record.error else None,
-            "model": record.model[:64],
-            "input_tokens": record.input_tokens,
-            "output_tokens": record.output_tokens,
-            "latency_ms": record.latency_ms,
-            "created_at": record.created_at,
-        }
-        # update_or_create: a retried save after a lost acknowledgement must not fail on the primary key.
-        await Interaction.update_or_create(id=record.id, defaults=values)
+    async def save_interactions(self, records: Sequence[InteractionRecord]) -> None:
+        # An upsert: a retried save after a lost acknowledgement must not fail on the primary key.
+        await Interaction.bulk_create(
+            [
+                Interaction(
+                    id=r.id,
+                    user_key=r.user_key,
+                    platform=r.platform,
+                    conversation_id=r.conversation_id[:191],
+                    thread_id=r.thread_id[:191] if r.thread_id else None,
+                    private=r.private,
+                    user_text=r.user_text,
+                    reply_text=r.reply_text,
+                    topics=list(r.topics),
+                    ok=r.ok,
+                    error=r.error[:64] if r.error else None,
+                    model=r.model[:64],
+                    input_tokens=r.input_tokens,
+                    output_tokens=r.output_tokens,
+                    latency_ms=r.latency_ms,
+                    created_at=r.created_at,
+                )
+                for r in records
+            ],
+            on_conflict=["id"],
+            update_fields=["reply_text", "ok", "error", "input_tokens", "output_tokens", "latency_ms"],
+        )
 
     async def link_reply(self, interaction_id: str, user_key: str, refs: Sequence[MessageRef]) -> None:
         await ReplyMessage.bulk_create(
@@ -107,15 +124,26 @@ class RelationalRecords:
             average_satisfaction=fmean(per_interaction) if per_interaction else None,
         )
 
-    async def bump_patterns(self, user_key: str, scope: Scope, patterns: Sequence[tuple[str, str]]) -> None:
-        for kind, value in dict.fromkeys(patterns):
-            match = LearnedPattern.filter(user_key=user_key, kind=kind, value=value[:128], scope=scope)
-            if await match.update(count=F("count") + 1):
-                continue
-            try:
-                await LearnedPattern.create(user_key=user_key, kind=kind, value=value[:128], scope=scope, count=1)
-            except IntegrityError:  # another writer created it first
-                await match.update(count=F("count") + 1)
+    async def bump_patterns(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
+        """One statement for the whole batch: insert new patterns, add to the count of known ones."""
+        counts = Counter((user_key, scope, kind, value[:128]) for user_key, scope, kind, value in rows)
+        if not counts:
+            return
+        p = self._database.placeholder
+        now = datetime.now(UTC)
+        values: list[Any] = []
+        tuples = []
+        for n, ((user_key, scope, kind, value), count) in enumerate(counts.items()):
+            base = n * 6
+            tuples.append(f"({', '.join(p(base + i) for i in range(1, 7))})")
+            values += [user_key, kind, value, scope, count, now]
+        await self._database.connection().execute_query(
+            "INSERT INTO learned_pattern (user_key, kind, value, scope, count, updated_at) VALUES "
+            + ", ".join(tuples)
+            + " ON CONFLICT (user_key, kind, value, scope) DO UPDATE SET "
+            "count = learned_pattern.count + excluded.count, updated_at = excluded.updated_at",
+            values,
+        )
 
     async def top_patterns(self, user_key: str, *, scopes: Sequence[Scope], limit: int) -> list[Pattern]:
         totals: defaultdict[tuple[str, str], int] = defaultdict(int)
