@@ -66,6 +66,9 @@ class Claude:
             base_url=settings.base_url,
             timeout=settings.timeout,
             max_retries=settings.max_retries,
+            # The SDK's aiohttp transport: with hundreds of requests in flight, httpx's pool re-checks every
+            # connection on every request, and that dominated the event loop in the load benchmark.
+            http_client=anthropic.DefaultAioHttpClient(timeout=settings.timeout),
         )
 
     async def complete(self, prompt: Prompt, *, on_text: Callable[[str], Awaitable[None]] | None = None) -> Completion:
