@@ -17,6 +17,7 @@ from core.ports import Memory, Scope
 __all__ = ["ChromaVectors", "chroma_client"]
 
 COLLECTION = "rapport_memories"
+_PAGE = 2_000
 
 
 def chroma_client(*, path: str, url: str | None) -> ClientAPI:
@@ -85,18 +86,36 @@ class ChromaVectors:
         ]
 
     async def vectors(self, user_key: str, ids: Sequence[str] | None) -> tuple[list[str], list[str], np.ndarray]:
-        """A person's stored vectors (all of them, or these ids): ids, scopes and a float32 matrix."""
+        """A person's stored vectors (all of them, or these ids): ids, scopes and a float32 matrix.
+
+        Read in pages: Chroma's local store turns one large read into one SQL statement and fails past
+        SQLite's variable limit (seen at 100,000 memories).
+        """
         if ids is not None and not ids:
             return [], [], np.zeros((0, 0), dtype=np.float32)
-        result = await asyncio.to_thread(
-            self._collection.get,
-            ids=list(ids) if ids is not None else None,
-            where=_where(user_key),
-            include=["embeddings", "metadatas"],
-        )
-        metadatas = result["metadatas"] or []
-        matrix = np.asarray(result["embeddings"] if result["embeddings"] is not None else [], dtype=np.float32)
-        return list(result["ids"]), [str(m["scope"]) for m in metadatas], matrix
+        found_ids: list[str] = []
+        scopes: list[str] = []
+        chunks: list[np.ndarray] = []
+        offset = 0
+        while True:
+            page_ids = list(ids[offset : offset + _PAGE]) if ids is not None else None
+            result = await asyncio.to_thread(
+                self._collection.get,
+                ids=page_ids,
+                where=_where(user_key),
+                include=["embeddings", "metadatas"],
+                limit=None if ids is not None else _PAGE,
+                offset=None if ids is not None else offset,
+            )
+            found_ids += result["ids"]
+            scopes += [str(m["scope"]) for m in result["metadatas"] or []]
+            if result["embeddings"] is not None and len(result["embeddings"]):
+                chunks.append(np.asarray(result["embeddings"], dtype=np.float32))
+            offset += _PAGE
+            if (ids is not None and offset >= len(ids)) or (ids is None and len(result["ids"]) < _PAGE):
+                break
+        matrix = np.vstack(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+        return found_ids, scopes, matrix
 
     async def count(self, user_key: str) -> int:
         result = await asyncio.to_thread(self._collection.get, where=_where(user_key), include=[])

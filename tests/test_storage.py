@@ -345,3 +345,17 @@ async def test_cached_vectors_follow_what_other_replicas_add_and_never_cross_peo
     assert [i for i, _ in await small.nearest("t:a", vectors[5], scopes=("private",), limit=1)] == ["t:a-5"]
     await here.forget_user("t:a")
     assert await here.count("t:a") == 0
+
+
+async def test_a_person_with_more_memories_than_one_chroma_read_loads_in_pages(tmp_path: Path) -> None:
+    chroma = ChromaVectors(chroma_client(path=str(tmp_path / "chroma"), url=None))
+    count = 4_500  # more than two pages
+    memories = [_memory(i, "x") for i in range(count)]
+    vectors = np.random.default_rng(1).standard_normal((count, 384)).astype(np.float32)
+    for start in range(0, count, 1_500):
+        await chroma.add(memories[start : start + 1_500], vectors[start : start + 1_500])
+    ids, scopes, matrix = await chroma.vectors("t:a", None)
+    assert len(set(ids)) == count and matrix.shape == (count, 384) and len(scopes) == count
+    some = [m.id for m in memories[::3]]
+    ids, _, matrix = await chroma.vectors("t:a", some)
+    assert sorted(ids) == sorted(some) and matrix.shape == (len(some), 384)
