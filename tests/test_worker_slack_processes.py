@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +17,10 @@ import asyncpg
 import pytest_asyncio
 from slack_sdk.signature import SignatureVerifier
 
-from tests.conftest import REDIS_URL, eventually, free_port, fresh_postgres, redis_namespace
+from tests.conftest import REDIS_URL, eventually, fresh_postgres, redis_namespace
 from tests.fakes.anthropic_api import FakeAnthropic, Say
 from tests.fakes.slack_api import FakeSlackAPI
+from tests.workers import worker
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "slack"
@@ -57,45 +55,6 @@ async def slack_api() -> AsyncIterator[FakeSlackAPI]:
     await api.start()
     yield api
     await api.stop()
-
-
-@asynccontextmanager
-async def worker(cwd: Path, **env: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
-    """`python -m bot` with these settings; yields once /ready answers 200."""
-    port = free_port()
-    await asyncio.to_thread(cwd.mkdir, parents=True, exist_ok=True)
-    environment = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "CHROMA_", "SLACK_"))
-    }
-    environment |= {"PORT": str(port), "PYTHONPATH": str(ROOT), "ANTHROPIC_API_KEY": "sk-test", **env}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        cwd=cwd,
-        env=environment,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/ready") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                if process.returncode is not None:
-                    raise AssertionError((await process.stdout.read()).decode())  # type: ignore[union-attr]
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("worker never became ready")
-        yield process, port
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 def slack_env(fake_claude: FakeAnthropic, slack_api: FakeSlackAPI) -> dict[str, str]:
