@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         args.part_out.write_text(json.dumps(asyncio.run(_part(args.part, config[args.part]))))
         return 0
     parts: dict[str, Any] = {}
+    previous = args.out / "benchmarks.json"
+    if args.only and previous.exists():  # a partial run keeps the other parts' last figures
+        parts = json.loads(previous.read_text()).get("parts", {})
     for name in args.only or list(config):
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             command = [sys.executable, "-m", "bench", "--part", name, "--part-out", out.name]

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from chromadb.api import ClientAPI
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from bot.config import Settings
 from bot.metrics import Metrics
@@ -123,7 +123,11 @@ async def build_services(
     short_term: ShortTermMemory
     ledger: EventLedger
     if settings.redis_url:
-        redis = Redis.from_url(settings.redis_url)
+        # A blocking pool: under a burst, callers wait for a connection instead of failing with
+        # "Too many connections" (seen at 500 people in the load benchmark).
+        redis = Redis(
+            connection_pool=BlockingConnectionPool.from_url(settings.redis_url, max_connections=64, timeout=30)
+        )
         short_term = RedisShortTerm(
             redis,
             prefix=settings.redis_prefix,
