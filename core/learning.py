@@ -9,11 +9,10 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from core.ports import Pattern, Profile, Scope
+from core.ports import Profile, Scope
 
 __all__ = [
     "TOPIC_KEYWORDS",
-    "describe_patterns",
     "describe_style",
     "extract_topics",
     "interests_for",
@@ -118,7 +117,3 @@ def patterns_of(*, text: str, topics: Iterable[str], when: datetime) -> list[tup
     if "```" in text:
         found.append(("shares", "code"))
     return found
-
-
-def describe_patterns(patterns: Iterable[Pattern]) -> list[str]:
-    return [f"{p.kind}: {p.value} (seen {p.count}×)" for p in patterns]

@@ -57,10 +57,6 @@ class BatchingEmbedder:
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0
 
-    @property
-    def dimension(self) -> int:
-        return int(self._model.get_embedding_dimension())
-
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
