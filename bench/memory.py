@@ -29,7 +29,7 @@ from core.ports import Memory
 from core.recall import Recall, RecallSettings
 from storage.database import Database
 from storage.embeddings import BatchingEmbedder, default_model_path, load_model
-from storage.long_term import chroma_client
+from storage.long_term import ChromaCollection, open_chroma
 
 __all__ = ["MODES", "evaluate", "load_samples", "main", "session_of"]
 
@@ -163,21 +163,11 @@ async def run(dataset: Path, *, compare: bool, database_url: str | None, model: 
         database = Database(database_url or f"sqlite://{scratch}/eval.sqlite3")
         await database.open()
         try:
-            client = chroma_client(path=f"{scratch}/chroma", url=None)
-            _, hybrid = await build_memory(database, client)
-            recalls = {"hybrid": hybrid}
-            if compare:
-                for mode, settings in MODES.items():
-                    if mode != "hybrid":
-                        recalls[mode] = Recall(vectors=hybrid._vectors, store=hybrid._store, settings=settings)
-            model = model if model is not None else await asyncio.to_thread(load_model, default_model_path())
-            embedder = BatchingEmbedder(model)
+            chroma = open_chroma(path=f"{scratch}/chroma", url=None)
             try:
-                results = await evaluate(samples, recalls, embedder)
+                results = await _evaluate_all(samples, database, chroma, compare=compare, model=model)
             finally:
-                await embedder.close()
-            for sample in samples:
-                await hybrid.forget_user(sample.user_key)
+                chroma.close()
         finally:
             await database.close()
     return {
@@ -187,6 +177,26 @@ async def run(dataset: Path, *, compare: bool, database_url: str | None, model: 
         "questions": sum(len(s.questions) for s in samples),
         "modes": results,
     }
+
+
+async def _evaluate_all(
+    samples: list[Sample], database: Database, chroma: ChromaCollection, *, compare: bool, model: Any
+) -> dict[str, Any]:
+    _, hybrid = await build_memory(database, chroma)
+    recalls = {"hybrid": hybrid}
+    if compare:
+        for mode, settings in MODES.items():
+            if mode != "hybrid":
+                recalls[mode] = Recall(vectors=hybrid._vectors, store=hybrid._store, settings=settings)
+    model = model if model is not None else await asyncio.to_thread(load_model, default_model_path())
+    embedder = BatchingEmbedder(model)
+    try:
+        results = await evaluate(samples, recalls, embedder)
+    finally:
+        await embedder.close()
+    for sample in samples:
+        await hybrid.forget_user(sample.user_key)
+    return results
 
 
 def _table(report: dict[str, Any]) -> str:

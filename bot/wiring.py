@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from chromadb.api import ClientAPI
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from bot.config import Settings
@@ -21,7 +20,7 @@ from storage.database import Database
 from storage.embeddings import BatchingEmbedder, default_model_path, load_model
 from storage.ledger import InProcessLedger, RedisLedger
 from storage.locks import RedisPersonLocks
-from storage.long_term import ChromaVectors, chroma_client
+from storage.long_term import ChromaCollection, ChromaVectors, open_chroma
 from storage.memory_store import RelationalMemory
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm
@@ -88,12 +87,14 @@ class Services:
             await close_llm()
         if self.redis is not None:
             await self.redis.aclose()
+        await asyncio.to_thread(self.vectors.close)
         await self.database.close()
 
 
-async def build_memory(database: Database, client: ClientAPI) -> tuple[CachedVectors, Recall]:
+async def build_memory(database: Database, chroma: ChromaCollection) -> tuple[CachedVectors, Recall]:
     """Long-term memory as the assistant uses it (the retrieval evaluation builds it here too)."""
-    vectors = CachedVectors(await asyncio.to_thread(ChromaVectors, client), database)
+    vectors = CachedVectors(ChromaVectors(chroma), database)
+    await vectors.ping()  # starts an embedded store's process now, so a broken store stops the start
     return vectors, Recall(vectors=vectors, store=RelationalMemory(database))
 
 
@@ -143,8 +144,8 @@ async def build_services(
     if model is None:
         model = await asyncio.to_thread(load_model, default_model_path(settings.embedding_model))
     embedder = BatchingEmbedder(model)
-    client = await asyncio.to_thread(chroma_client, path=settings.chroma_path, url=settings.chroma_url)
-    vectors, long_term = await build_memory(database, client)
+    chroma = await asyncio.to_thread(open_chroma, path=settings.chroma_path, url=settings.chroma_url)
+    vectors, long_term = await build_memory(database, chroma)
     records = RelationalRecords(database)
     metrics = Metrics()
     assistant = Assistant(

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
 from tortoise.migrations.api import migrate as run_migrations
 
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE_URL = "sqlite://data/rapport.sqlite3"
 APP = "rapport"
+# asyncpg's pool: tortoise's default of 5 connections queued every query behind the others at 200 people (the
+# load benchmark); `?maxsize=N` in DATABASE_URL overrides it.
+POOL_SIZE = 20
 # pg_advisory_lock key: "RAPPORT" in ASCII, so that replicas starting together migrate one at a time.
 MIGRATION_LOCK = 0x52415050_4F5254
 
@@ -33,6 +37,16 @@ def _dialect(url: str) -> str:
     raise ValueError(f"unsupported database URL scheme {scheme!r} (use postgres:// or sqlite://)")
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Release a pooled connection without asyncpg's reset query (a second round trip after every query).
+
+    Rapport sets no session state, listens to nothing and takes advisory locks only on a connection of its own
+    (migrations), so the reset has nothing to undo; a transaction left open by a cancelled task is rolled back.
+    """
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
+
+
 def tortoise_config(url: str) -> dict[str, Any]:
     """Tortoise's config for one database URL.
 
@@ -40,8 +54,13 @@ def tortoise_config(url: str) -> dict[str, Any]:
     process (the test suite) that opens SQLite and then PostgreSQL must not reuse one name for both.
     """
     dialect = _dialect(url)
+    connection: str | dict[str, Any] = url
+    if dialect == "postgres":
+        connection = expand_db_url(url)
+        connection["credentials"].setdefault("maxsize", POOL_SIZE)
+        connection["credentials"]["reset"] = _keep_session
     return {
-        "connections": {dialect: url},
+        "connections": {dialect: connection},
         "apps": {
             APP: {
                 "models": ["storage.models"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import chromadb
@@ -13,23 +13,59 @@ from chromadb.api import ClientAPI
 from chromadb.config import Settings as ChromaSettings
 
 from core.ports import Memory, Scope
+from storage.chroma_process import ChromaProcess
 
-__all__ = ["ChromaVectors", "chroma_client"]
+__all__ = ["ChromaCollection", "ChromaVectors", "open_chroma"]
 
 COLLECTION = "rapport_memories"
+# embedding_function=None wherever the collection is opened: we always pass our own vectors (Chroma's default
+# would download a model).
+CONFIGURATION: dict[str, Any] = {"hnsw": {"space": "cosine"}}
 _PAGE = 2_000
 
 
-def chroma_client(*, path: str, url: str | None) -> ClientAPI:
-    """A Chroma server when `url` is set (shared by replicas), else an embedded store at `path`."""
-    settings = ChromaSettings(anonymized_telemetry=False)
+class ChromaCollection(Protocol):
+    """Where the calls on the collection run: `method` is a Collection method's name, or "heartbeat"."""
+
+    async def call(self, method: str, **kwargs: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class _ServerCollection:
+    """A Chroma server's collection: its client mostly waits on the network, so a thread is enough."""
+
+    def __init__(self, client: ClientAPI) -> None:
+        self._client = client
+        self._collection = client.get_or_create_collection(
+            COLLECTION,
+            embedding_function=None,
+            configuration=CONFIGURATION,  # type: ignore[arg-type]
+        )
+
+    async def call(self, method: str, **kwargs: Any) -> Any:
+        if method == "heartbeat":
+            return await asyncio.to_thread(self._client.heartbeat)
+        return await asyncio.to_thread(getattr(self._collection, method), **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
+def open_chroma(*, path: str, url: str | None) -> ChromaCollection:
+    """A Chroma server when `url` is set (shared by replicas, blocking: call it in a thread), else an embedded
+    store at `path` in a process of its own (started on the first call)."""
     if url:
         parsed = urlparse(url)
         ssl = parsed.scheme == "https"
-        return chromadb.HttpClient(
-            host=parsed.hostname or "localhost", port=parsed.port or (443 if ssl else 8000), ssl=ssl, settings=settings
+        client = chromadb.HttpClient(
+            host=parsed.hostname or "localhost",
+            port=parsed.port or (443 if ssl else 8000),
+            ssl=ssl,
+            settings=ChromaSettings(anonymized_telemetry=False),
         )
-    return chromadb.PersistentClient(path=path, settings=settings)
+        return _ServerCollection(client)
+    return ChromaProcess(path, COLLECTION, CONFIGURATION)
 
 
 def _where(user_key: str, scopes: Sequence[Scope] | None = None) -> dict[str, Any]:
@@ -39,23 +75,22 @@ def _where(user_key: str, scopes: Sequence[Scope] | None = None) -> dict[str, An
 
 
 class ChromaVectors:
-    """Implements core.ports.VectorIndex. Chroma's client is synchronous, so every call runs in a thread."""
+    """Implements core.ports.VectorIndex. Chroma's client is synchronous, so no call runs on the event loop."""
 
-    def __init__(self, client: ClientAPI, *, collection: str = COLLECTION) -> None:
-        self._client = client
-        # embedding_function=None: we always pass our own vectors (Chroma's default would download a model).
-        self._collection = client.get_or_create_collection(
-            collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
-        )
+    def __init__(self, collection: ChromaCollection) -> None:
+        self._collection = collection
 
     async def ping(self) -> None:
-        await asyncio.to_thread(self._client.heartbeat)
+        await self._collection.call("heartbeat")
+
+    def close(self) -> None:
+        self._collection.close()
 
     async def add(self, memories: Sequence[Memory], embeddings: Sequence[Sequence[float]]) -> None:
         if not memories:
             return
-        await asyncio.to_thread(
-            self._collection.upsert,
+        await self._collection.call(
+            "upsert",
             ids=[m.id for m in memories],
             embeddings=np.asarray(embeddings, dtype=np.float32),
             metadatas=[
@@ -68,8 +103,8 @@ class ChromaVectors:
     ) -> list[tuple[str, float]]:
         if limit <= 0 or not scopes:
             return []
-        result = await asyncio.to_thread(
-            self._collection.query,
+        result = await self._collection.call(
+            "query",
             query_embeddings=np.asarray([embedding], dtype=np.float32),
             n_results=limit,
             where=_where(user_key, scopes),
@@ -99,8 +134,8 @@ class ChromaVectors:
         offset = 0
         while True:
             page_ids = list(ids[offset : offset + _PAGE]) if ids is not None else None
-            result = await asyncio.to_thread(
-                self._collection.get,
+            result = await self._collection.call(
+                "get",
                 ids=page_ids,
                 where=_where(user_key),
                 include=["embeddings", "metadatas"],
@@ -118,8 +153,8 @@ class ChromaVectors:
         return found_ids, scopes, matrix
 
     async def count(self, user_key: str) -> int:
-        result = await asyncio.to_thread(self._collection.get, where=_where(user_key), include=[])
+        result = await self._collection.call("get", where=_where(user_key), include=[])
         return len(result["ids"])
 
     async def forget_user(self, user_key: str) -> None:
-        await asyncio.to_thread(self._collection.delete, where=_where(user_key))
+        await self._collection.call("delete", where=_where(user_key))

@@ -79,6 +79,9 @@ class CachedVectors:
     async def ping(self) -> None:
         await self._chroma.ping()
 
+    def close(self) -> None:
+        self._chroma.close()
+
     async def count(self, user_key: str) -> int:
         return await self._chroma.count(user_key)
 
