@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
 from tortoise.migrations.api import migrate as run_migrations
 
-__all__ = ["DEFAULT_DATABASE_URL", "Database", "tortoise_config"]
+__all__ = ["DEFAULT_DATABASE_URL", "Database", "Params", "as_datetime", "tortoise_config"]
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ DEFAULT_DATABASE_URL = "sqlite://data/rapport.sqlite3"
 APP = "rapport"
 # asyncpg's pool: tortoise's default of 5 connections queued every query behind the others at 200 people (the
 # load benchmark); `?maxsize=N` in DATABASE_URL overrides it.
-POOL_SIZE = 20
+POOL_SIZE = 40
 # pg_advisory_lock key: "RAPPORT" in ASCII, so that replicas starting together migrate one at a time.
 MIGRATION_LOCK = 0x52415050_4F5254
 
@@ -80,6 +81,28 @@ def _ensure_sqlite_dir(url: str) -> None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def as_datetime(value: datetime | str) -> datetime:
+    """A timestamp column read by raw SQL: asyncpg gives a datetime, SQLite the ISO text tortoise wrote."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+class Params:
+    """The values of one raw statement: each call binds some and returns their placeholders, numbered in order
+    of appearance, so one value list serves asyncpg's `$n` and SQLite's `?` alike."""
+
+    def __init__(self, dialect: str) -> None:
+        self.values: list[Any] = []
+        self._numbered = dialect == "postgres"
+
+    def __call__(self, *items: Any) -> str:
+        first = len(self.values) + 1
+        self.values.extend(items)
+        if self._numbered:
+            return ", ".join(f"${first + i}" for i in range(len(items)))
+        return ", ".join("?" for _ in items)
+
+
 class Database:
     """Owns the tortoise context for the process.
 
@@ -122,6 +145,9 @@ class Database:
         if self._context is None:
             raise RuntimeError("database is not open")
         return self._context.db()
+
+    def params(self) -> Params:
+        return Params(self.dialect)
 
     def placeholder(self, position: int) -> str:
         """The driver's parameter marker for raw SQL: `$1` on asyncpg, `?` on SQLite."""

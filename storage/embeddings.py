@@ -2,7 +2,7 @@
 
 The model ships as PyTorch weights. PyTorch through sentence-transformers costs about 16 ms for one short text on
 the 2-core machine, holds the GIL for much of it and spins its OpenMP threads; the same graph on ONNX Runtime
-costs about 8 ms, gives the same vectors (cosine 1.0 against sentence-transformers) and releases the GIL for the
+costs about 8 ms alone, gives the same vectors (cosine 1.0 against sentence-transformers) and releases the GIL for the
 whole run, so the event loop keeps its core. The graph is exported from the shipped weights once and cached on
 disk; later processes load only onnxruntime and the tokenizer, never torch.
 """
@@ -123,7 +123,10 @@ class OnnxEncoder:
         self._tokenizer.enable_truncation(self.max_tokens)
         self._tokenizer.enable_padding()  # to the longest text of each call, not to a fixed length
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
+        # One thread: the other core serves the event loop and the databases, and a parallel run waits for its
+        # slowest thread, which under load is the one the scheduler just took the core from (measured: 80
+        # answers/s with one thread against 65 with two, at 200 people).
+        options.intra_op_num_threads = threads or 1
         options.inter_op_num_threads = 1
         # Idle threads sleep instead of spinning: the cores are shared with the event loop and the databases.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -7,12 +7,11 @@ tables give the same BM25 on both, with per-person statistics, and stay consiste
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.ports import Memory, Scope
-from storage.database import Database
+from storage.database import Database, as_datetime
 from storage.models import MemoryItem, MemoryStats, MemoryTerm
 
 __all__ = ["RelationalMemory"]
@@ -91,39 +90,32 @@ class RelationalMemory:
     async def lexical(
         self, user_key: str, terms: Sequence[str], *, scopes: Sequence[Scope], limit: int
     ) -> list[tuple[str, float]]:
+        """BM25 over this person's memories in these scopes, in one statement: the collection's size and average
+        length, each term's document frequency and the scores come from one round trip."""
         unique = sorted(set(terms))
         if not unique or limit <= 0:
             return []
-        stats = await MemoryStats.filter(user_key=user_key, scope__in=list(scopes)).values_list(
-            "documents", "total_length"
+        bind = self._database.params()
+
+        def postings(table: str) -> str:
+            return (
+                f"{table}user_key = {bind(user_key)} AND {table}scope IN ({bind(*scopes)}) "
+                f"AND {table}term IN ({bind(*unique)})"
+            )
+
+        real = "DOUBLE PRECISION"  # REAL affinity on SQLite, float8 on PostgreSQL (not numeric)
+        average = "(CASE WHEN s.n > 0 AND s.total > s.n THEN s.total / s.n ELSE 1.0 END)"
+        sql = (
+            f"WITH s AS (SELECT CAST(COALESCE(SUM(documents), 0) AS {real}) AS n, "
+            f"CAST(COALESCE(SUM(total_length), 0) AS {real}) AS total "
+            f"FROM memory_stats WHERE user_key = {bind(user_key)} AND scope IN ({bind(*scopes)})), "
+            f"d AS (SELECT term, CAST(COUNT(*) AS {real}) AS df FROM memory_term WHERE {postings('')} GROUP BY term) "
+            f"SELECT t.memory_id AS memory_id, SUM(ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5)) "
+            f"* t.tf * {K1 + 1} / (t.tf + {K1} * (1 - {B} + {B} * t.length / {average}))) AS score "
+            f"FROM memory_term t JOIN d ON d.term = t.term CROSS JOIN s WHERE {postings('t.')} "
+            f"GROUP BY t.memory_id ORDER BY score DESC, t.memory_id LIMIT {int(limit)}"
         )
-        documents = sum(d for d, _ in stats)
-        if documents == 0:
-            return []
-        average_length = max(sum(t for _, t in stats) / documents, 1.0)
-        db = self._database.connection()
-        scope_list = list(scopes)
-        where = (
-            f"user_key = {self._database.placeholder(1)} AND scope IN ({self._in(scope_list, 2)}) "
-            f"AND term IN ({self._in(unique, 2 + len(scope_list))})"
-        )
-        values: list[Any] = [user_key, *scope_list, *unique]
-        frequencies = await db.execute_query_dict(
-            f"SELECT term, COUNT(*) AS df FROM memory_term WHERE {where} GROUP BY term", values
-        )
-        idf = {row["term"]: math.log(1 + (documents - row["df"] + 0.5) / (row["df"] + 0.5)) for row in frequencies}
-        if not idf:
-            return []
-        weight = " ".join(f"WHEN '{term.replace(chr(39), chr(39) * 2)}' THEN {value!r}" for term, value in idf.items())
-        score = (
-            f"SUM((CASE term {weight} ELSE 0 END) * tf * {K1 + 1} / "
-            f"(tf + {K1} * (1 - {B} + {B} * length / {average_length!r})))"
-        )
-        rows = await db.execute_query_dict(
-            f"SELECT memory_id, {score} AS score FROM memory_term WHERE {where} "
-            f"GROUP BY memory_id ORDER BY score DESC, memory_id LIMIT {int(limit)}",
-            values,
-        )
+        rows = await self._database.connection().execute_query_dict(sql, bind.values)
         return [(row["memory_id"], float(row["score"])) for row in rows]
 
     async def neighbours(
@@ -152,17 +144,24 @@ class RelationalMemory:
         return {row["id"]: [i for i in (row["before"], row["after"]) if i] for row in rows}
 
     async def fetch(self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]) -> list[Memory]:
-        rows = await MemoryItem.filter(user_key=user_key, scope__in=list(scopes), id__in=list(memory_ids))
+        if not memory_ids or not scopes:
+            return []
+        bind = self._database.params()
+        rows = await self._database.connection().execute_query_dict(
+            "SELECT id, scope, conversation_id, created_at, speaker, text, reply FROM memory "
+            f"WHERE user_key = {bind(user_key)} AND scope IN ({bind(*scopes)}) AND id IN ({bind(*memory_ids)})",
+            bind.values,
+        )
         return [
             Memory(
-                id=row.id,
-                user_key=row.user_key,
-                text=row.text,
-                scope=row.scope,  # type: ignore[arg-type]
-                conversation_id=row.conversation_id,
-                created_at=row.created_at,
-                speaker=row.speaker,
-                reply=row.reply,
+                id=row["id"],
+                user_key=user_key,
+                text=row["text"],
+                scope=row["scope"],
+                conversation_id=row["conversation_id"],
+                created_at=as_datetime(row["created_at"]),
+                speaker=row["speaker"],
+                reply=row["reply"],
             )
             for row in rows
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -14,6 +15,11 @@ from storage.database import Database
 from storage.models import Feedback, Interaction, LearnedPattern, ReplyMessage, UserProfile
 
 __all__ = ["RelationalRecords"]
+
+
+def _json(value: Any) -> Any:
+    """A JSON column read by raw SQL: text on both drivers, already decoded if a driver ever does it."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _platform_of(user_key: str) -> str:
@@ -40,8 +46,22 @@ class RelationalRecords:
         )
 
     async def get_profile(self, user_key: str) -> Profile | None:
-        row = await UserProfile.get_or_none(user_key=user_key)
-        return None if row is None else self._profile(row)
+        """Raw SQL: on the path of every answer, where tortoise's query building cost more than the query."""
+        bind = self._database.params()
+        rows = await self._database.connection().execute_query_dict(
+            f"SELECT display_name, interests, style, message_count FROM user_profile WHERE user_key = {bind(user_key)}",
+            bind.values,
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return Profile(
+            user_key=user_key,
+            display_name=row["display_name"],
+            interests=dict(_json(row["interests"])),
+            style=dict(_json(row["style"])),
+            message_count=row["message_count"],
+        )
 
     async def get_profiles(self, user_keys: Sequence[str]) -> dict[str, Profile]:
         rows = await UserProfile.filter(user_key__in=list(user_keys))
@@ -146,14 +166,17 @@ class RelationalRecords:
         )
 
     async def top_patterns(self, user_key: str, *, scopes: Sequence[Scope], limit: int) -> list[Pattern]:
-        totals: defaultdict[tuple[str, str], int] = defaultdict(int)
-        rows = await LearnedPattern.filter(user_key=user_key, scope__in=list(scopes)).values_list(
-            "kind", "value", "count"
+        """Counts summed over the scopes asked for, most frequent first (raw SQL: on the path of every answer)."""
+        if not scopes or limit <= 0:
+            return []
+        bind = self._database.params()
+        rows = await self._database.connection().execute_query_dict(
+            "SELECT kind, value, SUM(count) AS total FROM learned_pattern "
+            f"WHERE user_key = {bind(user_key)} AND scope IN ({bind(*scopes)}) "
+            f"GROUP BY kind, value ORDER BY total DESC, kind, value LIMIT {int(limit)}",
+            bind.values,
         )
-        for kind, value, count in rows:
-            totals[(kind, value)] += count
-        ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
-        return [Pattern(kind=kind, value=value, count=count) for (kind, value), count in ranked[:limit]]
+        return [Pattern(kind=row["kind"], value=row["value"], count=int(row["total"])) for row in rows]
 
     async def set_feedback(self, interaction_id: str, user_key: str, emoji: str, score: float) -> None:
         await Feedback.update_or_create(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -206,6 +207,21 @@ async def test_bm25_ranks_rare_words_first_within_a_person_and_scope(database: D
     ranked = await store.lexical("t:a", terms_of("What is my greyhound's name, Pixel?"), scopes=("private",), limit=10)
     assert [i for i, _ in ranked] == ["t:a-0", "t:a-2"]
     assert ranked[0][1] > ranked[1][1] > 0
+    # The scores are textbook BM25 (k1 1.2, b 0.75) over t:a's private memories, computed here by hand.
+    private = {m.id: Counter(terms_of(document_of(m))) for m in memories[:5]}
+    average = sum(sum(c.values()) for c in private.values()) / len(private)
+    query = set(terms_of("What is my greyhound's name, Pixel?"))
+
+    def bm25(counts: Counter[str]) -> float:
+        total = 0.0
+        for term in query & counts.keys():
+            df = sum(term in c for c in private.values())
+            idf = math.log(1 + (len(private) - df + 0.5) / (df + 0.5))
+            tf = counts[term]
+            total += idf * tf * 2.2 / (tf + 1.2 * (1 - 0.75 + 0.75 * sum(counts.values()) / average))
+        return total
+
+    assert [score for _, score in ranked] == pytest.approx([bm25(private[i]) for i, _ in ranked], rel=1e-9)
     shared = await store.lexical("t:a", terms_of("greyhound"), scopes=("shared",), limit=10)
     assert [i for i, _ in shared] == ["t:a-10"]
     assert await store.lexical("t:a", terms_of("the a of"), scopes=("private",), limit=10) == []
