@@ -205,12 +205,21 @@ class Assistant:
         limits = self._settings.limits
         scopes = recallable_scopes(event.private)
 
+        async def embed() -> list[float]:
+            [vector] = await self._embedder.embed([text])
+            return vector
+
         async def recall() -> tuple[list[float] | None, list[MemoryHit]]:
-            [embedding] = await self._embedder.embed([text])
-            hits = await self._long_term.search(
-                user_key, text, embedding, scopes=scopes, limit=limits.memory_results * 2
-            )
-            return embedding, hits
+            # The word search and the reads start while the model is still embedding the message.
+            embedding = asyncio.ensure_future(embed())
+            try:
+                hits = await self._long_term.search(
+                    user_key, text, embedding, scopes=scopes, limit=limits.memory_results * 2
+                )
+            except BaseException:
+                embedding.cancel()
+                raise
+            return await embedding, hits
 
         (embedding, hits), history, profile, patterns = await asyncio.gather(
             self._safely("memory recall", recall(), (None, [])),

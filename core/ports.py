@@ -174,8 +174,17 @@ class LongTermMemory(Protocol):
     async def add(self, memories: Sequence[Memory], embeddings: Sequence[Sequence[float]]) -> None: ...
 
     async def search(
-        self, user_key: str, query: str, embedding: Sequence[float], *, scopes: Sequence[Scope], limit: int
-    ) -> list[MemoryHit]: ...
+        self,
+        user_key: str,
+        query: str,
+        embedding: Sequence[float] | Awaitable[Sequence[float]],
+        *,
+        scopes: Sequence[Scope],
+        limit: int,
+    ) -> list[MemoryHit]:
+        """The person's memories most relevant to `query`; `embedding` may still be on its way (the word search
+        does not wait for it)."""
+        ...
 
     async def count(self, user_key: str) -> int: ...
 
@@ -214,8 +223,8 @@ class MemoryStore(Protocol):
 
     async def neighbours(
         self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]
-    ) -> dict[str, list[str]]:
-        """For each id, the ids of the memories just before and after it in the same conversation."""
+    ) -> dict[str, list[Memory]]:
+        """For each id, the memories just before and after it in the same conversation."""
         ...
 
     async def fetch(self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]) -> list[Memory]: ...

@@ -9,9 +9,10 @@ their score. The same `Recall` serves the assistant and the retrieval evaluation
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -128,25 +129,43 @@ class Recall:
         await self._vectors.add(memories, embeddings)
 
     async def search(
-        self, user_key: str, query: str, embedding: Sequence[float], *, scopes: Sequence[Scope], limit: int
+        self,
+        user_key: str,
+        query: str,
+        embedding: Sequence[float] | Awaitable[Sequence[float]],
+        *,
+        scopes: Sequence[Scope],
+        limit: int,
     ) -> list[MemoryHit]:
         if limit <= 0 or not scopes:
             return []
         settings = self._settings
+
+        async def by_meaning() -> list[tuple[str, float]]:
+            vector = await embedding if inspect.isawaitable(embedding) else embedding
+            return await self._vectors.nearest(user_key, vector, scopes=scopes, limit=settings.candidates)
+
         vector, lexical = await asyncio.gather(
-            self._vectors.nearest(user_key, embedding, scopes=scopes, limit=settings.candidates),
+            by_meaning(),
             self._store.lexical(user_key, terms_of(query), scopes=scopes, limit=settings.candidates),
         )
         scores = fuse(vector, lexical, settings)
         if not scores:
             return []
-        strongest = sorted(scores, key=scores.__getitem__, reverse=True)[: max(limit, 10)]
-        neighbours = await self._store.neighbours(user_key, strongest, scopes=scopes)
-        scores = _with_neighbours(scores, neighbours, settings.neighbour_share)
+        before = sorted(scores, key=scores.__getitem__, reverse=True)
+        # Neighbour boosts only raise scores, so the final `limit * 3` lie among the best `limit * 3` before them
+        # and the neighbours of the strongest: both are read at once.
+        around, rows = await asyncio.gather(
+            self._store.neighbours(user_key, before[: max(limit, 10)], scopes=scopes),
+            self._store.fetch(user_key, before[: limit * 3], scopes=scopes),
+        )
+        memories = {m.id: m for m in rows}
+        for near in around.values():
+            memories.update((m.id, m) for m in near)
+        scores = _with_neighbours(scores, {k: [m.id for m in v] for k, v in around.items()}, settings.neighbour_share)
         ranked = sorted(scores, key=scores.__getitem__, reverse=True)[: limit * 3]
-        memories = {m.id: m for m in await self._store.fetch(user_key, ranked, scopes=scopes)}
         if wants_recent(query):
-            scores = _with_recency(scores, memories, settings.recency_weight)
+            scores = _with_recency(scores, {i: memories[i] for i in ranked if i in memories}, settings.recency_weight)
         ranked = sorted((i for i in ranked if i in memories), key=scores.__getitem__, reverse=True)[:limit]
         return [MemoryHit(memory=memories[memory_id], score=scores[memory_id]) for memory_id in ranked]
 

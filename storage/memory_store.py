@@ -20,6 +20,22 @@ K1 = 1.2
 B = 0.75
 
 
+_COLUMNS = "n.id, n.scope, n.conversation_id, n.created_at, n.speaker, n.text, n.reply"
+
+
+def _memory(user_key: str, row: Mapping[str, Any]) -> Memory:
+    return Memory(
+        id=row["id"],
+        user_key=user_key,
+        text=row["text"],
+        scope=row["scope"],
+        conversation_id=row["conversation_id"],
+        created_at=as_datetime(row["created_at"]),
+        speaker=row["speaker"],
+        reply=row["reply"],
+    )
+
+
 class RelationalMemory:
     """Implements core.ports.MemoryStore."""
 
@@ -120,51 +136,40 @@ class RelationalMemory:
 
     async def neighbours(
         self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]
-    ) -> dict[str, list[str]]:
-        if not memory_ids:
+    ) -> dict[str, list[Memory]]:
+        if not memory_ids or not scopes:
             return {}
-        scope_list = list(scopes)
-        p = self._database.placeholder
-        n = len(scope_list)
-        scoped = f"scope IN ({self._in(scope_list, 2)})"
-        around = (
-            "(SELECT o.id FROM memory o WHERE o.user_key = m.user_key AND o.conversation_id = m.conversation_id "
-            f"AND o.seq {{op}} m.seq AND o.{scoped} ORDER BY o.seq {{order}} LIMIT 1)"
-        )
+        bind = self._database.params()
+
+        def next_to(op: str, order: str) -> str:
+            return (
+                "(SELECT o.seq FROM memory o WHERE o.user_key = m.user_key AND o.conversation_id = m.conversation_id "
+                f"AND o.seq {op} m.seq AND o.scope IN ({bind(*scopes)}) ORDER BY o.seq {order} LIMIT 1)"
+            )
+
+        # The anchors' neighbours by seq, then their rows: one round trip for ids and texts alike.
         sql = (
-            f"SELECT m.id, {around.format(op='<', order='DESC')} AS before, "
-            f"{around.format(op='>', order='ASC')} AS after "
-            f"FROM memory m WHERE m.user_key = {p(1)} AND m.id IN ({self._in(memory_ids, 2 + n)})"
+            f"WITH around AS (SELECT m.id AS anchor, {next_to('<', 'DESC')} AS before, {next_to('>', 'ASC')} AS after "
+            f"FROM memory m WHERE m.user_key = {bind(user_key)} AND m.id IN ({bind(*memory_ids)})) "
+            f"SELECT a.anchor, {_COLUMNS} FROM around a JOIN memory n ON n.seq IN (a.before, a.after) "
+            "ORDER BY a.anchor, n.seq"
         )
-        if self._database.dialect == "sqlite":  # `?` binds in order of appearance, so the scopes repeat
-            values: list[Any] = [*scope_list, *scope_list, user_key, *memory_ids]
-        else:
-            values = [user_key, *scope_list, *memory_ids]
-        rows = await self._database.connection().execute_query_dict(sql, values)
-        return {row["id"]: [i for i in (row["before"], row["after"]) if i] for row in rows}
+        rows = await self._database.connection().execute_query_dict(sql, bind.values)
+        found: dict[str, list[Memory]] = {}
+        for row in rows:
+            found.setdefault(row["anchor"], []).append(_memory(user_key, row))
+        return found
 
     async def fetch(self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]) -> list[Memory]:
         if not memory_ids or not scopes:
             return []
         bind = self._database.params()
         rows = await self._database.connection().execute_query_dict(
-            "SELECT id, scope, conversation_id, created_at, speaker, text, reply FROM memory "
-            f"WHERE user_key = {bind(user_key)} AND scope IN ({bind(*scopes)}) AND id IN ({bind(*memory_ids)})",
+            f"SELECT {_COLUMNS} FROM memory n "
+            f"WHERE n.user_key = {bind(user_key)} AND n.scope IN ({bind(*scopes)}) AND n.id IN ({bind(*memory_ids)})",
             bind.values,
         )
-        return [
-            Memory(
-                id=row["id"],
-                user_key=user_key,
-                text=row["text"],
-                scope=row["scope"],
-                conversation_id=row["conversation_id"],
-                created_at=as_datetime(row["created_at"]),
-                speaker=row["speaker"],
-                reply=row["reply"],
-            )
-            for row in rows
-        ]
+        return [_memory(user_key, row) for row in rows]
 
     async def count(self, user_key: str) -> int:
         return await MemoryItem.filter(user_key=user_key).count()

@@ -228,7 +228,10 @@ async def test_bm25_ranks_rare_words_first_within_a_person_and_scope(database: D
     assert await store.count("t:a") == 6
 
     around = await store.neighbours("t:a", ["t:a-2", "t:a-0"], scopes=("private",))
-    assert around == {"t:a-2": ["t:a-1", "t:a-3"], "t:a-0": ["t:a-1"]}
+    assert {k: [m.id for m in v] for k, v in around.items()} == {"t:a-2": ["t:a-1", "t:a-3"], "t:a-0": ["t:a-1"]}
+    assert around["t:a-2"][1].text == texts[3] and around["t:a-2"][1].created_at == memories[3].created_at
+    # The last turn of a conversation has only the one before it (the shared memory lives in another one).
+    assert [m.id for m in (await store.neighbours("t:a", ["t:a-4"], scopes=("private",)))["t:a-4"]] == ["t:a-3"]
     fetched = await store.fetch("t:a", ["t:a-0", "t:b-9", "t:a-10"], scopes=("private",))
     assert [m.id for m in fetched] == ["t:a-0"], "another person's or another scope's memory is never fetched"
     await store.forget_user("t:a")
