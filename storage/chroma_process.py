@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -27,6 +28,10 @@ _collection: Any = None
 
 def _open(path: str, collection: str, configuration: dict[str, Any]) -> None:
     global _client, _collection
+    # Chroma indexes what it is given in background threads, seconds of CPU for every few thousand vectors
+    # (measured: both cores busy for most of a minute after 10,000 memories were added). That work can wait;
+    # the answers cannot, so it runs at a lower priority than the event loop and the databases.
+    os.nice(10)
     import chromadb
     from chromadb.config import Settings
 
