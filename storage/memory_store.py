@@ -113,9 +113,6 @@ class RelationalMemory:
             return []
         bind = self._database.params()
 
-        def postings(table: str) -> str:
-            return f"{table}user_key = {bind(user_key)} AND {table}scope IN ({bind(*scopes)}) AND {table}term IN ({bind(*unique)})"
-
         real = "DOUBLE PRECISION"  # REAL affinity on SQLite, float8 on PostgreSQL (not numeric)
         average = "(CASE WHEN s.n > 0 AND s.total > s.n THEN s.total / s.n ELSE 1.0 END)"
         # One pass over the postings: each term's document frequency is a window count over its own postings.
@@ -124,7 +121,8 @@ class RelationalMemory:
             f"CAST(COALESCE(SUM(total_length), 0) AS {real}) AS total "
             f"FROM memory_stats WHERE user_key = {bind(user_key)} AND scope IN ({bind(*scopes)})), "
             f"p AS (SELECT memory_id, tf, length, CAST(COUNT(*) OVER (PARTITION BY term) AS {real}) AS df "
-            f"FROM memory_term WHERE {postings('')}) "
+            f"FROM memory_term WHERE user_key = {bind(user_key)} AND scope IN ({bind(*scopes)}) "
+            f"AND term IN ({bind(*unique)})) "
             f"SELECT p.memory_id AS memory_id, SUM(ln(1 + (s.n - p.df + 0.5) / (p.df + 0.5)) "
             f"* p.tf * {K1 + 1} / (p.tf + {K1} * (1 - {B} + {B} * p.length / {average}))) AS score "
             f"FROM p CROSS JOIN s GROUP BY p.memory_id ORDER BY score DESC, p.memory_id LIMIT {int(limit)}"

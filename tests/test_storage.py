@@ -427,3 +427,22 @@ async def test_a_chroma_process_that_dies_is_replaced(tmp_path: Path) -> None:
         assert await vectors.count("t:a") == 1
     finally:
         store.close()
+
+
+def test_onnx_graph_is_exported_once_and_embeds_like_sentence_transformers(tmp_path: Path) -> None:
+    """The exported graph gives sentence-transformers' own vectors, for short, long, empty and non-Latin text."""
+    from sentence_transformers import SentenceTransformer
+
+    from storage.embeddings import default_model_path, load_model
+
+    encoder = load_model(default_model_path(), cache_dir=tmp_path)
+    [graph] = list(tmp_path.glob("*.onnx"))
+    exported = graph.stat().st_mtime_ns
+    texts = ["hello there", "My sister booked a trip to Lisbon.", "word " * 1_000, "", "Ünïcödé 日本語 🙂"]
+    ours = encoder.encode(texts)
+    reference = SentenceTransformer(default_model_path(), device="cpu").encode(texts, normalize_embeddings=True)
+    assert ours.shape == (5, 384)
+    assert (ours * reference).sum(axis=1) == pytest.approx([1.0] * 5, abs=1e-5)
+    again = load_model(default_model_path(), cache_dir=tmp_path)
+    assert graph.stat().st_mtime_ns == exported, "a second process reuses the cached graph"
+    assert np.allclose(again.encode(texts[:2]), ours[:2], atol=1e-6)
