@@ -87,7 +87,7 @@ class Services:
             await close_llm()
         if self.redis is not None:
             await self.redis.aclose()
-        await asyncio.to_thread(self.vectors.close)
+        await self.vectors.close()
         await self.database.close()
 
 

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 _SCOPE_CODE = {"private": 0, "shared": 1}
 _OFF_LOOP = 20_000  # vectors above which a search runs in a thread
+# Vectors above which a person's first load runs behind, with Chroma's own search answering meanwhile: reading
+# them all from Chroma took 2 s at 10,000 and 30 s at 100,000 (the context benchmark). Below it the first search
+# waits for the load: Chroma's filtered search is slower than the cache, and slower still while a load runs.
+_COLD_LOAD = 20_000
 
 
 @dataclass
@@ -73,6 +77,7 @@ class CachedVectors:
         self._database = database
         self._max_vectors = max_vectors
         self._people: OrderedDict[str, _Person] = OrderedDict()
+        self._loading: dict[str, asyncio.Task[None]] = {}
 
     @property
     def cached_vectors(self) -> int:
@@ -81,8 +86,11 @@ class CachedVectors:
     async def ping(self) -> None:
         await self._chroma.ping()
 
-    def close(self) -> None:
-        self._chroma.close()
+    async def close(self) -> None:
+        for task in self._loading.values():
+            task.cancel()
+        await asyncio.gather(*self._loading.values(), return_exceptions=True)
+        await asyncio.to_thread(self._chroma.close)
 
     async def count(self, user_key: str) -> int:
         return await self._chroma.count(user_key)
@@ -104,8 +112,8 @@ class CachedVectors:
     ) -> list[tuple[str, float]]:
         if limit <= 0 or not scopes:
             return []
-        person = await self._fresh(user_key)
-        if person is None:  # one person larger than the whole cache: ask Chroma
+        person = None if user_key in self._loading else await self._fresh(user_key)
+        if person is None:  # still loading, or one person larger than the whole cache: ask Chroma
             return await self._chroma.nearest(user_key, embedding, scopes=scopes, limit=limit)
         query = np.asarray(embedding, dtype=np.float32)
         if len(person.ids) > _OFF_LOOP:
@@ -113,11 +121,25 @@ class CachedVectors:
         return person.nearest(query, scopes, limit)
 
     async def forget_user(self, user_key: str) -> None:
+        loading = self._loading.pop(user_key, None)
+        if loading is not None:
+            loading.cancel()
         self._people.pop(user_key, None)
         await self._chroma.forget_user(user_key)
 
-    async def _fresh(self, user_key: str) -> _Person | None:
-        """This person's cache, brought up to date with memories other processes (or a restart) added."""
+    async def _load(self, user_key: str) -> None:
+        try:
+            await self._fresh(user_key, behind=True)
+        except Exception:  # noqa: BLE001 - the next search tries again; Chroma answers until then
+            log.exception("loading the vectors of %s failed", user_key)
+            self._people.pop(user_key, None)
+        finally:
+            if self._loading.get(user_key) is asyncio.current_task():
+                del self._loading[user_key]
+
+    async def _fresh(self, user_key: str, *, behind: bool = False) -> _Person | None:
+        """This person's cache, brought up to date with memories other processes (or a restart) added; None when
+        Chroma must answer instead (a long history still loading, or one larger than the whole cache)."""
         person = self._people.get(user_key)
         if person is None:
             person = self._people[user_key] = _Person()
@@ -131,6 +153,9 @@ class CachedVectors:
             missing = [row["id"] for row in rows if row["id"] not in person.known]
             if len(person.ids) + len(missing) > self._max_vectors:
                 self._people.pop(user_key, None)
+                return None
+            if person.synced_seq < 0 and len(missing) > _COLD_LOAD and not behind:
+                self._loading[user_key] = asyncio.create_task(self._load(user_key), name=f"load-vectors-{user_key}")
                 return None
             if missing:
                 ids, scopes, vectors = await self._chroma.vectors(user_key, None if person.synced_seq < 0 else missing)

@@ -21,6 +21,7 @@ from tortoise.migrations.autodetector import MigrationAutodetector
 from core.events import MessageRef
 from core.ports import InteractionRecord, Memory, ShortTermMemory, Turn
 from core.recall import document_of, terms_of
+from storage import vector_cache
 from storage.chroma_process import ChromaProcess
 from storage.database import Database, tortoise_config
 from storage.embeddings import BatchingEmbedder
@@ -446,3 +447,27 @@ def test_onnx_graph_is_exported_once_and_embeds_like_sentence_transformers(tmp_p
     again = load_model(default_model_path(), cache_dir=tmp_path)
     assert graph.stat().st_mtime_ns == exported, "a second process reuses the cached graph"
     assert np.allclose(again.encode(texts[:2]), ours[:2], atol=1e-6)
+
+
+async def test_a_long_history_loads_behind_while_chroma_answers(
+    database: Database, chroma: ChromaVectors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading 100,000 vectors from Chroma takes half a minute: the first search must not wait for it."""
+    store = RelationalMemory(database)
+    count = 2_500  # above the size that is loaded in the foreground
+    memories = [_memory(i, "x", scope="private" if i % 4 else "shared") for i in range(count)]
+    vectors = np.random.default_rng(5).standard_normal((count, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    await store.add(memories, [{"x": 1}] * count)
+    await chroma.add(memories, vectors)
+    cache = CachedVectors(chroma, database)
+    monkeypatch.setattr(vector_cache, "_COLD_LOAD", 2_000)  # the real one is 20,000: too many for a unit test
+    first = await cache.nearest("t:a", vectors[7], scopes=("private",), limit=3)
+    assert first[0][0] == "t:a-7" and cache.cached_vectors == 0, "Chroma answered; nothing was waited for"
+    await asyncio.gather(*cache._loading.values())
+    assert cache.cached_vectors == count
+    cached = await cache.nearest("t:a", vectors[7], scopes=("private",), limit=3)
+    assert [i for i, _ in cached] == [i for i, _ in first], "the cache and Chroma agree"
+    assert [i for i, _ in await cache.nearest("t:a", vectors[8], scopes=("shared",), limit=1)] == ["t:a-8"]
+    await cache.forget_user("t:a")
+    assert await cache.count("t:a") == 0
