@@ -45,9 +45,6 @@ class RelationalMemory:
     async def ping(self) -> None:
         await self._database.ping()
 
-    def _in(self, values: Sequence[Any], start: int) -> str:
-        return ", ".join(self._database.placeholder(start + i) for i in range(len(values)))
-
     async def add(self, memories: Sequence[Memory], terms: Sequence[Mapping[str, int]]) -> None:
         # A retried add must not index a memory twice.
         known = {str(i) for i in await MemoryItem.filter(id__in=[m.id for m in memories]).values_list("id", flat=True)}
