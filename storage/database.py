@@ -149,10 +149,6 @@ class Database:
     def params(self) -> Params:
         return Params(self.dialect)
 
-    def placeholder(self, position: int) -> str:
-        """The driver's parameter marker for raw SQL: `$1` on asyncpg, `?` on SQLite."""
-        return f"${position}" if self.dialect == "postgres" else "?"
-
     async def ping(self) -> None:
         await self.connection().execute_query("SELECT 1")
 

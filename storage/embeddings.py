@@ -113,7 +113,7 @@ class OnnxEncoder:
     """Tokenizer (Rust) + transformer (ONNX Runtime) + mean pooling and normalising (numpy), like the
     sentence-transformers pipeline of this model, with no Python loop over tokens."""
 
-    def __init__(self, graph: Path, model_dir: Path, *, threads: int | None = None) -> None:
+    def __init__(self, graph: Path, model_dir: Path) -> None:
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -126,7 +126,7 @@ class OnnxEncoder:
         # One thread: the other core serves the event loop and the databases, and a parallel run waits for its
         # slowest thread, which under load is the one the scheduler just took the core from (measured: 80
         # answers/s with one thread against 65 with two, at 200 people).
-        options.intra_op_num_threads = threads or 1
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         # Idle threads sleep instead of spinning: the cores are shared with the event loop and the databases.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -86,18 +86,14 @@ class RelationalMemory:
         for m, t in fresh:
             documents, length = totals.get((m.user_key, m.scope), (0, 0))
             totals[(m.user_key, m.scope)] = (documents + 1, length + sum(t.values()))
-        p = self._database.placeholder
-        values: list[Any] = []
-        tuples = []
-        for n, ((user_key, scope), (documents, length)) in enumerate(totals.items()):
-            tuples.append(f"({p(n * 4 + 1)}, {p(n * 4 + 2)}, {p(n * 4 + 3)}, {p(n * 4 + 4)})")
-            values += [user_key, scope, documents, length]
+        bind = self._database.params()
+        tuples = [f"({bind(*key, *sums)})" for key, sums in totals.items()]
         await self._database.connection().execute_query(
             "INSERT INTO memory_stats (user_key, scope, documents, total_length) VALUES "
             + ", ".join(tuples)
             + " ON CONFLICT (user_key, scope) DO UPDATE SET documents = memory_stats.documents + excluded.documents, "
             "total_length = memory_stats.total_length + excluded.total_length",
-            values,
+            bind.values,
         )
 
     async def lexical(

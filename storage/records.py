@@ -149,20 +149,18 @@ class RelationalRecords:
         counts = Counter((user_key, scope, kind, value[:128]) for user_key, scope, kind, value in rows)
         if not counts:
             return
-        p = self._database.placeholder
         now = datetime.now(UTC)
-        values: list[Any] = []
-        tuples = []
-        for n, ((user_key, scope, kind, value), count) in enumerate(counts.items()):
-            base = n * 6
-            tuples.append(f"({', '.join(p(base + i) for i in range(1, 7))})")
-            values += [user_key, kind, value, scope, count, now]
+        bind = self._database.params()
+        tuples = [
+            f"({bind(user_key, kind, value, scope, count, now)})"
+            for (user_key, scope, kind, value), count in counts.items()
+        ]
         await self._database.connection().execute_query(
             "INSERT INTO learned_pattern (user_key, kind, value, scope, count, updated_at) VALUES "
             + ", ".join(tuples)
             + " ON CONFLICT (user_key, kind, value, scope) DO UPDATE SET "
             "count = learned_pattern.count + excluded.count, updated_at = excluded.updated_at",
-            values,
+            bind.values,
         )
 
     async def top_patterns(self, user_key: str, *, scopes: Sequence[Scope], limit: int) -> list[Pattern]:

@@ -145,10 +145,11 @@ class CachedVectors:
             person = self._people[user_key] = _Person()
         self._people.move_to_end(user_key)
         async with person.lock:
-            p = self._database.placeholder
+            bind = self._database.params()
             rows = await self._database.connection().execute_query_dict(
-                f"SELECT seq, id, scope FROM memory WHERE user_key = {p(1)} AND seq > {p(2)} ORDER BY seq",
-                [user_key, person.synced_seq],
+                f"SELECT seq, id, scope FROM memory WHERE user_key = {bind(user_key)} "
+                f"AND seq > {bind(person.synced_seq)} ORDER BY seq",
+                bind.values,
             )
             missing = [row["id"] for row in rows if row["id"] not in person.known]
             if len(person.ids) + len(missing) > self._max_vectors:
