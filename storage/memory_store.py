@@ -106,19 +106,23 @@ class RelationalMemory:
             return []
         bind = self._database.params()
 
-        real = "DOUBLE PRECISION"  # REAL affinity on SQLite, float8 on PostgreSQL (not numeric)
+        real = "DOUBLE PRECISION"  # REAL affinity on SQLite, float8 on PostgreSQL (numeric arithmetic is slow)
         average = "(CASE WHEN s.n > 0 AND s.total > s.n THEN s.total / s.n ELSE 1.0 END)"
-        # One pass over the postings: each term's document frequency is a window count over its own postings.
+        # The postings are read once (from the covering index), each term's IDF is computed once from their
+        # count, and the per-posting arithmetic is all in floats.
         sql = (
             f"WITH s AS (SELECT CAST(COALESCE(SUM(documents), 0) AS {real}) AS n, "
             f"CAST(COALESCE(SUM(total_length), 0) AS {real}) AS total "
             f"FROM memory_stats WHERE user_key = {bind(user_key)} AND scope IN ({bind(*scopes)})), "
-            f"p AS (SELECT memory_id, tf, length, CAST(COUNT(*) OVER (PARTITION BY term) AS {real}) AS df "
+            f"p AS (SELECT memory_id, term, CAST(tf AS {real}) AS tf, CAST(length AS {real}) AS length "
             f"FROM memory_term WHERE user_key = {bind(user_key)} AND scope IN ({bind(*scopes)}) "
-            f"AND term IN ({bind(*unique)})) "
-            f"SELECT p.memory_id AS memory_id, SUM(ln(1 + (s.n - p.df + 0.5) / (p.df + 0.5)) "
-            f"* p.tf * {K1 + 1} / (p.tf + {K1} * (1 - {B} + {B} * p.length / {average}))) AS score "
-            f"FROM p CROSS JOIN s GROUP BY p.memory_id ORDER BY score DESC, p.memory_id LIMIT {int(limit)}"
+            f"AND term IN ({bind(*unique)})), "
+            f"d AS (SELECT p.term AS term, COUNT(*) AS df FROM p GROUP BY p.term), "
+            f"w AS (SELECT d.term AS term, ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5)) AS idf, {average} AS avgl "
+            f"FROM d CROSS JOIN s) "
+            f"SELECT p.memory_id AS memory_id, SUM(w.idf * p.tf * {K1 + 1} "
+            f"/ (p.tf + {K1} * ({1 - B} + {B} * p.length / w.avgl))) AS score "
+            f"FROM p JOIN w ON w.term = p.term GROUP BY p.memory_id ORDER BY score DESC, p.memory_id LIMIT {int(limit)}"
         )
         rows = await self._database.connection().execute_query_dict(sql, bind.values)
         return [(row["memory_id"], float(row["score"])) for row in rows]
