@@ -19,6 +19,7 @@ from core.recall import Recall
 from storage.database import Database
 from storage.embeddings import BatchingEmbedder, default_model_path, load_model
 from storage.ledger import InProcessLedger, RedisLedger
+from storage.lexicon_cache import CachedLexicon
 from storage.locks import RedisPersonLocks
 from storage.long_term import ChromaCollection, ChromaVectors, open_chroma
 from storage.memory_store import RelationalMemory
@@ -95,7 +96,7 @@ async def build_memory(database: Database, chroma: ChromaCollection) -> tuple[Ca
     """Long-term memory as the assistant uses it (the retrieval evaluation builds it here too)."""
     vectors = CachedVectors(ChromaVectors(chroma), database)
     await vectors.ping()  # starts an embedded store's process now, so a broken store stops the start
-    return vectors, Recall(vectors=vectors, store=RelationalMemory(database))
+    return vectors, Recall(vectors=vectors, store=CachedLexicon(RelationalMemory(database), database))
 
 
 async def build_services(

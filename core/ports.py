@@ -200,9 +200,15 @@ class VectorIndex(Protocol):
     async def add(self, memories: Sequence[Memory], embeddings: Sequence[Sequence[float]]) -> None: ...
 
     async def nearest(
-        self, user_key: str, embedding: Sequence[float], *, scopes: Sequence[Scope], limit: int
+        self,
+        user_key: str,
+        embedding: Sequence[float] | Awaitable[Sequence[float]],
+        *,
+        scopes: Sequence[Scope],
+        limit: int,
     ) -> list[tuple[str, float]]:
-        """(memory id, cosine similarity), best first."""
+        """(memory id, cosine similarity), best first. The embedding may still be on its way (an awaitable): an
+        index with work that does not need it (a cache's freshness check) does that first."""
         ...
 
     async def forget_user(self, user_key: str) -> None: ...

@@ -9,7 +9,6 @@ their score. The same `Recall` serves the assistant and the retrieval evaluation
 from __future__ import annotations
 
 import asyncio
-import inspect
 import re
 from collections import Counter
 from collections.abc import Awaitable, Mapping, Sequence
@@ -141,12 +140,8 @@ class Recall:
             return []
         settings = self._settings
 
-        async def by_meaning() -> list[tuple[str, float]]:
-            vector = await embedding if inspect.isawaitable(embedding) else embedding
-            return await self._vectors.nearest(user_key, vector, scopes=scopes, limit=settings.candidates)
-
         vector, lexical = await asyncio.gather(
-            by_meaning(),
+            self._vectors.nearest(user_key, embedding, scopes=scopes, limit=settings.candidates),
             self._store.lexical(user_key, terms_of(query), scopes=scopes, limit=settings.candidates),
         )
         scores = fuse(vector, lexical, settings)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import inspect
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -15,7 +16,7 @@ from chromadb.config import Settings as ChromaSettings
 from core.ports import Memory, Scope
 from storage.chroma_process import ChromaProcess
 
-__all__ = ["ChromaCollection", "ChromaVectors", "open_chroma"]
+__all__ = ["ChromaCollection", "ChromaVectors", "open_chroma", "resolved"]
 
 COLLECTION = "rapport_memories"
 # embedding_function=None wherever the collection is opened: we always pass our own vectors (Chroma's default
@@ -68,6 +69,11 @@ def open_chroma(*, path: str, url: str | None) -> ChromaCollection:
     return ChromaProcess(path, COLLECTION, CONFIGURATION)
 
 
+async def resolved(embedding: Sequence[float] | Awaitable[Sequence[float]]) -> Sequence[float]:
+    """The query vector, awaited if it was still being computed."""
+    return await embedding if inspect.isawaitable(embedding) else embedding
+
+
 def _where(user_key: str, scopes: Sequence[Scope] | None = None) -> dict[str, Any]:
     if scopes is None:
         return {"user_key": user_key}
@@ -99,13 +105,19 @@ class ChromaVectors:
         )
 
     async def nearest(
-        self, user_key: str, embedding: Sequence[float], *, scopes: Sequence[Scope], limit: int
+        self,
+        user_key: str,
+        embedding: Sequence[float] | Awaitable[Sequence[float]],
+        *,
+        scopes: Sequence[Scope],
+        limit: int,
     ) -> list[tuple[str, float]]:
+        vector = await resolved(embedding)
         if limit <= 0 or not scopes:
             return []
         result = await self._collection.call(
             "query",
-            query_embeddings=np.asarray([embedding], dtype=np.float32),
+            query_embeddings=np.asarray([vector], dtype=np.float32),
             n_results=limit,
             where=_where(user_key, scopes),
             include=["metadatas", "distances"],

@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tortoise.transactions import in_transaction
+
 from core.ports import Memory, Scope
 from storage.database import Database, as_datetime
 from storage.models import MemoryItem, MemoryStats, MemoryTerm
 
-__all__ = ["RelationalMemory"]
+__all__ = ["B", "K1", "TERM_CHARS", "RelationalMemory"]
 
 K1 = 1.2
 B = 0.75
+TERM_CHARS = 64  # a posting's term column is this wide; longer (rare, junk) terms are cut
 
 
 _COLUMNS = "n.id, n.scope, n.conversation_id, n.created_at, n.speaker, n.text, n.reply"
@@ -51,50 +54,56 @@ class RelationalMemory:
         fresh = [(m, t) for m, t in zip(memories, terms, strict=True) if m.id not in known]
         if not fresh:
             return
-        await MemoryItem.bulk_create(
-            [
-                MemoryItem(
-                    id=m.id,
-                    user_key=m.user_key,
-                    scope=m.scope,
-                    conversation_id=m.conversation_id[:191],
-                    speaker=m.speaker[:191],
-                    text=m.text,
-                    reply=m.reply,
-                    created_at=m.created_at,
-                    length=sum(t.values()),
-                )
-                for m, t in fresh
-            ]
-        )
-        await MemoryTerm.bulk_create(
-            [
-                MemoryTerm(
-                    user_key=m.user_key,
-                    scope=m.scope,
-                    term=term[:64],
-                    memory_id=m.id,
-                    tf=count,
-                    length=sum(t.values()),
-                )
-                for m, t in fresh
-                for term, count in t.items()
-            ],
-            batch_size=2_000,
-        )
-        totals: dict[tuple[str, str], tuple[int, int]] = {}
-        for m, t in fresh:
-            documents, length = totals.get((m.user_key, m.scope), (0, 0))
-            totals[(m.user_key, m.scope)] = (documents + 1, length + sum(t.values()))
-        bind = self._database.params()
-        tuples = [f"({bind(*key, *sums)})" for key, sums in totals.items()]
-        await self._database.connection().execute_query(
-            "INSERT INTO memory_stats (user_key, scope, documents, total_length) VALUES "
-            + ", ".join(tuples)
-            + " ON CONFLICT (user_key, scope) DO UPDATE SET documents = memory_stats.documents + excluded.documents, "
-            "total_length = memory_stats.total_length + excluded.total_length",
-            bind.values,
-        )
+        # One transaction: a memory is never visible without its postings and statistics (the postings cache
+        # relies on it), and a failed add leaves nothing behind for the retry to skip.
+        async with in_transaction(self._database.connection().connection_name) as connection:
+            await MemoryItem.bulk_create(
+                [
+                    MemoryItem(
+                        id=m.id,
+                        user_key=m.user_key,
+                        scope=m.scope,
+                        conversation_id=m.conversation_id[:191],
+                        speaker=m.speaker[:191],
+                        text=m.text,
+                        reply=m.reply,
+                        created_at=m.created_at,
+                        length=sum(t.values()),
+                    )
+                    for m, t in fresh
+                ],
+                using_db=connection,
+            )
+            await MemoryTerm.bulk_create(
+                [
+                    MemoryTerm(
+                        user_key=m.user_key,
+                        scope=m.scope,
+                        term=term[:TERM_CHARS],
+                        memory_id=m.id,
+                        tf=count,
+                        length=sum(t.values()),
+                    )
+                    for m, t in fresh
+                    for term, count in t.items()
+                ],
+                batch_size=2_000,
+                using_db=connection,
+            )
+            totals: dict[tuple[str, str], tuple[int, int]] = {}
+            for m, t in fresh:
+                documents, length = totals.get((m.user_key, m.scope), (0, 0))
+                totals[(m.user_key, m.scope)] = (documents + 1, length + sum(t.values()))
+            bind = self._database.params()
+            tuples = [f"({bind(*key, *sums)})" for key, sums in totals.items()]
+            await connection.execute_query(
+                "INSERT INTO memory_stats (user_key, scope, documents, total_length) VALUES "
+                + ", ".join(tuples)
+                + " ON CONFLICT (user_key, scope) DO UPDATE SET "
+                "documents = memory_stats.documents + excluded.documents, "
+                "total_length = memory_stats.total_length + excluded.total_length",
+                bind.values,
+            )
 
     async def lexical(
         self, user_key: str, terms: Sequence[str], *, scopes: Sequence[Scope], limit: int

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from core.ports import Memory, Scope
 from storage.database import Database
-from storage.long_term import ChromaVectors
+from storage.long_term import ChromaVectors, resolved
 
 __all__ = ["CachedVectors"]
 
@@ -108,14 +108,22 @@ class CachedVectors:
         self._evict()
 
     async def nearest(
-        self, user_key: str, embedding: Sequence[float], *, scopes: Sequence[Scope], limit: int
+        self,
+        user_key: str,
+        embedding: Sequence[float] | Awaitable[Sequence[float]],
+        *,
+        scopes: Sequence[Scope],
+        limit: int,
     ) -> list[tuple[str, float]]:
         if limit <= 0 or not scopes:
+            await resolved(embedding)
             return []
+        # The freshness check (a database round trip) runs while the message is still being embedded.
         person = None if user_key in self._loading else await self._fresh(user_key)
+        vector = await resolved(embedding)
         if person is None:  # still loading, or one person larger than the whole cache: ask Chroma
-            return await self._chroma.nearest(user_key, embedding, scopes=scopes, limit=limit)
-        query = np.asarray(embedding, dtype=np.float32)
+            return await self._chroma.nearest(user_key, vector, scopes=scopes, limit=limit)
+        query = np.asarray(vector, dtype=np.float32)
         if len(person.ids) > _OFF_LOOP:
             return await asyncio.to_thread(person.nearest, query, scopes, limit)
         return person.nearest(query, scopes, limit)

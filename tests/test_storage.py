@@ -26,6 +26,7 @@ from storage.chroma_process import ChromaProcess
 from storage.database import Database, tortoise_config
 from storage.embeddings import BatchingEmbedder
 from storage.ledger import InProcessLedger, RedisLedger
+from storage.lexicon_cache import CachedLexicon
 from storage.locks import RedisPersonLocks
 from storage.long_term import ChromaVectors, open_chroma
 from storage.memory_store import RelationalMemory
@@ -190,8 +191,11 @@ def _memory(i: int, text: str, *, user_key: str = "t:a", scope: str = "private",
     )
 
 
-async def test_bm25_ranks_rare_words_first_within_a_person_and_scope(database: Database) -> None:
-    store = RelationalMemory(database)
+@pytest.mark.parametrize("cached", [False, True], ids=["sql", "cached"])
+async def test_bm25_ranks_rare_words_first_within_a_person_and_scope(database: Database, cached: bool) -> None:
+    store: RelationalMemory | CachedLexicon = RelationalMemory(database)
+    if cached:
+        store = CachedLexicon(store, database)
     texts = [
         "I adopted a greyhound called Pixel last spring",
         "the weather is nice and the weather is warm",
@@ -238,6 +242,43 @@ async def test_bm25_ranks_rare_words_first_within_a_person_and_scope(database: D
     await store.forget_user("t:a")
     assert await store.count("t:a") == 0 and await store.count("t:b") == 1
     assert await store.lexical("t:a", terms_of("greyhound"), scopes=("private",), limit=10) == []
+
+
+async def test_cached_postings_score_as_sql_does_and_follow_other_replicas(database: Database) -> None:
+    """The postings cache gives PostgreSQL's and SQLite's BM25 scores and order, picks up what another replica
+    wrote, hands a person too large for it back to SQL, and forgets."""
+    sql = RelationalMemory(database)
+    here, there = CachedLexicon(sql, database), CachedLexicon(RelationalMemory(database), database)
+    tiny = CachedLexicon(sql, database, max_person=10)  # holds no one with more than 10 postings
+    words = "garden sourdough lisbon marathon piano cello report landlord kitchen jazz".split()
+    rng = np.random.default_rng(7)
+
+    def memory(i: int, user_key: str = "t:a") -> Memory:
+        picked = rng.choice(words, size=int(rng.integers(1, 6)))
+        scope = "shared" if i % 3 == 0 else "private"
+        return _memory(i, " ".join(picked), user_key=user_key, scope=scope, conversation=f"c{i % 4}")
+
+    first = [memory(i) for i in range(60)] + [memory(i, "t:b") for i in range(20)]
+    await here.add(first, [Counter(terms_of(document_of(m))) for m in first])
+    questions = ["sourdough in Lisbon", "piano piano cello", "jazz report", "kitchen", "nothing matches here"]
+
+    async def agree(limit: int) -> None:
+        for question, scopes in [(q, s) for q in questions for s in (("private", "shared"), ("shared",))]:
+            expected = await sql.lexical("t:a", terms_of(question), scopes=scopes, limit=limit)
+            for cache in (here, there, tiny):
+                got = await cache.lexical("t:a", terms_of(question), scopes=scopes, limit=limit)
+                assert [i for i, _ in got] == [i for i, _ in expected], (question, scopes)
+                assert [s for _, s in got] == pytest.approx([s for _, s in expected], rel=1e-9)
+
+    await agree(limit=50)
+    await agree(limit=3)  # many memories tie (same words): the order past the scores is the id, as in SQL
+    assert here.cached_postings > 0 and tiny.cached_postings == 0
+    later = [memory(i) for i in range(60, 90)]
+    await there.add(later, [Counter(terms_of(document_of(m))) for m in later])  # another replica writes
+    await agree(limit=50)
+    await here.forget_user("t:a")
+    assert await here.lexical("t:a", terms_of("piano"), scopes=("private", "shared"), limit=10) == []
+    assert await here.lexical("t:b", terms_of("piano jazz garden"), scopes=("private", "shared"), limit=99)
 
 
 async def test_embedder_batches_concurrent_requests_off_the_event_loop(embedding_model: Any) -> None:
@@ -447,6 +488,8 @@ def test_onnx_graph_is_exported_once_and_embeds_like_sentence_transformers(tmp_p
     again = load_model(default_model_path(), cache_dir=tmp_path)
     assert graph.stat().st_mtime_ns == exported, "a second process reuses the cached graph"
     assert np.allclose(again.encode(texts[:2]), ours[:2], atol=1e-6)
+    # The session for a quiet process (every core) computes the same vectors as the one-thread session.
+    assert np.allclose(encoder.encode(texts, quiet=True), ours, atol=1e-5)
 
 
 async def test_a_long_history_loads_behind_while_chroma_answers(

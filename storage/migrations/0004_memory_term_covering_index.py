@@ -1,9 +1,11 @@
+from typing import Any
+
 from tortoise import migrations
 from tortoise.migrations import operations as ops
 from tortoise.indexes import Index
 
 
-async def vacuum_postings_often(apps, schema_editor):
+async def vacuum_postings_often(apps: Any, schema_editor: Any) -> None:
     """PostgreSQL: an index-only scan skips the table only for pages vacuum has marked all-visible, and by default
     an insert-only table is vacuumed after growing by 20%. Postings arrive with every answer, so vacuum them after
     2% growth (cheap: it visits only the pages written since)."""
@@ -13,9 +15,11 @@ async def vacuum_postings_often(apps, schema_editor):
         )
 
 
-async def default_vacuum(apps, schema_editor):
+async def default_vacuum(apps: Any, schema_editor: Any) -> None:
     if schema_editor.client.capabilities.dialect == "postgres":
-        await schema_editor.client.execute_script("ALTER TABLE memory_term RESET (autovacuum_vacuum_insert_scale_factor)")
+        await schema_editor.client.execute_script(
+            "ALTER TABLE memory_term RESET (autovacuum_vacuum_insert_scale_factor)"
+        )
 
 
 class Migration(migrations.Migration):
