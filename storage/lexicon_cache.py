@@ -5,12 +5,15 @@ BM25 in SQL reads every posting of the question's terms on every message: at 10,
 cores. The same postings held as arrays score in well under a millisecond. The database stays the store and
 the ranker of record (`RelationalMemory.lexical` gives the same scores and order): this cache loads a person's
 postings on their first search, keeps itself current with this process's own writes, and picks up what other
-replicas wrote by `seq`, like the vector cache. A person with more postings than `max_person` is scored in SQL.
+replicas wrote by `seq`, like the vector cache. A long history (more than `_COLD_LOAD` postings, about 20,000
+memories) loads behind the answers, SQL scoring meanwhile; a person with more than `max_person` postings is
+always scored in SQL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from array import array
 from collections import OrderedDict
@@ -25,8 +28,12 @@ from storage.memory_store import K1, TERM_CHARS, B, RelationalMemory
 
 __all__ = ["CachedLexicon"]
 
+log = logging.getLogger(__name__)
+
 _SCOPE_CODE = {"private": 0, "shared": 1}
-_CHUNK = 1_000  # memories whose postings are read per round trip while loading (bounds each read's loop time)
+_PAGE = 5_000  # memories listed per round trip while loading
+_CHUNK = 1_000  # memories whose postings are read per round trip (each read costs the event loop ~10 ms)
+_COLD_LOAD = 300_000  # postings above which a person's first load runs behind the answers
 
 
 @dataclass
@@ -94,13 +101,14 @@ class CachedLexicon:
     """Implements core.ports.MemoryStore: `RelationalMemory` with its BM25 answered from cached postings."""
 
     def __init__(
-        self, store: RelationalMemory, database: Database, *, max_postings: int = 4_000_000, max_person: int = 400_000
+        self, store: RelationalMemory, database: Database, *, max_postings: int = 6_000_000, max_person: int = 2_000_000
     ) -> None:
         self._store = store
         self._database = database
-        self._max_postings = max_postings
+        self._max_postings = max_postings  # 8 bytes each, plus the ids: about 100 MB when full
         self._max_person = max_person
         self._people: OrderedDict[str, _Person] = OrderedDict()
+        self._loading: dict[str, asyncio.Task[None]] = {}
 
     @property
     def cached_postings(self) -> int:
@@ -122,10 +130,39 @@ class CachedLexicon:
     ) -> list[tuple[str, float]]:
         if not terms or not scopes or limit <= 0:
             return []
-        person = await self._fresh(user_key)
-        if person is None:  # more postings than one person may hold here: PostgreSQL or SQLite scores them
+        person = await self._cached(user_key)
+        if person is None:  # still loading, or more postings than one person may hold here: SQL scores them
             return await self._store.lexical(user_key, terms, scopes=scopes, limit=limit)
         return person.score(terms, scopes, limit)
+
+    async def _cached(self, user_key: str) -> _Person | None:
+        if user_key in self._loading:
+            return None
+        if user_key not in self._people:
+            # A person not held yet: their statistics row says how many postings a load would bring.
+            bind = self._database.params()
+            [row] = await self._database.connection().execute_query_dict(
+                f"SELECT COALESCE(SUM(total_length), 0) AS size FROM memory_stats WHERE user_key = {bind(user_key)}",
+                bind.values,
+            )
+            size = int(row["size"])
+            if size > self._max_person:
+                return None
+            if size > _COLD_LOAD:
+                if user_key not in self._loading:
+                    self._loading[user_key] = asyncio.create_task(self._load(user_key), name=f"load-terms-{user_key}")
+                return None
+        return await self._fresh(user_key)
+
+    async def _load(self, user_key: str) -> None:
+        try:
+            await self._fresh(user_key)
+        except Exception:  # noqa: BLE001 - the next search tries again; SQL answers until then
+            log.exception("loading the postings of %s failed", user_key)
+            self._people.pop(user_key, None)
+        finally:
+            if self._loading.get(user_key) is asyncio.current_task():
+                del self._loading[user_key]
 
     async def neighbours(
         self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]
@@ -139,6 +176,9 @@ class CachedLexicon:
         return await self._store.count(user_key)
 
     async def forget_user(self, user_key: str) -> None:
+        loading = self._loading.pop(user_key, None)
+        if loading is not None:
+            loading.cancel()
         self._people.pop(user_key, None)
         await self._store.forget_user(user_key)
 
@@ -149,25 +189,28 @@ class CachedLexicon:
             person = self._people[user_key] = _Person()
         self._people.move_to_end(user_key)
         async with person.lock:
-            bind = self._database.params()
-            rows = await self._database.connection().execute_query_dict(
-                f"SELECT seq, id, scope, length FROM memory WHERE user_key = {bind(user_key)} "
-                f"AND seq > {bind(person.synced_seq)} ORDER BY seq",
-                bind.values,
-            )
-            missing = [row for row in rows if row["id"] not in person.index]
-            if person.size + sum(int(row["length"]) for row in missing) > self._max_person:
-                self._people.pop(user_key, None)
-                return None
-            for start in range(0, len(missing), _CHUNK):
-                chunk = missing[start : start + _CHUNK]
-                terms = await self._postings(user_key, [row["id"] for row in chunk])
-                for row in chunk:
-                    person.extend(row["id"], row["scope"], terms.get(row["id"], {}), int(row["length"]))
-            if rows:
-                # A memory's row, postings and statistics are written in one transaction, so every memory
-                # seen here came with its postings.
-                person.synced_seq = max(person.synced_seq, int(rows[-1]["seq"]))
+            while True:
+                bind = self._database.params()
+                rows = await self._database.connection().execute_query_dict(
+                    f"SELECT seq, id, scope, length FROM memory WHERE user_key = {bind(user_key)} "
+                    f"AND seq > {bind(person.synced_seq)} ORDER BY seq LIMIT {_PAGE}",
+                    bind.values,
+                )
+                missing = [row for row in rows if row["id"] not in person.index]
+                if person.size + sum(int(row["length"]) for row in missing) > self._max_person:
+                    self._people.pop(user_key, None)
+                    return None
+                for start in range(0, len(missing), _CHUNK):
+                    chunk = missing[start : start + _CHUNK]
+                    terms = await self._postings(user_key, [row["id"] for row in chunk])
+                    for row in chunk:
+                        person.extend(row["id"], row["scope"], terms.get(row["id"], {}), int(row["length"]))
+                if rows:
+                    # A memory's row, postings and statistics are written in one transaction, so every memory
+                    # seen here came with its postings.
+                    person.synced_seq = max(person.synced_seq, int(rows[-1]["seq"]))
+                if len(rows) < _PAGE:
+                    break
         self._evict(keep=user_key)
         return person
 

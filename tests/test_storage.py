@@ -21,7 +21,7 @@ from tortoise.migrations.autodetector import MigrationAutodetector
 from core.events import MessageRef
 from core.ports import InteractionRecord, Memory, ShortTermMemory, Turn
 from core.recall import document_of, terms_of
-from storage import vector_cache
+from storage import lexicon_cache, vector_cache
 from storage.chroma_process import ChromaProcess
 from storage.database import Database, tortoise_config
 from storage.embeddings import BatchingEmbedder
@@ -244,12 +244,15 @@ async def test_bm25_ranks_rare_words_first_within_a_person_and_scope(database: D
     assert await store.lexical("t:a", terms_of("greyhound"), scopes=("private",), limit=10) == []
 
 
-async def test_cached_postings_score_as_sql_does_and_follow_other_replicas(database: Database) -> None:
+async def test_cached_postings_score_as_sql_does_and_follow_other_replicas(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The postings cache gives PostgreSQL's and SQLite's BM25 scores and order, picks up what another replica
-    wrote, hands a person too large for it back to SQL, and forgets."""
+    wrote, loads a long history behind the answers, hands a person too large for it back to SQL, and forgets."""
     sql = RelationalMemory(database)
     here, there = CachedLexicon(sql, database), CachedLexicon(RelationalMemory(database), database)
     tiny = CachedLexicon(sql, database, max_person=10)  # holds no one with more than 10 postings
+    behind = CachedLexicon(sql, database)
     words = "garden sourdough lisbon marathon piano cello report landlord kitchen jazz".split()
     rng = np.random.default_rng(7)
 
@@ -273,6 +276,15 @@ async def test_cached_postings_score_as_sql_does_and_follow_other_replicas(datab
     await agree(limit=50)
     await agree(limit=3)  # many memories tie (same words): the order past the scores is the id, as in SQL
     assert here.cached_postings > 0 and tiny.cached_postings == 0
+
+    monkeypatch.setattr(lexicon_cache, "_COLD_LOAD", 20)  # t:a counts as a long history for `behind`
+    question = terms_of("piano cello report")
+    expected = await sql.lexical("t:a", question, scopes=("private",), limit=10)
+    assert await behind.lexical("t:a", question, scopes=("private",), limit=10) == expected  # SQL, while loading
+    await asyncio.gather(*behind._loading.values())
+    assert behind.cached_postings > 0 and not behind._loading
+    got = await behind.lexical("t:a", question, scopes=("private",), limit=10)
+    assert [i for i, _ in got] == [i for i, _ in expected]
     later = [memory(i) for i in range(60, 90)]
     await there.add(later, [Counter(terms_of(document_of(m))) for m in later])  # another replica writes
     await agree(limit=50)
