@@ -45,6 +45,7 @@ class _Person:
     # term -> (positions of the memories it occurs in, its frequency in each): 8 bytes a posting
     postings: dict[str, tuple[array[int], array[int]]] = field(default_factory=dict)
     size: int = 0  # postings held
+    counted: int = 0  # of which the cache's total knows
     synced_seq: int = -1
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -109,10 +110,11 @@ class CachedLexicon:
         self._max_person = max_person
         self._people: OrderedDict[str, _Person] = OrderedDict()
         self._loading: dict[str, asyncio.Task[None]] = {}
+        self._held = 0  # postings of everyone held: a running total, since summing over everyone costs O(people)
 
     @property
     def cached_postings(self) -> int:
-        return sum(person.size for person in self._people.values())
+        return self._held
 
     async def ping(self) -> None:
         await self._store.ping()
@@ -123,6 +125,7 @@ class CachedLexicon:
             person = self._people.get(memory.user_key)
             if person is not None:  # keep a cached person current without a round trip
                 person.extend(memory.id, memory.scope, counted, sum(counted.values()))
+                self._account(memory.user_key, person)
         self._evict()
 
     async def lexical(
@@ -159,7 +162,7 @@ class CachedLexicon:
             await self._fresh(user_key)
         except Exception:  # noqa: BLE001 - the next search tries again; SQL answers until then
             log.exception("loading the postings of %s failed", user_key)
-            self._people.pop(user_key, None)
+            self._drop(user_key)
         finally:
             if self._loading.get(user_key) is asyncio.current_task():
                 del self._loading[user_key]
@@ -179,7 +182,7 @@ class CachedLexicon:
         loading = self._loading.pop(user_key, None)
         if loading is not None:
             loading.cancel()
-        self._people.pop(user_key, None)
+        self._drop(user_key)
         await self._store.forget_user(user_key)
 
     async def _fresh(self, user_key: str) -> _Person | None:
@@ -198,7 +201,7 @@ class CachedLexicon:
                 )
                 missing = [row for row in rows if row["id"] not in person.index]
                 if person.size + sum(int(row["length"]) for row in missing) > self._max_person:
-                    self._people.pop(user_key, None)
+                    self._drop(user_key)
                     return None
                 for start in range(0, len(missing), _CHUNK):
                     chunk = missing[start : start + _CHUNK]
@@ -211,8 +214,19 @@ class CachedLexicon:
                     person.synced_seq = max(person.synced_seq, int(rows[-1]["seq"]))
                 if len(rows) < _PAGE:
                     break
+        self._account(user_key, person)
         self._evict(keep=user_key)
         return person
+
+    def _account(self, user_key: str, person: _Person) -> None:
+        if self._people.get(user_key) is person:  # not dropped while it loaded
+            self._held += person.size - person.counted
+            person.counted = person.size
+
+    def _drop(self, user_key: str) -> None:
+        person = self._people.pop(user_key, None)
+        if person is not None:
+            self._held -= person.counted
 
     async def _postings(self, user_key: str, memory_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         bind = self._database.params()
@@ -227,11 +241,9 @@ class CachedLexicon:
         return found
 
     def _evict(self, keep: str | None = None) -> None:
-        total = self.cached_postings
-        while total > self._max_postings and len(self._people) > 1:
-            user_key, person = next(iter(self._people.items()))
+        while self._held > self._max_postings and len(self._people) > 1:
+            user_key = next(iter(self._people))
             if user_key == keep:
                 self._people.move_to_end(user_key)
                 continue
-            del self._people[user_key]
-            total -= person.size
+            self._drop(user_key)

@@ -43,6 +43,7 @@ class _Person:
     # copy the whole matrix (15 MB at 10,000 memories, on the event loop, after every message).
     room: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     synced_seq: int = -1
+    counted: int = 0  # vectors the cache's total knows of
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -89,10 +90,11 @@ class CachedVectors:
         self._max_vectors = max_vectors
         self._people: OrderedDict[str, _Person] = OrderedDict()
         self._loading: dict[str, asyncio.Task[None]] = {}
+        self._held = 0  # vectors of everyone held: a running total, since summing over everyone costs O(people)
 
     @property
     def cached_vectors(self) -> int:
-        return sum(len(person.ids) for person in self._people.values())
+        return self._held
 
     async def ping(self) -> None:
         await self._chroma.ping()
@@ -116,6 +118,7 @@ class CachedVectors:
             person = self._people.get(user_key)
             if person is not None:  # keep a cached person current without a round trip
                 person.extend([memories[i].id for i in indexes], [memories[i].scope for i in indexes], matrix[indexes])
+                self._account(user_key, person)
         self._evict()
 
     async def nearest(
@@ -143,7 +146,7 @@ class CachedVectors:
         loading = self._loading.pop(user_key, None)
         if loading is not None:
             loading.cancel()
-        self._people.pop(user_key, None)
+        self._drop(user_key)
         await self._chroma.forget_user(user_key)
 
     async def _load(self, user_key: str) -> None:
@@ -151,7 +154,7 @@ class CachedVectors:
             await self._fresh(user_key, behind=True)
         except Exception:  # noqa: BLE001 - the next search tries again; Chroma answers until then
             log.exception("loading the vectors of %s failed", user_key)
-            self._people.pop(user_key, None)
+            self._drop(user_key)
         finally:
             if self._loading.get(user_key) is asyncio.current_task():
                 del self._loading[user_key]
@@ -172,7 +175,7 @@ class CachedVectors:
             )
             missing = [row["id"] for row in rows if row["id"] not in person.known]
             if len(person.ids) + len(missing) > self._max_vectors:
-                self._people.pop(user_key, None)
+                self._drop(user_key)
                 return None
             if person.synced_seq < 0 and len(missing) > _COLD_LOAD and not behind:
                 self._loading[user_key] = asyncio.create_task(self._load(user_key), name=f"load-vectors-{user_key}")
@@ -184,15 +187,24 @@ class CachedVectors:
                 if row["id"] not in person.known:
                     break
                 person.synced_seq = int(row["seq"])
+        self._account(user_key, person)
         self._evict(keep=user_key)
         return person
 
+    def _account(self, user_key: str, person: _Person) -> None:
+        if self._people.get(user_key) is person:  # not dropped while it loaded
+            self._held += len(person.ids) - person.counted
+            person.counted = len(person.ids)
+
+    def _drop(self, user_key: str) -> None:
+        person = self._people.pop(user_key, None)
+        if person is not None:
+            self._held -= person.counted
+
     def _evict(self, keep: str | None = None) -> None:
-        total = self.cached_vectors
-        while total > self._max_vectors and len(self._people) > 1:
-            user_key, person = next(iter(self._people.items()))
+        while self._held > self._max_vectors and len(self._people) > 1:
+            user_key = next(iter(self._people))
             if user_key == keep:
                 self._people.move_to_end(user_key)
                 continue
-            del self._people[user_key]
-            total -= len(person.ids)
+            self._drop(user_key)

@@ -276,6 +276,13 @@ async def test_cached_postings_score_as_sql_does_and_follow_other_replicas(
     await agree(limit=50)
     await agree(limit=3)  # many memories tie (same words): the order past the scores is the id, as in SQL
     assert here.cached_postings > 0 and tiny.cached_postings == 0
+    small = CachedLexicon(sql, database, max_postings=1)  # room for one person at a time, whatever their size
+    for user_key in ("t:a", "t:b"):
+        assert await small.lexical(user_key, terms_of("jazz piano"), scopes=("private",), limit=5) == (
+            await sql.lexical(user_key, terms_of("jazz piano"), scopes=("private",), limit=5)
+        )
+    assert list(small._people) == ["t:b"], "the least recently searched person was let go"
+    assert small.cached_postings == small._people["t:b"].size > 0
 
     monkeypatch.setattr(lexicon_cache, "_COLD_LOAD", 20)  # t:a counts as a long history for `behind`
     question = terms_of("piano cello report")
