@@ -209,17 +209,18 @@ class Assistant:
             [vector] = await self._embedder.embed([text])
             return vector
 
+        # The model gets the message first; the word search and the reads start while it embeds.
+        embedding_task = asyncio.ensure_future(embed())
+
         async def recall() -> tuple[list[float] | None, list[MemoryHit]]:
-            # The word search and the reads start while the model is still embedding the message.
-            embedding = asyncio.ensure_future(embed())
             try:
                 hits = await self._long_term.search(
-                    user_key, text, embedding, scopes=scopes, limit=limits.memory_results * 2
+                    user_key, text, embedding_task, scopes=scopes, limit=limits.memory_results * 2
                 )
             except BaseException:
-                embedding.cancel()
+                embedding_task.cancel()
                 raise
-            return await embedding, hits
+            return await embedding_task, hits
 
         (embedding, hits), history, profile, patterns = await asyncio.gather(
             self._safely("memory recall", recall(), (None, [])),

@@ -10,6 +10,7 @@ disk; later processes load only onnxruntime and the tokenizer, never torch.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -177,7 +178,8 @@ class BatchingEmbedder:
     """Implements core.ports.Embedder.
 
     Texts asked for while the model is busy wait together and go into the next `encode` as one batch, on a
-    single worker thread, so the event loop never runs the model and concurrent requests share its cost.
+    single worker thread, so the event loop never runs the model and concurrent requests share its cost. A text
+    asked for while the model is idle goes to the thread at once, before the caller's next await.
     """
 
     def __init__(self, model: OnnxEncoder, *, max_batch: int = 64) -> None:
@@ -185,58 +187,69 @@ class BatchingEmbedder:
         self._max_batch = max_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._pending: list[tuple[str, asyncio.Future[list[float]]]] = []
-        self._wake: asyncio.Event | None = None
-        self._worker: asyncio.Task[None] | None = None
+        self._running: asyncio.Future[list[list[float]]] | None = None
+        self._closed = False
         self.batches = 0
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
+        if self._closed:
+            raise RuntimeError("the embedder is closed")
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in texts]
         self._pending.extend(zip((t[:MAX_CHARS] for t in texts), futures, strict=True))
-        self._ensure_worker(loop)
-        assert self._wake is not None
-        self._wake.set()
+        self._next(loop)
         return list(await asyncio.gather(*futures))
-
-    def _ensure_worker(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
-            self._wake = asyncio.Event()
-            self._worker = loop.create_task(self._run(), name="embedder")
 
     def _encode(self, texts: list[str], quiet: bool) -> list[list[float]]:
         return self._model.encode(texts, quiet=quiet).tolist()  # type: ignore[no-any-return]
 
-    async def _run(self) -> None:
-        assert self._wake is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-                live = [(text, future) for text, future in batch if not future.done()]
-                if not live:
-                    continue
-                try:
-                    # A lone text with nothing queued behind it: the process is quiet, so the model may take both
-                    # cores; with others waiting it keeps to one.
-                    quiet = len(live) == 1 and not self._pending
-                    vectors = await loop.run_in_executor(self._executor, self._encode, [t for t, _ in live], quiet)
-                except Exception as exc:  # noqa: BLE001 - every waiter learns of the failure
-                    for _, future in live:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                self.batches += 1
-                for (_, future), vector in zip(live, vectors, strict=True):
-                    if not future.done():
-                        future.set_result(vector)
+    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the next batch if the model is idle and someone is waiting (whoever still wants an answer)."""
+        if self._running is not None and self._running.get_loop() is not loop:
+            self._running = None  # started on an event loop that has since gone (tests run one loop each)
+        if self._running is not None or self._closed:
+            return
+        while self._pending:
+            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            live = [(text, future) for text, future in batch if not future.done()]
+            if not live:
+                continue
+            # A lone text with nothing queued behind it: the process is quiet, so the model may take every
+            # core; with others waiting it keeps to one.
+            quiet = len(live) == 1 and not self._pending
+            running = loop.run_in_executor(self._executor, self._encode, [t for t, _ in live], quiet)
+            self._running = running
+            running.add_done_callback(functools.partial(self._finished, loop, live))
+            return
+
+    def _finished(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[str, asyncio.Future[list[float]]]],
+        done: asyncio.Future[list[list[float]]],
+    ) -> None:
+        if self._running is done:
+            self._running = None
+        error = None if done.cancelled() else done.exception()
+        if done.cancelled():
+            for _, future in batch:
+                future.cancel()
+        elif error is None:
+            self.batches += 1
+            for (_, future), vector in zip(batch, done.result(), strict=True):
+                if not future.done():
+                    future.set_result(vector)
+        else:  # every waiter learns of the failure
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        self._next(loop)
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-            self._worker = None
+        self._closed = True
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
