@@ -182,7 +182,7 @@ async def run(dataset: Path, *, compare: bool, database_url: str | None, model: 
 async def _evaluate_all(
     samples: list[Sample], database: Database, chroma: ChromaCollection, *, compare: bool, model: Any
 ) -> dict[str, Any]:
-    _, hybrid = await build_memory(database, chroma)
+    _, _, hybrid = await build_memory(database, chroma)
     recalls = {"hybrid": hybrid}
     if compare:
         for mode, settings in MODES.items():

@@ -58,6 +58,7 @@ class Services:
     short_term: ShortTermMemory
     long_term: Recall
     vectors: CachedVectors
+    lexicon: CachedLexicon
     embedder: BatchingEmbedder
     llm: LanguageModel
     assistant: Assistant
@@ -90,14 +91,16 @@ class Services:
         if self.redis is not None:
             await self.redis.aclose()
         await self.vectors.close()
+        await self.lexicon.close()
         await self.database.close()
 
 
-async def build_memory(database: Database, chroma: ChromaCollection) -> tuple[CachedVectors, Recall]:
+async def build_memory(database: Database, chroma: ChromaCollection) -> tuple[CachedVectors, CachedLexicon, Recall]:
     """Long-term memory as the assistant uses it (the retrieval evaluation builds it here too)."""
     vectors = CachedVectors(ChromaVectors(chroma), database)
     await vectors.ping()  # starts an embedded store's process now, so a broken store stops the start
-    return vectors, Recall(vectors=vectors, store=CachedLexicon(RelationalMemory(database), database))
+    lexicon = CachedLexicon(RelationalMemory(database), database)
+    return vectors, lexicon, Recall(vectors=vectors, store=lexicon)
 
 
 async def build_services(
@@ -151,7 +154,7 @@ async def build_services(
         model = await asyncio.to_thread(load_model, default_model_path(settings.embedding_model))
     embedder = BatchingEmbedder(model)
     chroma = await asyncio.to_thread(open_chroma, path=settings.chroma_path, url=settings.chroma_url)
-    vectors, long_term = await build_memory(database, chroma)
+    vectors, lexicon, long_term = await build_memory(database, chroma)
     records = RelationalRecords(database)
     metrics = Metrics()
     assistant = Assistant(
@@ -179,6 +182,7 @@ async def build_services(
         short_term=short_term,
         long_term=long_term,
         vectors=vectors,
+        lexicon=lexicon,
         embedder=embedder,
         llm=llm,
         assistant=assistant,

@@ -31,6 +31,9 @@ HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_CHARS = 2_000
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _SUB_BATCH = 16  # texts sorted by length run in groups this size, so one long text does not pad all the others
+# The model idle this long before a lone text arrives: the process is quiet, so that text may use every core.
+# Under load the model is never idle this long, and keeps to one core (the event loop needs the other).
+_QUIET_AFTER = 0.05
 
 
 def default_model_path(configured: str | None = None) -> str:
@@ -188,6 +191,7 @@ class BatchingEmbedder:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._pending: list[tuple[str, asyncio.Future[list[float]]]] = []
         self._running: asyncio.Future[list[list[float]]] | None = None
+        self._idle_since = float("-inf")
         self._closed = False
         self.batches = 0
 
@@ -216,9 +220,7 @@ class BatchingEmbedder:
             live = [(text, future) for text, future in batch if not future.done()]
             if not live:
                 continue
-            # A lone text with nothing queued behind it: the process is quiet, so the model may take every
-            # core; with others waiting it keeps to one.
-            quiet = len(live) == 1 and not self._pending
+            quiet = len(live) == 1 and not self._pending and loop.time() - self._idle_since >= _QUIET_AFTER
             running = loop.run_in_executor(self._executor, self._encode, [t for t, _ in live], quiet)
             self._running = running
             running.add_done_callback(functools.partial(self._finished, loop, live))
@@ -232,6 +234,7 @@ class BatchingEmbedder:
     ) -> None:
         if self._running is done:
             self._running = None
+            self._idle_since = loop.time()
         error = None if done.cancelled() else done.exception()
         if done.cancelled():
             for _, future in batch:

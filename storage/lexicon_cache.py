@@ -119,6 +119,12 @@ class CachedLexicon:
     async def ping(self) -> None:
         await self._store.ping()
 
+    async def close(self) -> None:
+        """Stop loads still running behind (before the database closes)."""
+        for task in self._loading.values():
+            task.cancel()
+        await asyncio.gather(*self._loading.values(), return_exceptions=True)
+
     async def add(self, memories: Sequence[Memory], terms: Sequence[Mapping[str, int]]) -> None:
         await self._store.add(memories, terms)
         for memory, counted in zip(memories, terms, strict=True):

@@ -57,23 +57,6 @@ class RelationalMemory:
         # One transaction: a memory is never visible without its postings and statistics (the postings cache
         # relies on it), and a failed add leaves nothing behind for the retry to skip.
         async with in_transaction(self._database.connection().connection_name) as connection:
-            await MemoryItem.bulk_create(
-                [
-                    MemoryItem(
-                        id=m.id,
-                        user_key=m.user_key,
-                        scope=m.scope,
-                        conversation_id=m.conversation_id[:191],
-                        speaker=m.speaker[:191],
-                        text=m.text,
-                        reply=m.reply,
-                        created_at=m.created_at,
-                        length=sum(t.values()),
-                    )
-                    for m, t in fresh
-                ],
-                using_db=connection,
-            )
             await MemoryTerm.bulk_create(
                 [
                     MemoryTerm(
@@ -95,7 +78,8 @@ class RelationalMemory:
                 documents, length = totals.get((m.user_key, m.scope), (0, 0))
                 totals[(m.user_key, m.scope)] = (documents + 1, length + sum(t.values()))
             bind = self._database.params()
-            tuples = [f"({bind(*key, *sums)})" for key, sums in totals.items()]
+            # Sorted: replicas' transactions take the statistics rows' locks in one order, so never deadlock.
+            tuples = [f"({bind(*key, *sums)})" for key, sums in sorted(totals.items())]
             await connection.execute_query(
                 "INSERT INTO memory_stats (user_key, scope, documents, total_length) VALUES "
                 + ", ".join(tuples)
@@ -103,6 +87,25 @@ class RelationalMemory:
                 "documents = memory_stats.documents + excluded.documents, "
                 "total_length = memory_stats.total_length + excluded.total_length",
                 bind.values,
+            )
+            # The memory row last: its seq is taken just before the commit, so caches that follow seq (see
+            # storage/lexicon_cache.py) rarely see a later seq committed before it.
+            await MemoryItem.bulk_create(
+                [
+                    MemoryItem(
+                        id=m.id,
+                        user_key=m.user_key,
+                        scope=m.scope,
+                        conversation_id=m.conversation_id[:191],
+                        speaker=m.speaker[:191],
+                        text=m.text,
+                        reply=m.reply,
+                        created_at=m.created_at,
+                        length=sum(t.values()),
+                    )
+                    for m, t in fresh
+                ],
+                using_db=connection,
             )
 
     async def lexical(
