@@ -98,10 +98,11 @@ def _md(results: dict[str, Any], command: str) -> str:
             "## Context assembly",
             "",
             f"Message received → request ready for Claude, for one person with N memories, with {context['others']:,} "
-            "memories of 1,000 other people in the same store (table statistics analyzed after seeding, as autovacuum "
-            "would in a live database). The first message of each person loads their vectors into the cache: that "
-            "one is the max. Above 20,000 memories the load runs behind the answers (30 s at 100,000) and Chroma's "
-            "slower filtered search answers the messages sent meanwhile: the 100,000 row's p95.",
+            "memories of 1,000 other people in the same store (vacuumed and analyzed after seeding, as autovacuum "
+            "would in a live database). The first message of each person loads their vectors and BM25 postings into "
+            "the process's caches: that one is the max. Above 20,000 memories both loads run behind the answers "
+            "(about 30 s at 100,000), with Chroma's slower filtered search and the database's BM25 answering the "
+            "messages sent meanwhile: the 100,000 row's p95.",
             "",
             "| memories of the person | p50 ms | p95 ms | p99 ms | storing after the answer p50 / p95 ms |",
             "| --- | --- | --- | --- | --- |",
