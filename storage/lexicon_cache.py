@@ -13,10 +13,8 @@ always scored in SQL.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from array import array
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -25,10 +23,9 @@ import numpy as np
 from core.ports import Memory, Scope
 from storage.database import Database
 from storage.memory_store import K1, TERM_CHARS, B, RelationalMemory
+from storage.people_cache import People
 
 __all__ = ["CachedLexicon"]
-
-log = logging.getLogger(__name__)
 
 _SCOPE_CODE = {"private": 0, "shared": 1}
 _PAGE = 5_000  # memories listed per round trip while loading
@@ -106,24 +103,20 @@ class CachedLexicon:
     ) -> None:
         self._store = store
         self._database = database
-        self._max_postings = max_postings  # 8 bytes each, plus the ids: about 100 MB when full
         self._max_person = max_person
-        self._people: OrderedDict[str, _Person] = OrderedDict()
-        self._loading: dict[str, asyncio.Task[None]] = {}
-        self._held = 0  # postings of everyone held: a running total, since summing over everyone costs O(people)
+        # 8 bytes a posting, plus the ids: about 100 MB when full
+        self._people: People[_Person] = People(max_postings, _Person)
 
     @property
     def cached_postings(self) -> int:
-        return self._held
+        return self._people.held
 
     async def ping(self) -> None:
         await self._store.ping()
 
     async def close(self) -> None:
         """Stop loads still running behind (before the database closes)."""
-        for task in self._loading.values():
-            task.cancel()
-        await asyncio.gather(*self._loading.values(), return_exceptions=True)
+        await self._people.close()
 
     async def add(self, memories: Sequence[Memory], terms: Sequence[Mapping[str, int]]) -> None:
         await self._store.add(memories, terms)
@@ -131,8 +124,8 @@ class CachedLexicon:
             person = self._people.get(memory.user_key)
             if person is not None:  # keep a cached person current without a round trip
                 person.extend(memory.id, memory.scope, counted, sum(counted.values()))
-                self._account(memory.user_key, person)
-        self._evict()
+                self._people.account(memory.user_key, person)
+        self._people.evict()
 
     async def lexical(
         self, user_key: str, terms: Sequence[str], *, scopes: Sequence[Scope], limit: int
@@ -145,7 +138,7 @@ class CachedLexicon:
         return person.score(terms, scopes, limit)
 
     async def _cached(self, user_key: str) -> _Person | None:
-        if user_key in self._loading:
+        if user_key in self._people.loading:
             return None
         if user_key not in self._people:
             # A person not held yet: their statistics row says how many postings a load would bring.
@@ -158,20 +151,9 @@ class CachedLexicon:
             if size > self._max_person:
                 return None
             if size > _COLD_LOAD:
-                if user_key not in self._loading:
-                    self._loading[user_key] = asyncio.create_task(self._load(user_key), name=f"load-terms-{user_key}")
+                self._people.load_behind(user_key, lambda: self._fresh(user_key), "postings")
                 return None
         return await self._fresh(user_key)
-
-    async def _load(self, user_key: str) -> None:
-        try:
-            await self._fresh(user_key)
-        except Exception:  # noqa: BLE001 - the next search tries again; SQL answers until then
-            log.exception("loading the postings of %s failed", user_key)
-            self._drop(user_key)
-        finally:
-            if self._loading.get(user_key) is asyncio.current_task():
-                del self._loading[user_key]
 
     async def neighbours(
         self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]
@@ -185,18 +167,12 @@ class CachedLexicon:
         return await self._store.count(user_key)
 
     async def forget_user(self, user_key: str) -> None:
-        loading = self._loading.pop(user_key, None)
-        if loading is not None:
-            loading.cancel()
-        self._drop(user_key)
+        self._people.forget(user_key)
         await self._store.forget_user(user_key)
 
     async def _fresh(self, user_key: str) -> _Person | None:
         """This person's postings, brought up to date with memories other processes (or a restart) added."""
-        person = self._people.get(user_key)
-        if person is None:
-            person = self._people[user_key] = _Person()
-        self._people.move_to_end(user_key)
+        person = self._people.touch(user_key)
         async with person.lock:
             while True:
                 bind = self._database.params()
@@ -207,7 +183,7 @@ class CachedLexicon:
                 )
                 missing = [row for row in rows if row["id"] not in person.index]
                 if person.size + sum(int(row["length"]) for row in missing) > self._max_person:
-                    self._drop(user_key)
+                    self._people.drop(user_key)
                     return None
                 for start in range(0, len(missing), _CHUNK):
                     chunk = missing[start : start + _CHUNK]
@@ -220,19 +196,9 @@ class CachedLexicon:
                     person.synced_seq = max(person.synced_seq, int(rows[-1]["seq"]))
                 if len(rows) < _PAGE:
                     break
-        self._account(user_key, person)
-        self._evict(keep=user_key)
+        self._people.account(user_key, person)
+        self._people.evict(keep=user_key)
         return person
-
-    def _account(self, user_key: str, person: _Person) -> None:
-        if self._people.get(user_key) is person:  # not dropped while it loaded
-            self._held += person.size - person.counted
-            person.counted = person.size
-
-    def _drop(self, user_key: str) -> None:
-        person = self._people.pop(user_key, None)
-        if person is not None:
-            self._held -= person.counted
 
     async def _postings(self, user_key: str, memory_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         bind = self._database.params()
@@ -245,11 +211,3 @@ class CachedLexicon:
         for row in rows:
             found.setdefault(row["memory_id"], {})[row["term"]] = int(row["tf"])
         return found
-
-    def _evict(self, keep: str | None = None) -> None:
-        while self._held > self._max_postings and len(self._people) > 1:
-            user_key = next(iter(self._people))
-            if user_key == keep:
-                self._people.move_to_end(user_key)
-                continue
-            self._drop(user_key)

@@ -10,8 +10,6 @@ Freshness across replicas comes from the database: memories newer than the cache
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
@@ -20,10 +18,10 @@ import numpy as np
 from core.ports import Memory, Scope
 from storage.database import Database
 from storage.long_term import ChromaVectors, resolved
+from storage.people_cache import People
 
 __all__ = ["CachedVectors"]
 
-log = logging.getLogger(__name__)
 
 _SCOPE_CODE = {"private": 0, "shared": 1}
 _OFF_LOOP = 20_000  # vectors above which a search runs in a thread
@@ -49,6 +47,10 @@ class _Person:
     @property
     def vectors(self) -> np.ndarray:
         return self.room[: len(self.ids)]
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
 
     def extend(self, ids: Sequence[str], scopes: Sequence[str], vectors: np.ndarray) -> None:
         fresh = [i for i, memory_id in enumerate(ids) if memory_id not in self.known]
@@ -87,22 +89,17 @@ class CachedVectors:
     def __init__(self, chroma: ChromaVectors, database: Database, *, max_vectors: int = 250_000) -> None:
         self._chroma = chroma
         self._database = database
-        self._max_vectors = max_vectors
-        self._people: OrderedDict[str, _Person] = OrderedDict()
-        self._loading: dict[str, asyncio.Task[None]] = {}
-        self._held = 0  # vectors of everyone held: a running total, since summing over everyone costs O(people)
+        self._people: People[_Person] = People(max_vectors, _Person)
 
     @property
     def cached_vectors(self) -> int:
-        return self._held
+        return self._people.held
 
     async def ping(self) -> None:
         await self._chroma.ping()
 
     async def close(self) -> None:
-        for task in self._loading.values():
-            task.cancel()
-        await asyncio.gather(*self._loading.values(), return_exceptions=True)
+        await self._people.close()
         await asyncio.to_thread(self._chroma.close)
 
     async def count(self, user_key: str) -> int:
@@ -118,8 +115,8 @@ class CachedVectors:
             person = self._people.get(user_key)
             if person is not None:  # keep a cached person current without a round trip
                 person.extend([memories[i].id for i in indexes], [memories[i].scope for i in indexes], matrix[indexes])
-                self._account(user_key, person)
-        self._evict()
+                self._people.account(user_key, person)
+        self._people.evict()
 
     async def nearest(
         self,
@@ -133,7 +130,7 @@ class CachedVectors:
             await resolved(embedding)
             return []
         # The freshness check (a database round trip) runs while the message is still being embedded.
-        person = None if user_key in self._loading else await self._fresh(user_key)
+        person = None if user_key in self._people.loading else await self._fresh(user_key)
         vector = await resolved(embedding)
         if person is None:  # still loading, or one person larger than the whole cache: ask Chroma
             return await self._chroma.nearest(user_key, vector, scopes=scopes, limit=limit)
@@ -143,29 +140,13 @@ class CachedVectors:
         return person.nearest(query, scopes, limit)
 
     async def forget_user(self, user_key: str) -> None:
-        loading = self._loading.pop(user_key, None)
-        if loading is not None:
-            loading.cancel()
-        self._drop(user_key)
+        self._people.forget(user_key)
         await self._chroma.forget_user(user_key)
-
-    async def _load(self, user_key: str) -> None:
-        try:
-            await self._fresh(user_key, behind=True)
-        except Exception:  # noqa: BLE001 - the next search tries again; Chroma answers until then
-            log.exception("loading the vectors of %s failed", user_key)
-            self._drop(user_key)
-        finally:
-            if self._loading.get(user_key) is asyncio.current_task():
-                del self._loading[user_key]
 
     async def _fresh(self, user_key: str, *, behind: bool = False) -> _Person | None:
         """This person's cache, brought up to date with memories other processes (or a restart) added; None when
         Chroma must answer instead (a long history still loading, or one larger than the whole cache)."""
-        person = self._people.get(user_key)
-        if person is None:
-            person = self._people[user_key] = _Person()
-        self._people.move_to_end(user_key)
+        person = self._people.touch(user_key)
         async with person.lock:
             bind = self._database.params()
             rows = await self._database.connection().execute_query_dict(
@@ -174,11 +155,11 @@ class CachedVectors:
                 bind.values,
             )
             missing = [row["id"] for row in rows if row["id"] not in person.known]
-            if len(person.ids) + len(missing) > self._max_vectors:
-                self._drop(user_key)
+            if len(person.ids) + len(missing) > self._people.capacity:
+                self._people.drop(user_key)
                 return None
             if person.synced_seq < 0 and len(missing) > _COLD_LOAD and not behind:
-                self._loading[user_key] = asyncio.create_task(self._load(user_key), name=f"load-vectors-{user_key}")
+                self._people.load_behind(user_key, lambda: self._fresh(user_key, behind=True), "vectors")
                 return None
             if missing:
                 ids, scopes, vectors = await self._chroma.vectors(user_key, None if person.synced_seq < 0 else missing)
@@ -187,24 +168,6 @@ class CachedVectors:
                 if row["id"] not in person.known:
                     break
                 person.synced_seq = int(row["seq"])
-        self._account(user_key, person)
-        self._evict(keep=user_key)
+        self._people.account(user_key, person)
+        self._people.evict(keep=user_key)
         return person
-
-    def _account(self, user_key: str, person: _Person) -> None:
-        if self._people.get(user_key) is person:  # not dropped while it loaded
-            self._held += len(person.ids) - person.counted
-            person.counted = len(person.ids)
-
-    def _drop(self, user_key: str) -> None:
-        person = self._people.pop(user_key, None)
-        if person is not None:
-            self._held -= person.counted
-
-    def _evict(self, keep: str | None = None) -> None:
-        while self._held > self._max_vectors and len(self._people) > 1:
-            user_key = next(iter(self._people))
-            if user_key == keep:
-                self._people.move_to_end(user_key)
-                continue
-            self._drop(user_key)

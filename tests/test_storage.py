@@ -282,14 +282,15 @@ async def test_cached_postings_score_as_sql_does_and_follow_other_replicas(
             await sql.lexical(user_key, terms_of("jazz piano"), scopes=("private",), limit=5)
         )
     assert list(small._people) == ["t:b"], "the least recently searched person was let go"
-    assert small.cached_postings == small._people["t:b"].size > 0
+    held = small._people.get("t:b")
+    assert held is not None and small.cached_postings == held.size > 0
 
     monkeypatch.setattr(lexicon_cache, "_COLD_LOAD", 20)  # t:a counts as a long history for `behind`
     question = terms_of("piano cello report")
     expected = await sql.lexical("t:a", question, scopes=("private",), limit=10)
     assert await behind.lexical("t:a", question, scopes=("private",), limit=10) == expected  # SQL, while loading
-    await asyncio.gather(*behind._loading.values())
-    assert behind.cached_postings > 0 and not behind._loading
+    await asyncio.gather(*behind._people.loading.values())
+    assert behind.cached_postings > 0 and not behind._people.loading
     got = await behind.lexical("t:a", question, scopes=("private",), limit=10)
     assert [i for i, _ in got] == [i for i, _ in expected]
     later = [memory(i) for i in range(60, 90)]
@@ -526,7 +527,7 @@ async def test_a_long_history_loads_behind_while_chroma_answers(
     monkeypatch.setattr(vector_cache, "_COLD_LOAD", 2_000)  # the real one is 20,000: too many for a unit test
     first = await cache.nearest("t:a", vectors[7], scopes=("private",), limit=3)
     assert first[0][0] == "t:a-7" and cache.cached_vectors == 0, "Chroma answered; nothing was waited for"
-    await asyncio.gather(*cache._loading.values())
+    await asyncio.gather(*cache._people.loading.values())
     assert cache.cached_vectors == count
     cached = await cache.nearest("t:a", vectors[7], scopes=("private",), limit=3)
     assert [i for i, _ in cached] == [i for i, _ in first], "the cache and Chroma agree"
