@@ -235,19 +235,18 @@ class BatchingEmbedder:
         if self._running is done:
             self._running = None
             self._idle_since = loop.time()
-        error = None if done.cancelled() else done.exception()
         if done.cancelled():
             for _, future in batch:
                 future.cancel()
-        elif error is None:
+        elif (error := done.exception()) is not None:  # every waiter learns of the failure
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        else:
             self.batches += 1
             for (_, future), vector in zip(batch, done.result(), strict=True):
                 if not future.done():
                     future.set_result(vector)
-        else:  # every waiter learns of the failure
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
         self._next(loop)
 
     async def close(self) -> None:

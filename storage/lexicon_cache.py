@@ -23,11 +23,10 @@ import numpy as np
 from core.ports import Memory, Scope
 from storage.database import Database
 from storage.memory_store import K1, TERM_CHARS, B, RelationalMemory
-from storage.people_cache import People
+from storage.people_cache import SCOPE_CODE, People
 
 __all__ = ["CachedLexicon"]
 
-_SCOPE_CODE = {"private": 0, "shared": 1}
 _PAGE = 5_000  # memories listed per round trip while loading
 _CHUNK = 1_000  # memories whose postings are read per round trip (each read costs the event loop ~10 ms)
 _COLD_LOAD = 300_000  # postings above which a person's first load runs behind the answers
@@ -51,7 +50,7 @@ class _Person:
             return
         position = self.index[memory_id] = len(self.ids)
         self.ids.append(memory_id)
-        self.scopes.append(_SCOPE_CODE[scope])
+        self.scopes.append(SCOPE_CODE[scope])
         self.lengths.append(length)
         for term, tf in terms.items():
             entry = self.postings.get(term[:TERM_CHARS])
@@ -65,7 +64,7 @@ class _Person:
         """BM25 as `RelationalMemory.lexical` computes it: the same statistics, formula and order."""
         if not self.ids:
             return []
-        allowed = np.isin(np.array(self.scopes, dtype=np.int8), [_SCOPE_CODE[s] for s in scopes])
+        allowed = np.isin(np.array(self.scopes, dtype=np.int8), [SCOPE_CODE[s] for s in scopes])
         lengths = np.array(self.lengths, dtype=np.float64)
         documents = float(allowed.sum())
         total = float(lengths[allowed].sum())

@@ -9,9 +9,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["Held", "People"]
+__all__ = ["SCOPE_CODE", "Held", "People"]
 
 log = logging.getLogger(__name__)
+
+SCOPE_CODE = {"private": 0, "shared": 1}  # how the caches store a memory's scope (one byte each)
 
 
 class Held(Protocol):

@@ -18,12 +18,11 @@ import numpy as np
 from core.ports import Memory, Scope
 from storage.database import Database
 from storage.long_term import ChromaVectors, resolved
-from storage.people_cache import People
+from storage.people_cache import SCOPE_CODE, People
 
 __all__ = ["CachedVectors"]
 
 
-_SCOPE_CODE = {"private": 0, "shared": 1}
 _OFF_LOOP = 20_000  # vectors above which a search runs in a thread
 # Vectors above which a person's first load runs behind, with Chroma's own search answering meanwhile: reading
 # them all from Chroma took 2 s at 10,000 and 30 s at 100,000 (the context benchmark). Below it the first search
@@ -64,7 +63,7 @@ class _Person:
                 grown[:used] = self.room[:used]
             self.room = grown
         self.room[used : used + len(new)] = new
-        self.scopes = np.concatenate([self.scopes, np.array([_SCOPE_CODE[scopes[i]] for i in fresh], np.int8)])
+        self.scopes = np.concatenate([self.scopes, np.array([SCOPE_CODE[scopes[i]] for i in fresh], np.int8)])
         for i in fresh:
             self.ids.append(ids[i])
             self.known.add(ids[i])
@@ -72,7 +71,7 @@ class _Person:
     def nearest(self, query: np.ndarray, scopes: Sequence[Scope], limit: int) -> list[tuple[str, float]]:
         if not self.ids:
             return []
-        allowed = np.isin(self.scopes, [_SCOPE_CODE[s] for s in scopes])
+        allowed = np.isin(self.scopes, [SCOPE_CODE[s] for s in scopes])
         scores = self.vectors @ query
         scores[~allowed] = -np.inf
         count = min(limit, int(allowed.sum()))
