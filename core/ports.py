@@ -227,13 +227,12 @@ class MemoryStore(Protocol):
         """(memory id, BM25 score), best first, over this person's memories in these scopes."""
         ...
 
-    async def neighbours(
-        self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]
-    ) -> dict[str, list[Memory]]:
-        """For each id, the memories just before and after it in the same conversation."""
+    async def read(
+        self, user_key: str, memory_ids: Sequence[str], *, around: Sequence[str], scopes: Sequence[Scope]
+    ) -> tuple[list[Memory], dict[str, list[Memory]]]:
+        """The memories with these ids, and for each id in `around` the memories just before and after it in the
+        same conversation."""
         ...
-
-    async def fetch(self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]) -> list[Memory]: ...
 
     async def count(self, user_key: str) -> int: ...
 

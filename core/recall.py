@@ -150,9 +150,8 @@ class Recall:
         before = sorted(scores, key=scores.__getitem__, reverse=True)
         # Neighbour boosts only raise scores, so the final `limit * 3` lie among the best `limit * 3` before them
         # and the neighbours of the strongest: both are read at once.
-        around, rows = await asyncio.gather(
-            self._store.neighbours(user_key, before[: max(limit, 10)], scopes=scopes),
-            self._store.fetch(user_key, before[: limit * 3], scopes=scopes),
+        rows, around = await self._store.read(
+            user_key, before[: limit * 3], around=before[: max(limit, 10)], scopes=scopes
         )
         memories = {m.id: m for m in rows}
         for near in around.values():

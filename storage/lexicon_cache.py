@@ -154,13 +154,10 @@ class CachedLexicon:
                 return None
         return await self._fresh(user_key)
 
-    async def neighbours(
-        self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]
-    ) -> dict[str, list[Memory]]:
-        return await self._store.neighbours(user_key, memory_ids, scopes=scopes)
-
-    async def fetch(self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]) -> list[Memory]:
-        return await self._store.fetch(user_key, memory_ids, scopes=scopes)
+    async def read(
+        self, user_key: str, memory_ids: Sequence[str], *, around: Sequence[str], scopes: Sequence[Scope]
+    ) -> tuple[list[Memory], dict[str, list[Memory]]]:
+        return await self._store.read(user_key, memory_ids, around=around, scopes=scopes)
 
     async def count(self, user_key: str) -> int:
         return await self._store.count(user_key)

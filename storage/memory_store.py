@@ -139,42 +139,49 @@ class RelationalMemory:
         rows = await self._database.connection().execute_query_dict(sql, bind.values)
         return [(row["memory_id"], float(row["score"])) for row in rows]
 
-    async def neighbours(
-        self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]
-    ) -> dict[str, list[Memory]]:
-        if not memory_ids or not scopes:
-            return {}
+    async def read(
+        self, user_key: str, memory_ids: Sequence[str], *, around: Sequence[str], scopes: Sequence[Scope]
+    ) -> tuple[list[Memory], dict[str, list[Memory]]]:
+        """The memories with these ids, and the turns just before and after each of `around` in its conversation:
+        one round trip for both (the search asks for them at the same point, and two statements cost the event
+        loop and the database twice the work)."""
+        if not scopes or not (memory_ids or around):
+            return [], {}
         bind = self._database.params()
+        parts: list[str] = []
+        if around:
 
-        def next_to(op: str, order: str) -> str:
-            return (
-                "(SELECT o.seq FROM memory o WHERE o.user_key = m.user_key AND o.conversation_id = m.conversation_id "
-                f"AND o.seq {op} m.seq AND o.scope IN ({bind(*scopes)}) ORDER BY o.seq {order} LIMIT 1)"
+            def next_to(op: str, order: str) -> str:
+                return (
+                    "(SELECT o.seq FROM memory o WHERE o.user_key = m.user_key "
+                    f"AND o.conversation_id = m.conversation_id AND o.seq {op} m.seq AND o.scope IN ({bind(*scopes)}) "
+                    f"ORDER BY o.seq {order} LIMIT 1)"
+                )
+
+            anchors = (
+                f"SELECT m.id AS anchor, {next_to('<', 'DESC')} AS before, {next_to('>', 'ASC')} AS after "
+                f"FROM memory m WHERE m.user_key = {bind(user_key)} AND m.id IN ({bind(*around)})"
             )
-
-        # The anchors' neighbours by seq, then their rows: one round trip for ids and texts alike.
-        sql = (
-            f"WITH around AS (SELECT m.id AS anchor, {next_to('<', 'DESC')} AS before, {next_to('>', 'ASC')} AS after "
-            f"FROM memory m WHERE m.user_key = {bind(user_key)} AND m.id IN ({bind(*memory_ids)})) "
-            f"SELECT a.anchor, {_COLUMNS} FROM around a JOIN memory n ON n.seq IN (a.before, a.after) "
-            "ORDER BY a.anchor, n.seq"
-        )
+            parts.append(
+                f"SELECT a.anchor AS anchor, n.seq AS seq, {_COLUMNS} FROM ({anchors}) a "
+                "JOIN memory n ON n.seq IN (a.before, a.after)"
+            )
+        if memory_ids:
+            parts.append(
+                f"SELECT NULL AS anchor, n.seq AS seq, {_COLUMNS} FROM memory n WHERE n.user_key = {bind(user_key)} "
+                f"AND n.scope IN ({bind(*scopes)}) AND n.id IN ({bind(*memory_ids)})"
+            )
+        sql = " UNION ALL ".join(parts) + " ORDER BY anchor, seq"
         rows = await self._database.connection().execute_query_dict(sql, bind.values)
-        found: dict[str, list[Memory]] = {}
+        found: list[Memory] = []
+        neighbours: dict[str, list[Memory]] = {}
         for row in rows:
-            found.setdefault(row["anchor"], []).append(_memory(user_key, row))
-        return found
-
-    async def fetch(self, user_key: str, memory_ids: Sequence[str], *, scopes: Sequence[Scope]) -> list[Memory]:
-        if not memory_ids or not scopes:
-            return []
-        bind = self._database.params()
-        rows = await self._database.connection().execute_query_dict(
-            f"SELECT {_COLUMNS} FROM memory n "
-            f"WHERE n.user_key = {bind(user_key)} AND n.scope IN ({bind(*scopes)}) AND n.id IN ({bind(*memory_ids)})",
-            bind.values,
-        )
-        return [_memory(user_key, row) for row in rows]
+            memory = _memory(user_key, row)
+            if row["anchor"] is None:
+                found.append(memory)
+            else:
+                neighbours.setdefault(row["anchor"], []).append(memory)
+        return found, neighbours
 
     async def count(self, user_key: str) -> int:
         return await MemoryItem.filter(user_key=user_key).count()

@@ -232,13 +232,17 @@ async def test_bm25_ranks_rare_words_first_within_a_person_and_scope(database: D
     assert await store.lexical("t:a", terms_of("the a of"), scopes=("private",), limit=10) == []
     assert await store.count("t:a") == 6
 
-    around = await store.neighbours("t:a", ["t:a-2", "t:a-0"], scopes=("private",))
+    fetched, around = await store.read(
+        "t:a", ["t:a-0", "t:b-9", "t:a-10"], around=["t:a-2", "t:a-0"], scopes=("private",)
+    )
+    assert [m.id for m in fetched] == ["t:a-0"], "another person's or another scope's memory is never fetched"
+    assert fetched[0].text == texts[0] and fetched[0].created_at == memories[0].created_at
     assert {k: [m.id for m in v] for k, v in around.items()} == {"t:a-2": ["t:a-1", "t:a-3"], "t:a-0": ["t:a-1"]}
     assert around["t:a-2"][1].text == texts[3] and around["t:a-2"][1].created_at == memories[3].created_at
     # The last turn of a conversation has only the one before it (the shared memory lives in another one).
-    assert [m.id for m in (await store.neighbours("t:a", ["t:a-4"], scopes=("private",)))["t:a-4"]] == ["t:a-3"]
-    fetched = await store.fetch("t:a", ["t:a-0", "t:b-9", "t:a-10"], scopes=("private",))
-    assert [m.id for m in fetched] == ["t:a-0"], "another person's or another scope's memory is never fetched"
+    assert [m.id for m in (await store.read("t:a", [], around=["t:a-4"], scopes=("private",)))[1]["t:a-4"]] == ["t:a-3"]
+    only, none_around = await store.read("t:a", ["t:a-1"], around=[], scopes=("private",))
+    assert [m.id for m in only] == ["t:a-1"] and none_around == {}
     await store.forget_user("t:a")
     assert await store.count("t:a") == 0 and await store.count("t:b") == 1
     assert await store.lexical("t:a", terms_of("greyhound"), scopes=("private",), limit=10) == []
