@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 FULL: dict[str, dict[str, Any]] = {
     "context": {"tiers": [0, 1_000, 10_000, 100_000], "others": 100_000, "messages": 100},
-    "load": {"people": [50, 200, 500], "seconds": 30.0, "claude_latency": 1.0},
+    "load": {"people": [50, 200, 500], "seconds": 30.0, "claude_latency": 1.0, "warmup": 5.0},
     "memory": {"dataset": "bench/data/locomo_mini.json"},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "context": {"tiers": [0, 200], "others": 1_000, "messages": 5},
-    "load": {"people": [10], "seconds": 2.0, "claude_latency": 0.2},
+    "load": {"people": [10], "seconds": 2.0, "claude_latency": 0.2, "warmup": 0.5},
     "memory": {"dataset": "bench/data/locomo_mini.json"},
 }
 
@@ -57,6 +57,7 @@ async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
                         seconds=config["seconds"],
                         claude_latency=config["claude_latency"],
                         tag=f"load{people}",
+                        warmup=config["warmup"],
                     )
                 )
         return {"claude_latency_s": config["claude_latency"], "runs": runs}
@@ -117,19 +118,39 @@ def _md(results: dict[str, Any], command: str) -> str:
             "## Load",
             "",
             f"People writing at once, each sending its next message when the last is answered; Claude answers in "
-            f"{load['claude_latency_s']} s. Added time = answer time minus Claude's.",
+            f"{load['claude_latency_s']} s. Added time = answer time minus Claude's. Everyone's first message "
+            "arrives in the same instant to cold caches, and the first waves echo for a few seconds: the steady "
+            f"column leaves out messages sent in the first {load['runs'][0].get('warmup_seconds', 5)} s.",
             "",
-            "| people | answers/s | added p50 / p95 / p99 ms | loop lag p99 / max ms | peak RSS MiB (worker + Chroma) "
-            "| sent | stored |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| people | answers/s | added p50 / p95 / p99 ms | steady added p50 / p95 ms | loop lag p99 / max ms "
+            "| peak RSS MiB (worker + Chroma) | sent | stored |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in load["runs"]:
-            a, lag = r["added_ms"], r["loop_lag_ms"]
+            a, lag, steady = r["added_ms"], r["loop_lag_ms"], r.get("added_after_warmup_ms", {})
             out.append(
                 f"| {r['people']} | {r['answers_per_second']} | {a['p50']} / {a['p95']} / {a['p99']} | "
-                f"{lag['p99']} / {lag['max']} | {r['peak_rss_mib']} | {r['messages_sent']} "
-                f"| {r['interactions_stored']} |"
+                f"{steady.get('p50')} / {steady.get('p95')} | {lag['p99']} / {lag['max']} | {r['peak_rss_mib']} "
+                f"| {r['messages_sent']} | {r['interactions_stored']} |"
             )
+        cpu_runs = [r for r in load["runs"] if r.get("cpu_ms_per_answer")]
+        if cpu_runs:
+            out += [
+                "",
+                "CPU per answer in ms, from /proc over the same runs. The ceiling is the answers per second "
+                f"{results['machine']['cores']} cores could give at that cost with every core busy all the time "
+                "(the fake Claude's share left out).",
+                "",
+                "| people | event loop | model and other worker threads | PostgreSQL | Redis | Chroma | fake Claude "
+                "| total | ceiling answers/s |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            ]
+            for r in cpu_runs:
+                c = r["cpu_ms_per_answer"]
+                out.append(
+                    f"| {r['people']} | {c['event_loop']} | {c['worker_threads']} | {c['postgres']} | {c['redis']} "
+                    f"| {c['chroma']} | {c['fake_claude']} | {c['total']} | {c['ceiling_answers_per_second']} |"
+                )
         out.append("")
     memory = results["parts"].get("memory")
     if memory:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import cpu_seconds, per_answer
 from bench.stats import percentile, summary_ms
 from bench.workload import message_for
 from bot.wiring import Services
@@ -45,11 +46,16 @@ def helper_peak_rss_mib() -> float:
 
 
 async def measure_load(
-    services: Services, *, people: int, seconds: float, claude_latency: float, tag: str
+    services: Services, *, people: int, seconds: float, claude_latency: float, tag: str, warmup: float = 5.0
 ) -> dict[str, Any]:
-    """Each person sends a message, waits for the answer, and sends the next, until time is up."""
+    """Each person sends a message, waits for the answer, and sends the next, until time is up.
+
+    Everyone's first message arrives in the same instant, to caches that have never seen them: the answers
+    sent in the first `warmup` seconds are reported apart as well (steady state = after them).
+    """
     users = [UserRef(platform="bench", user_id=f"{tag}-p{i}") for i in range(people)]
     answered: list[float] = []
+    steady: list[float] = []
     sent = 0
     lag: list[float] = []
     stop = asyncio.Event()
@@ -65,11 +71,15 @@ async def measure_load(
             reply = await services.assistant.handle(message_for(user, index, private=index % 3 != 0))
             if reply.ok:
                 answered.append(time.perf_counter() - started)
+                if started - begun >= warmup:
+                    steady.append(answered[-1])
             index += 1
 
-    started = time.perf_counter()
+    cpu_before = cpu_seconds()
+    begun = time.perf_counter()
     await asyncio.gather(*(person(user) for user in users))
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - begun
+    cpu = per_answer(cpu_before, cpu_seconds(), len(answered), os.cpu_count() or 1)
     stop.set()
     await lag_task
     drained_in = time.perf_counter()
@@ -84,9 +94,12 @@ async def measure_load(
         "answers": len(answered),
         "answers_per_second": round(len(answered) / elapsed, 1),
         "added_ms": summary_ms(added),
+        "added_after_warmup_ms": summary_ms([max(t - claude_latency, 0.0) for t in steady]),
+        "warmup_seconds": warmup,
         "loop_lag_ms": {"p99": round(percentile(lag, 99) * 1000, 2), "max": round(max(lag, default=0) * 1000, 2)},
         # The worker's own peak plus its Chroma process's: what the deployment needs.
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + helper_peak_rss_mib(), 1),
         "interactions_stored": stored,
+        "cpu_ms_per_answer": cpu,
         "drain_seconds": round(drained_in, 2),
     }

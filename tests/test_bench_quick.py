@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,7 +30,13 @@ def test_quick_benchmarks_write_tables_and_raw_figures(tmp_path: Path) -> None:
     [load] = raw["parts"]["load"]["runs"]
     assert load["answers"] > 0
     assert load["interactions_stored"] == load["messages_sent"], "every message sent was stored"
+    cpu = load["cpu_ms_per_answer"]
+    assert cpu["event_loop"] > 0 and cpu["worker_threads"] > 0, "the loop and the model both did work"
+    assert cpu["total"] == pytest.approx(
+        sum(v for k, v in cpu.items() if k not in ("total", "fake_claude", "ceiling_answers_per_second")), abs=0.05
+    )
+    assert cpu["ceiling_answers_per_second"] == pytest.approx(raw["machine"]["cores"] * 1000 / cpu["total"], rel=0.01)
     assert raw["parts"]["memory"]["questions"] == 29
     table = (tmp_path / "benchmarks.md").read_text()
-    for heading in ("## Context assembly", "## Load", "## Memory retrieval", "python -m bench --quick"):
+    for heading in ("## Context assembly", "## Load", "## Memory retrieval", "python -m bench --quick", "ceiling"):
         assert heading in table
