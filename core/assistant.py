@@ -222,14 +222,14 @@ class Assistant:
                 raise
             return await embedding_task, hits
 
-        (embedding, hits), history, profile, patterns = await asyncio.gather(
+        nothing_known: tuple[Profile | None, list[Pattern]] = (None, [])
+        (embedding, hits), history, (profile, patterns) = await asyncio.gather(
             self._safely("memory recall", recall(), (None, [])),
             self._safely("short-term read", self._short_term.recent(event.conversation_key, limits.history_turns), []),
-            self._safely("profile read", self._records.get_profile(user_key), None),
             self._safely(
-                "pattern read",
-                self._records.top_patterns(user_key, scopes=scopes, limit=self._settings.patterns_in_context),
-                [],
+                "profile read",
+                self._records.known(user_key, scopes=scopes, patterns=self._settings.patterns_in_context),
+                nothing_known,
             ),
         )
         in_history = {turn.interaction_id for turn in history}
@@ -296,10 +296,9 @@ class Assistant:
     async def insights(self, user_key: str) -> dict[str, Any] | None:
         """What Rapport knows about a person, or None for someone it has never met."""
         await self._background.settle(user_key)
-        profile = await self._records.get_profile(user_key)
+        profile, patterns = await self._records.known(user_key, scopes=("private", "shared"), patterns=10)
         if profile is None and not await self._records.has_user(user_key):
             return None
-        patterns: list[Pattern] = await self._records.top_patterns(user_key, scopes=("private", "shared"), limit=10)
         stats = await self._records.stats(user_key)
         return build_insights(profile or Profile(user_key=user_key), patterns, stats)
 

@@ -271,8 +271,6 @@ class Embedder(Protocol):
 
 
 class ProfileStore(Protocol):
-    async def get_profile(self, user_key: str) -> Profile | None: ...
-
     async def get_profiles(self, user_keys: Sequence[str]) -> dict[str, Profile]: ...
 
     async def save_profiles(self, profiles: Sequence[Profile]) -> None: ...
@@ -295,8 +293,6 @@ class PatternStore(Protocol):
         """Count one more sighting of each (user key, scope, kind, value)."""
         ...
 
-    async def top_patterns(self, user_key: str, *, scopes: Sequence[Scope], limit: int) -> list[Pattern]: ...
-
 
 class FeedbackStore(Protocol):
     async def set_feedback(self, interaction_id: str, user_key: str, emoji: str, score: float) -> None: ...
@@ -306,6 +302,13 @@ class FeedbackStore(Protocol):
 
 class Records(ProfileStore, InteractionStore, PatternStore, FeedbackStore, Protocol):
     """The relational store: profiles, interactions, patterns and feedback, plus the person-wide chores."""
+
+    async def known(
+        self, user_key: str, *, scopes: Sequence[Scope], patterns: int
+    ) -> tuple[Profile | None, list[Pattern]]:
+        """The person's profile (None if never seen) and up to `patterns` of their most frequent patterns, with
+        counts summed over `scopes`."""
+        ...
 
     async def forget_user(self, user_key: str) -> None: ...
 

@@ -45,23 +45,43 @@ class RelationalRecords:
             message_count=row.message_count,
         )
 
-    async def get_profile(self, user_key: str) -> Profile | None:
-        """Raw SQL: on the path of every answer, where tortoise's query building cost more than the query."""
+    async def known(
+        self, user_key: str, *, scopes: Sequence[Scope], patterns: int
+    ) -> tuple[Profile | None, list[Pattern]]:
+        """The profile and the most frequent patterns (counts summed over `scopes`), in one statement: it is on the
+        path of every answer, where each round trip costs the event loop a socket write and a wake-up."""
         bind = self._database.params()
-        rows = await self._database.connection().execute_query_dict(
-            f"SELECT display_name, interests, style, message_count FROM user_profile WHERE user_key = {bind(user_key)}",
-            bind.values,
+        top, patterns_part = "", ""
+        if scopes and patterns > 0:
+            top = (
+                "WITH top AS (SELECT kind, value, SUM(count) AS total FROM learned_pattern "
+                f"WHERE user_key = {bind(user_key)} AND scope IN ({bind(*scopes)}) "
+                f"GROUP BY kind, value ORDER BY total DESC, kind, value LIMIT {int(patterns)}) "
+            )
+            patterns_part = " UNION ALL SELECT 'pattern', NULL, NULL, NULL, NULL, kind, value, total FROM top"
+        # The JSON columns as text, so that both branches have one type per column (text, whatever the driver).
+        sql = (
+            f"{top}SELECT 'profile' AS part, display_name, CAST(interests AS TEXT) AS interests, "
+            "CAST(style AS TEXT) AS style, message_count, NULL AS kind, NULL AS value, NULL AS total "
+            f"FROM user_profile WHERE user_key = {bind(user_key)}{patterns_part}"
         )
-        if not rows:
-            return None
-        row = rows[0]
-        return Profile(
-            user_key=user_key,
-            display_name=row["display_name"],
-            interests=dict(_json(row["interests"])),
-            style=dict(_json(row["style"])),
-            message_count=row["message_count"],
-        )
+        rows = await self._database.connection().execute_query_dict(sql, bind.values)
+        profile: Profile | None = None
+        found: list[Pattern] = []
+        for row in rows:
+            if row["part"] == "profile":
+                profile = Profile(
+                    user_key=user_key,
+                    display_name=row["display_name"],
+                    interests=dict(_json(row["interests"])),
+                    style=dict(_json(row["style"])),
+                    message_count=row["message_count"],
+                )
+            else:
+                found.append(Pattern(kind=row["kind"], value=row["value"], count=int(row["total"])))
+        # UNION ALL keeps each branch's rows together but promises no order between them on every planner.
+        found.sort(key=lambda p: (-p.count, p.kind, p.value))
+        return profile, found
 
     async def get_profiles(self, user_keys: Sequence[str]) -> dict[str, Profile]:
         rows = await UserProfile.filter(user_key__in=list(user_keys))
@@ -162,19 +182,6 @@ class RelationalRecords:
             "count = learned_pattern.count + excluded.count, updated_at = excluded.updated_at",
             bind.values,
         )
-
-    async def top_patterns(self, user_key: str, *, scopes: Sequence[Scope], limit: int) -> list[Pattern]:
-        """Counts summed over the scopes asked for, most frequent first (raw SQL: on the path of every answer)."""
-        if not scopes or limit <= 0:
-            return []
-        bind = self._database.params()
-        rows = await self._database.connection().execute_query_dict(
-            "SELECT kind, value, SUM(count) AS total FROM learned_pattern "
-            f"WHERE user_key = {bind(user_key)} AND scope IN ({bind(*scopes)}) "
-            f"GROUP BY kind, value ORDER BY total DESC, kind, value LIMIT {int(limit)}",
-            bind.values,
-        )
-        return [Pattern(kind=row["kind"], value=row["value"], count=int(row["total"])) for row in rows]
 
     async def set_feedback(self, interaction_id: str, user_key: str, emoji: str, score: float) -> None:
         await Feedback.update_or_create(

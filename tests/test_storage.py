@@ -19,7 +19,7 @@ from tortoise.context import TortoiseContext
 from tortoise.migrations.autodetector import MigrationAutodetector
 
 from core.events import MessageRef
-from core.ports import InteractionRecord, Memory, ShortTermMemory, Turn
+from core.ports import InteractionRecord, Memory, Profile, ShortTermMemory, Turn
 from core.recall import document_of, terms_of
 from storage import lexicon_cache, vector_cache
 from storage.chroma_process import ChromaProcess
@@ -86,6 +86,32 @@ def _record(i: int, user_key: str = "t:1") -> InteractionRecord:
     )
 
 
+async def test_profile_and_top_patterns_are_known_in_one_read(database: Database) -> None:
+    records = RelationalRecords(database)
+    assert await records.known("t:new", scopes=("private", "shared"), patterns=5) == (None, [])
+    await records.save_profiles(
+        [Profile(user_key="t:k", display_name="Kim", interests={"jazz": {"shared": 2}}, style={"length": 0.5})]
+    )
+    rows = [("t:k", "private", "topic", "jazz")] * 3 + [("t:k", "shared", "topic", "jazz")] * 2
+    rows += [("t:k", "shared", "topic", "piano")] * 4 + [("t:k", "private", "time_of_day", "evening")] * 4
+    rows += [("t:k", "shared", "topic", "cycling"), ("t:other", "shared", "topic", "golf")]
+    await records.bump_patterns(rows)
+    profile, patterns = await records.known("t:k", scopes=("private", "shared"), patterns=3)
+    assert profile == Profile(
+        user_key="t:k", display_name="Kim", interests={"jazz": {"shared": 2}}, style={"length": 0.5}
+    )
+    # Counts summed over both scopes, most frequent first, ties by kind then value, cut at three.
+    assert [(p.kind, p.value, p.count) for p in patterns] == [
+        ("topic", "jazz", 5),
+        ("time_of_day", "evening", 4),
+        ("topic", "piano", 4),
+    ]
+    _, shared = await records.known("t:k", scopes=("shared",), patterns=5)
+    assert [(p.value, p.count) for p in shared] == [("piano", 4), ("jazz", 2), ("cycling", 1)]
+    assert (await records.known("t:k", scopes=(), patterns=5))[1] == []
+    assert (await records.known("t:k", scopes=("shared",), patterns=0))[1] == []
+
+
 async def test_records_upsert_retries_and_concurrent_pattern_counts(database: Database) -> None:
     records = RelationalRecords(database)
     await records.save_interactions([_record(1), _record(2)])
@@ -93,9 +119,9 @@ async def test_records_upsert_retries_and_concurrent_pattern_counts(database: Da
     assert (await records.stats("t:1")).total_interactions == 2
     await asyncio.gather(*(records.bump_patterns([("t:1", "shared", "topic", "music")]) for _ in range(9)))
     await records.bump_patterns([("t:1", "shared", "topic", "music"), ("t:2", "shared", "topic", "music")])
-    [pattern] = await records.top_patterns("t:1", scopes=("shared",), limit=5)
-    assert pattern.count == 10
-    assert await records.top_patterns("t:1", scopes=("private",), limit=5) == []
+    profile, [pattern] = await records.known("t:1", scopes=("shared",), patterns=5)
+    assert pattern.count == 10 and profile is None, "patterns are known before any profile is saved"
+    assert await records.known("t:1", scopes=("private",), patterns=5) == (None, [])
     ref = MessageRef(platform="t", channel_id="c", message_id="m1")
     await records.link_reply("id1", "t:1", [ref, ref])
     link = await records.find_reply(ref)
