@@ -79,7 +79,7 @@ class RelationalRecords:
                 )
             else:
                 found.append(Pattern(kind=row["kind"], value=row["value"], count=int(row["total"])))
-        # UNION ALL keeps each branch's rows together but promises no order between them on every planner.
+        # A UNION ALL promises no order of its rows, so the patterns are put back in the order the CTE chose them.
         found.sort(key=lambda p: (-p.count, p.kind, p.value))
         return profile, found
 
