@@ -7,10 +7,9 @@ import asyncio
 import os
 import resource
 import time
-from pathlib import Path
 from typing import Any
 
-from bench.cpu import cpu_seconds, per_answer
+from bench.procs import cpu_seconds, helper_peak_rss_mib, per_answer
 from bench.stats import percentile, summary_ms
 from bench.workload import message_for
 from bot.wiring import Services
@@ -27,22 +26,6 @@ async def _loop_lag(samples: list[float], stop: asyncio.Event, every: float = 0.
         asked = loop.time()
         await asyncio.sleep(every)
         samples.append(max(loop.time() - asked - every, 0.0))
-
-
-def helper_peak_rss_mib() -> float:
-    """Peak RSS of this process's multiprocessing children (the embedded Chroma store runs in one)."""
-    total = 0.0
-    me = str(os.getpid())
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if fields.get("PPid", "").strip() == me and b"multiprocessing" in command:
-            total += int(fields.get("VmHWM", "0 kB").split()[0]) / 1024
-    return total
 
 
 async def measure_load(

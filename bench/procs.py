@@ -1,13 +1,14 @@
-"""Where a benchmark run's CPU goes: the worker's event-loop thread, its other threads (the embedding model's,
-mostly), the PostgreSQL and Redis servers, the worker's Chroma process, and the fake Claude (a cost of the
-benchmark, not of Rapport). Read from /proc, so Linux only; elsewhere the figures are left out."""
+"""The processes of a benchmark run, read from /proc (Linux only; elsewhere the figures are left out): where its
+CPU goes (the worker's event-loop thread, its other threads, the embedding model's mostly, the PostgreSQL and Redis
+servers, the worker's Chroma process, and the fake Claude, a cost of the benchmark, not of Rapport) and the peak
+memory of the worker's helper processes."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["cpu_seconds", "per_answer"]
+__all__ = ["cpu_seconds", "helper_peak_rss_mib", "per_answer"]
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 ROLES = ("event_loop", "worker_threads", "postgres", "redis", "chroma", "fake_claude")
@@ -22,20 +23,47 @@ def _seconds(stat: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def _role(pid: str, me: str) -> str | None:
+def _helper(pid: str, me: str) -> str | None:
+    """ "chroma" or "fake_claude" for this process's children: Chroma runs in a multiprocessing child (with
+    multiprocessing's resource tracker beside it), the fake Claude in a child of its own."""
     try:
-        name = Path(f"/proc/{pid}/comm").read_text().strip()
         parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, IndexError):
+        return None
+    if parent != me:
+        return None
+    if b"tests.fakes.anthropic_api" in command:
+        return "fake_claude"
+    return "chroma" if b"multiprocessing" in command else None
+
+
+def _role(pid: str, me: str) -> str | None:
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
         return None
     if name.startswith("postgres"):
         return "postgres"
     if name.startswith("redis-server"):
         return "redis"
-    if parent == me:
-        return "fake_claude" if b"tests.fakes.anthropic_api" in command else "chroma"
-    return None
+    return _helper(pid, me)
+
+
+def helper_peak_rss_mib() -> float:
+    """Peak RSS of this process's Chroma process (and multiprocessing's resource tracker)."""
+    total = 0.0
+    me = str(os.getpid())
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if _helper(pid, me) != "chroma":
+            continue
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        total += int(fields.get("VmHWM", "0 kB").split()[0]) / 1024
+    return total
 
 
 def cpu_seconds() -> dict[str, float] | None:
