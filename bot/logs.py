@@ -8,9 +8,11 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from core.tracing import current
 
-__all__ = ["SecretMask", "configure_logging"]
+__all__ = ["BadRequestLine", "SecretMask", "configure_logging"]
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -48,6 +50,22 @@ class TraceFields(logging.Filter):
         trace = current()
         if trace is not None and not hasattr(record, "correlation_id"):
             record.user_key, record.correlation_id = trace
+        return True
+
+
+class BadRequestLine(logging.Filter):
+    """aiohttp logs a request it cannot parse (an oversized header or URL, bytes that are not HTTP) as an ERROR
+    with a traceback, once per request: anyone can send those, so they become one WARNING line each."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            # The reason without what follows its colon: that part quotes the request's own bytes.
+            reason = str(exc.message or type(exc).__name__).splitlines()[0].split(":", 1)[0][:200]
+            record.msg, record.args = "refused a malformed HTTP request from %s: %s %s", (remote, exc.code, reason)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
         return True
 
 
@@ -98,4 +116,5 @@ def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None
         "tortoise",
         "aiosqlite",
     ):
-        logging.getLogger(noisy).setLevel(max(logging.getLogger(level).level, logging.WARNING))
+        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
+    logging.getLogger("aiohttp.server").addFilter(BadRequestLine())

@@ -43,3 +43,14 @@ async def test_lines_about_a_message_carry_its_user_key_and_correlation_id(
     assert any("message answered" in line["message"] for line in about)
     assert len({line["correlation_id"] for line in about}) == 1
     assert all("hello there" not in line["message"] for line in lines), "no message text at INFO"
+
+
+@pytest.mark.parametrize(("level", "expected"), [("DEBUG", logging.WARNING), ("ERROR", logging.ERROR)])
+def test_log_level_reaches_the_noisy_libraries(level: str, expected: int) -> None:
+    configure_logging(level, "plain")
+    try:
+        assert logging.getLogger().level == logging.getLevelName(level)
+        for noisy in ("httpx", "tortoise", "chromadb", "aiosqlite"):
+            assert logging.getLogger(noisy).level == expected, noisy
+    finally:
+        logging.getLogger().handlers.clear()
