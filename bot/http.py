@@ -34,6 +34,14 @@ class AppState:
 STATE: web.AppKey[AppState] = web.AppKey("state", AppState)
 
 
+def _plausible_key(user_key: str) -> bool:
+    """Short, printable and platform-prefixed: anything else (a NUL from `%00`, say) is the caller's mistake, not
+    something to hand to the database."""
+    return (
+        0 < len(user_key) <= 191 and ":" in user_key and all(ch.isprintable() and not ch.isspace() for ch in user_key)
+    )
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -82,7 +90,7 @@ async def insights(request: web.Request) -> web.Response:
     if state.services is None:
         return _error(503, "starting")
     user_key = request.match_info["user_key"]
-    if not user_key or len(user_key) > 191:
+    if not _plausible_key(user_key):
         return _error(400, "a user key looks like discord:<id>, slack:<team>:<id> or console:<name>")
     found: dict[str, Any] | None = await state.services.assistant.insights(user_key)
     if found is None:

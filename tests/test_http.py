@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
+import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.http import AppState, make_app
+from bot.logs import configure_logging
 from bot.wiring import Services
 from tests.fakes.chat import FakeChat
 
@@ -105,3 +109,33 @@ async def test_insights_api_is_disabled_without_a_token(services: Services) -> N
         response = await client.get("/api/v1/insights/fake:x", headers={"Authorization": "Bearer "})
         assert response.status == 404
         assert "disabled" in (await response.json())["error"]
+
+
+async def test_a_user_key_with_control_characters_is_a_bad_request(client: TestClient) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    for bad in ("fake:%00x", "fake:a%0Ab", "fake:%1Bz", "nocolon", "x" * 300):
+        response = await client.get(f"/api/v1/insights/{bad}", headers=headers)
+        assert response.status == 400, bad
+        assert "user key" in (await response.json())["error"]
+
+
+async def test_an_oversized_header_is_one_warning_line_not_a_traceback(
+    client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("INFO", "plain")
+    try:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        assert b" 400 " in status_line or b" 431 " in status_line, status_line
+        await asyncio.sleep(0.05)
+        assert (await client.get("/health")).status == 200, "the server goes on"
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if "aiohttp.server" in line]
+        assert len(lines) == 1, lines
+        assert "WARNING" in lines[0] and "malformed HTTP request" in lines[0] and "aaaa" not in lines[0]
+        assert "Traceback" not in err
+    finally:
+        logging.getLogger().handlers.clear()
