@@ -13,6 +13,8 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -26,8 +28,18 @@ _client: Any = None
 _collection: Any = None
 
 
-def _open(path: str, collection: str, configuration: dict[str, Any]) -> None:
+def _die_with(parent: int) -> None:
+    """Exit as soon as the worker is gone, however it went (SIGKILL and OOM give it no chance to stop us): a
+    store left running would hold its files and memory with nobody to answer. Its exit also closes the last
+    copy of multiprocessing's resource-tracker pipe, so the tracker ends too."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def _open(path: str, collection: str, configuration: dict[str, Any], parent: int) -> None:
     global _client, _collection
+    threading.Thread(target=_die_with, args=(parent,), name="die-with-worker", daemon=True).start()
     # Chroma indexes what it is given in background threads, seconds of CPU for every few thousand vectors
     # (measured: both cores busy for most of a minute after 10,000 memories were added). That work can wait;
     # the answers cannot, so it runs at a lower priority than the event loop and the databases.
@@ -56,7 +68,7 @@ class ChromaProcess:
     """
 
     def __init__(self, path: str, collection: str, configuration: dict[str, Any]) -> None:
-        self._initargs = (path, collection, configuration)
+        self._initargs = (path, collection, configuration, os.getpid())
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 
@@ -37,3 +38,39 @@ async def test_worker_starts_on_embedded_defaults_and_exits_zero_on_sigterm(
     assert "stopped" in output
     assert secret not in output
     assert (tmp_path / "data" / "rapport.sqlite3").exists() and (tmp_path / "data" / "chroma").is_dir()
+
+
+def _children(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc: its children, theirs, ...)."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        for task in Path(f"/proc/{parent}/task").iterdir():
+            children = (task / "children").read_text().split()
+            found += [int(c) for c in children]
+            pending += [int(c) for c in children]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+async def test_helper_processes_die_with_a_killed_worker(tmp_path: Path, fake_claude: FakeAnthropic) -> None:
+    async with worker(tmp_path, ANTHROPIC_BASE_URL=fake_claude.url) as (process, _):
+        helpers = _children(process.pid)
+        assert len(helpers) >= 2, "the Chroma process and multiprocessing's resource tracker"
+        process.kill()
+        for _ in range(100):
+            if not any(_alive(pid) for pid in helpers):
+                break
+            await asyncio.sleep(0.1)
+        survivors = [pid for pid in helpers if _alive(pid)]
+        for pid in survivors:  # so that a failure here leaves nothing running (they hold the worker's stdout)
+            os.kill(pid, signal.SIGKILL)
+        assert not survivors, "helpers outlived the worker"
