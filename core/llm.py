@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anthropic
+from anthropic.types import Message
 
 from core.ports import Completion, Prompt
 
@@ -24,8 +26,11 @@ class ClaudeSettings:
     model: str = DEFAULT_MODEL
     max_tokens: int = 1024
     temperature: float | None = None
-    timeout: float = 60.0
+    timeout: float = 60.0  # one attempt
     max_retries: int = 2
+    deadline: float = 60.0  # the whole answer, the SDK's retries included
+    first_token: float = 20.0  # streamed: until the first text arrives
+    gap: float = 20.0  # streamed: between two pieces of text
 
 
 class ClaudeError(Exception):
@@ -64,11 +69,11 @@ class Claude:
         self._client = anthropic.AsyncAnthropic(
             api_key=settings.api_key,
             base_url=settings.base_url,
-            timeout=settings.timeout,
+            timeout=min(settings.timeout, settings.deadline),
             max_retries=settings.max_retries,
             # The SDK's aiohttp transport: with hundreds of requests in flight, httpx's pool re-checks every
             # connection on every request, and that dominated the event loop in the load benchmark.
-            http_client=anthropic.DefaultAioHttpClient(timeout=settings.timeout),
+            http_client=anthropic.DefaultAioHttpClient(timeout=min(settings.timeout, settings.deadline)),
         )
 
     async def complete(self, prompt: Prompt, *, on_text: Callable[[str], Awaitable[None]] | None = None) -> Completion:
@@ -82,16 +87,15 @@ class Claude:
         if self._settings.temperature is not None:
             # The installed SDK no longer types `temperature`; extra_body is its escape hatch for such fields.
             request["extra_body"] = {"temperature": self._settings.temperature}
+        settings = self._settings
         try:
-            if on_text is None:
-                message = await self._client.messages.create(**request)  # type: ignore[call-overload]
-            else:
-                async with self._client.messages.stream(**request) as stream:  # type: ignore[arg-type]
-                    so_far = ""
-                    async for chunk in stream.text_stream:
-                        so_far += chunk
-                        await on_text(so_far)
-                    message = await stream.get_final_message()
+            async with asyncio.timeout(settings.deadline):
+                if on_text is None:
+                    message = await self._client.messages.create(**request)  # type: ignore[call-overload]
+                else:
+                    message = await self._streamed(request, on_text)
+        except TimeoutError as exc:
+            raise ClaudeError("timeout", f"no complete answer within {settings.deadline:.0f}s") from exc
         except anthropic.APIError as exc:
             raise ClaudeError(error_kind(exc), str(exc)) from exc
         text = "".join(block.text for block in message.content if block.type == "text")
@@ -102,6 +106,25 @@ class Claude:
             output_tokens=message.usage.output_tokens,
             stop_reason=message.stop_reason,
         )
+
+    async def _streamed(self, request: dict[str, object], on_text: Callable[[str], Awaitable[None]]) -> Message:
+        """Stream, handing over the text so far as it grows; a silence longer than `first_token` before the first
+        piece or `gap` between two is a timeout."""
+        async with self._client.messages.stream(**request) as stream:  # type: ignore[arg-type]
+            pieces = stream.text_stream.__aiter__()
+            so_far = ""
+            wait = self._settings.first_token
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(pieces.__anext__(), wait)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError as exc:
+                    raise ClaudeError("timeout", f"the stream was silent for {wait:.0f}s") from exc
+                wait = self._settings.gap
+                so_far += chunk
+                await on_text(so_far)
+            return await stream.get_final_message()
 
     async def close(self) -> None:
         await self._client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import warnings
 from pathlib import Path
 
@@ -128,3 +129,29 @@ def test_dependencies_flow_one_way() -> None:
         assert not _imports(path) & {"bot", "adapters", "discord", "slack_bolt", "slack_sdk"}, path
     for path in (ROOT / "adapters").rglob("*.py"):
         assert not _imports(path) & {"bot", "storage", "tortoise", "redis", "chromadb"}, path
+
+
+async def test_a_hung_claude_is_given_up_at_the_deadline_retries_included(fake_claude: FakeAnthropic) -> None:
+    fake_claude.latency = 30.0  # every attempt hangs
+    claude = _claude(fake_claude, timeout=1.0, max_retries=2, deadline=1.5)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ClaudeError) as caught:
+        await claude.complete(PROMPT)
+    assert caught.value.kind == "timeout"
+    assert loop.time() - started < 2.5, "one deadline for the whole answer, not timeout x attempts"
+    await claude.close()
+
+
+async def test_a_stream_that_goes_silent_is_cut_at_the_gap_deadline(fake_claude: FakeAnthropic) -> None:
+    fake_claude.script.append(Say("x" * 64, pause=3.0))
+    seen: list[str] = []
+
+    async def on_text(so_far: str) -> None:
+        seen.append(so_far)
+
+    claude = _claude(fake_claude, gap=0.5, deadline=30)
+    with pytest.raises(ClaudeError) as caught:
+        await claude.complete(PROMPT, on_text=on_text)
+    assert caught.value.kind == "timeout" and seen == ["x" * 16], "what arrived before the silence was handed on"
+    await claude.close()

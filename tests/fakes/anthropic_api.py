@@ -16,10 +16,11 @@ __all__ = ["FakeAnthropic", "Fail", "Say"]
 
 @dataclass
 class Say:
-    """Answer with this text, after `delay` seconds."""
+    """Answer with this text, after `delay` seconds (streamed: `pause` seconds between pieces)."""
 
     text: str
     delay: float = 0.0
+    pause: float = 0.0
 
 
 @dataclass
@@ -71,7 +72,7 @@ class FakeAnthropic:
     async def start(self) -> str:
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # a hung answer must not hold teardown
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -121,9 +122,11 @@ class FakeAnthropic:
         }
         if not body.get("stream"):
             return web.json_response(message)
-        return await self._stream(request, message, step.text)
+        return await self._stream(request, message, step.text, step.pause)
 
-    async def _stream(self, request: web.Request, message: dict[str, Any], text: str) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, message: dict[str, Any], text: str, pause: float = 0.0
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
 
@@ -137,6 +140,8 @@ class FakeAnthropic:
             {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
         )
         for i in range(0, len(text), 16):
+            if pause and i:
+                await asyncio.sleep(pause)
             await send(
                 "content_block_delta",
                 {
