@@ -1,20 +1,29 @@
-"""The console adapter: a conversation with Rapport in a terminal, as the private user `console:<name>`."""
+"""The console adapter: a conversation with Rapport in a terminal, as the private user `console:<name>`.
+
+It goes the way every platform's messages go (inbox, the person's turn, a delivery port that prints), and waits
+for each answer before it reads the next line.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from itertools import count
 
 from core.assistant import Assistant
-from core.events import MessageReceived, MessageRef, UserRef
+from core.entries import Entry, Incoming
+from core.events import ForgetRequested, MessageReceived, MessageRef, UserRef
+from core.turns import Turns
 
 __all__ = ["ConsoleAdapter"]
 
 HELP = "Type a message and press Enter. Commands: /insights, /forget, /help, /quit (or Ctrl-D)."
+PLATFORM = "console"
+WAIT = 300.0  # seconds the console waits for one answer (Claude's own deadline comes first)
 
 
 async def _stdin_line() -> str | None:
@@ -26,22 +35,48 @@ def _stdout(text: str) -> None:
     print(text, flush=True)
 
 
+class _Printed:
+    """core.ports.Delivery for the console: the reply is printed."""
+
+    def __init__(self, entry: Entry, write: Callable[[str], None]) -> None:
+        self._entry = entry
+        self._write = write
+
+    async def prepare(self, event: MessageReceived) -> MessageReceived:
+        return event
+
+    @asynccontextmanager
+    async def working(self) -> AsyncIterator[list[MessageRef]]:
+        yield []
+
+    async def deliver(self, text: str, *, placeholder: Sequence[MessageRef]) -> list[MessageRef]:
+        self._write(f"rapport> {text}")
+        event = self._entry.event
+        channel = event.conversation_id if isinstance(event, MessageReceived) else ""
+        return [MessageRef(platform=PLATFORM, channel_id=channel, message_id=f"r{self._entry.seq}")]
+
+    async def notify(self, text: str) -> None:
+        self._write(text)
+
+
 class ConsoleAdapter:
     name = "console"
 
     def __init__(
         self,
         assistant: Assistant,
+        turns: Turns,
         *,
         user: str,
         read_line: Callable[[], Awaitable[str | None]] = _stdin_line,
         write: Callable[[str], None] = _stdout,
     ) -> None:
         self._assistant = assistant
-        self._user = UserRef(platform="console", user_id=user)
+        self._turns = turns
+        self._user = UserRef(platform=PLATFORM, user_id=user)
         self._read = read_line
         self._write = write
-        self._ids = count(1)
+        assistant.deliver_with(PLATFORM, lambda entry: _Printed(entry, self._write))
 
     @property
     def user_key(self) -> str:
@@ -64,23 +99,24 @@ class ConsoleAdapter:
                 await self._answer(text)
         self._write("Bye.")
 
+    async def _through_turn(self, key: str, incoming: Incoming) -> None:
+        done = self._assistant.outcomes.expect(key)
+        await self._turns.accept(incoming)
+        await asyncio.wait_for(done, WAIT)
+
     async def _answer(self, text: str) -> None:
-        message_id = str(next(self._ids))
+        message_id = uuid.uuid4().hex  # a key of its own: the inbox keeps earlier sessions' keys
         event = MessageReceived(
             user=self._user,
             display_name=self._user.user_id,
             text=text,
             conversation_id=self._user.user_id,
             private=True,
-            message=MessageRef(platform="console", channel_id=self._user.user_id, message_id=message_id),
+            message=MessageRef(platform=PLATFORM, channel_id=self._user.user_id, message_id=message_id),
             sent_at=datetime.now(UTC),
         )
-        reply = await self._assistant.handle(event)
-        self._write(f"rapport> {reply.text}")
-        await self._assistant.delivered(
-            reply,
-            [MessageRef(platform="console", channel_id=self._user.user_id, message_id=f"r{message_id}")],
-        )
+        key = f"console:message:{message_id}"
+        await self._through_turn(key, Incoming(key=key, event=event))
 
     async def _insights(self) -> None:
         insights = await self._assistant.insights(self._user.key)
@@ -93,7 +129,7 @@ class ConsoleAdapter:
         self._write("This deletes everything I know about you. Type 'yes' to confirm:")
         answer = await self._read()
         if answer is not None and answer.strip().lower() in ("y", "yes"):
-            await self._assistant.forget(self._user.key)
-            self._write("Done: I have forgotten everything about you.")
+            key = f"console:forget:{uuid.uuid4().hex}"
+            await self._through_turn(key, Incoming(key=key, event=ForgetRequested(user=self._user)))
         else:
             self._write("Kept everything.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bench.platform import ask
 from bench.stats import summary_ms
 from bench.workload import message_for, seed_memories
 from bot.wiring import Services
@@ -62,7 +63,7 @@ async def measure_context(
         clock.context.clear()
         clock.stored_seconds.clear()
         for index in range(messages):
-            await services.assistant.handle(message_for(user, index))
+            await ask(services, message_for(user, index))
             await services.assistant.drain(60)  # storing is measured on its own, not under the next message
         results["tiers"][str(tier)] = {
             "memories": await services.long_term.count(user.key),

@@ -9,6 +9,7 @@ import resource
 import time
 from typing import Any
 
+from bench.platform import ask
 from bench.procs import cpu_seconds, helper_peak_rss_mib, per_answer
 from bench.stats import percentile, summary_ms
 from bench.workload import message_for
@@ -51,7 +52,7 @@ async def measure_load(
         while time.perf_counter() < deadline:
             sent += 1
             started = time.perf_counter()
-            reply = await services.assistant.handle(message_for(user, index, private=index % 3 != 0))
+            reply = await ask(services, message_for(user, index, private=index % 3 != 0))
             if reply.ok:
                 answered.append(time.perf_counter() - started)
                 if started - begun >= warmup:

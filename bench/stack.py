@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from bench.platform import PLATFORM, BenchDelivery
 from bot.config import Settings
 from bot.wiring import Services, build_services
 from core.ports import Telemetry
@@ -68,9 +69,13 @@ async def real_stack(
                 }
             settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
             services = await build_services(settings, model=model, telemetry=telemetry)
+            services.assistant.deliver_with(PLATFORM, BenchDelivery)
+            services.start()
             try:
                 yield services
             finally:
+                await services.turns.stop_taking()
+                await services.turns.drain(60)
                 await services.assistant.drain(60)
                 await services.close()
                 if postgres:

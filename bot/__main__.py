@@ -32,8 +32,11 @@ async def _chat(settings: Settings, user: str) -> int:
     settings.require_claude()
     services = await build_services(settings)
     try:
-        await ConsoleAdapter(services.assistant, user=user).run()
+        console = ConsoleAdapter(services.assistant, services.turns, user=user)
+        services.start()
+        await console.run()
     finally:
+        await services.turns.stop_taking()
         await services.assistant.drain(settings.shutdown_timeout)
         await services.close()
     return 0

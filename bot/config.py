@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     claude_temperature: float | None = Field(default=None, alias="CLAUDE_TEMPERATURE", ge=0.0, le=1.0)
     claude_timeout: float = Field(default=60.0, alias="CLAUDE_TIMEOUT", gt=0)
     claude_max_retries: int = Field(default=2, alias="CLAUDE_MAX_RETRIES", ge=0, le=10)
+    claude_deadline: float = Field(default=60.0, alias="CLAUDE_DEADLINE", gt=0)
 
     database_url: str = Field(default=DEFAULT_DATABASE_URL, alias="DATABASE_URL")
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
     short_term_turns: int = Field(default=40, alias="SHORT_TERM_TURNS", ge=2, le=1_000)
     short_term_ttl_seconds: int = Field(default=86_400, alias="SHORT_TERM_TTL_SECONDS", gt=0)
     shutdown_timeout: float = Field(default=10.0, alias="SHUTDOWN_TIMEOUT", gt=0)
+    turn_lease_seconds: float = Field(default=20.0, alias="TURN_LEASE_SECONDS", ge=3, le=600)
+    stale_after_seconds: float = Field(default=900.0, alias="STALE_AFTER_SECONDS", gt=0)
+    spool_dir: str = Field(default="", alias="SPOOL_DIR")
+    spool_max_events: int = Field(default=10_000, alias="SPOOL_MAX_EVENTS", ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

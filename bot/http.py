@@ -51,28 +51,39 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
+    """200 while events are taken and answered, with `degraded` naming what it goes on without (Redis, Chroma,
+    the database while events spool to disk); 503 with the reasons when events cannot be taken."""
     state = request.app[STATE]
     problems: list[str] = []
+    degraded: list[str] = []
     if state.stopping:
         problems.append("shutting down")
     if state.services is None:
         problems.append("starting: storage and model are loading")
     else:
-        problems.extend(await state.services.storage_problems())
+        problems, degraded = await state.services.storage_problems()
     for adapter in state.adapters:
         if not adapter.connected:
             problems.append(f"{adapter.name}: {adapter.problem or 'not connected'}")
     if problems:
-        return web.json_response({"status": "unavailable", "problems": problems}, status=503)
-    return web.json_response({"status": "ready", "adapters": [a.name for a in state.adapters]})
+        return web.json_response({"status": "unavailable", "problems": problems + degraded}, status=503)
+    body: dict[str, Any] = {"status": "degraded" if degraded else "ready", "adapters": [a.name for a in state.adapters]}
+    if degraded:
+        body["degraded"] = degraded
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     if state.services is None:
         return _error(503, "starting")
-    state.services.metrics.pending_work.set(state.services.assistant.pending)
-    response = web.Response(body=state.services.metrics.render())
+    services = state.services
+    services.metrics.pending_work.set(services.assistant.pending)
+    services.metrics.spooled.set(services.inbox.spooled)
+    services.metrics.turns.set(services.turns.serving)
+    for part in ("database", "short-term memory", "vector index", "storing"):
+        services.metrics.down.labels(part=part).set(1 if services.health.is_down(part) else 0)
+    response = web.Response(body=services.metrics.render())
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return response
 

@@ -35,7 +35,12 @@ class Metrics:
         self.claude_tokens = Counter("rapport_claude_tokens", "Claude tokens", ["direction"], registry=r)
         self.feedback = Counter("rapport_feedback", "Feedback reactions by polarity", ["polarity"], registry=r)
         self.errors = Counter("rapport_errors", "Errors by kind", ["kind"], registry=r)
-        self.pending_work = Gauge("rapport_pending_background_work", "Storing and learning still running", registry=r)
+        self.pending_work = Gauge("rapport_pending_background_work", "Jobs (storing, feedback) held here", registry=r)
+        self.spooled = Gauge(
+            "rapport_inbox_spooled", "Events kept in the local spool (the database is down)", registry=r
+        )
+        self.turns = Gauge("rapport_turns_serving", "People whose turn this process works through", registry=r)
+        self.down = Gauge("rapport_dependency_down", "1 while a dependency is unavailable", ["part"], registry=r)
 
     def message_handled(self, platform: str, outcome: str, seconds: float) -> None:
         self.messages.labels(platform=platform, outcome=outcome).inc()

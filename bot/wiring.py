@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,21 +18,23 @@ from threadpoolctl import threadpool_limits
 from bot.config import Settings
 from bot.metrics import Metrics
 from core.assistant import Assistant, AssistantSettings
+from core.health import Health
 from core.llm import Claude, ClaudeSettings
-from core.ports import EventLedger, LanguageModel, ShortTermMemory, Telemetry
+from core.ports import LanguageModel, ShortTermMemory, Telemetry
 from core.recall import Recall
+from core.turns import Turns
 from storage.database import Database
 from storage.embeddings import BatchingEmbedder, default_model_path, load_model
-from storage.ledger import InProcessLedger, RedisLedger
+from storage.inbox import RelationalInbox
 from storage.lexicon_cache import CachedLexicon
-from storage.locks import RedisPersonLocks
 from storage.long_term import ChromaCollection, ChromaVectors, open_chroma
 from storage.memory_store import RelationalMemory
 from storage.records import RelationalRecords
-from storage.short_term import InProcessShortTerm, RedisShortTerm
+from storage.short_term import InProcessShortTerm, RedisShortTerm, ResilientShortTerm
+from storage.spool import Spool
 from storage.vector_cache import CachedVectors
 
-__all__ = ["Services", "build_memory", "build_services", "describe_storage", "redact_url"]
+__all__ = ["Services", "build_memory", "build_services", "describe_storage", "owner_id", "redact_url"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,12 @@ def redact_url(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+def owner_id() -> str:
+    """This process among the replicas, as inbox leases name it: host, pid and a random part (a restarted
+    process is a new owner, and waits for its predecessor's leases to lapse or be handed back)."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def describe_storage(settings: Settings) -> str:
@@ -63,11 +75,19 @@ class Services:
     llm: LanguageModel
     assistant: Assistant
     metrics: Metrics
-    ledger: EventLedger
+    inbox: RelationalInbox
+    turns: Turns
+    health: Health
     redis: Redis | None = None
 
-    async def storage_problems(self, timeout: float = 2.0) -> list[str]:
-        """What in storage does not answer right now (empty when all is well)."""
+    def start(self) -> None:
+        """Resume what earlier processes left (the spool, waiting turns, jobs), then keep sweeping for it."""
+        self.inbox.start()
+        self.turns.start()
+        self.assistant.start()
+
+    async def storage_problems(self, timeout: float = 2.0) -> tuple[list[str], list[str]]:
+        """(what stops Rapport from taking events, what it goes on without), each part in words."""
         checks = {
             "database": self.records.ping(),
             "short-term memory": self.short_term.ping(),
@@ -76,14 +96,24 @@ class Services:
         results = await asyncio.gather(
             *(asyncio.wait_for(check, timeout) for check in checks.values()), return_exceptions=True
         )
-        return [
-            f"{name}: {type(result).__name__} {result}".strip()
+        found = {
+            name: f"{type(result).__name__} {result}".strip()
             for name, result in zip(checks, results, strict=True)
             if isinstance(result, BaseException)
-        ]
+        }
+        for part, why in self.health.problems().items():
+            found.setdefault(part, why)
+        if "database" in found:
+            found["database"] += f" (events go to the local spool: {self.inbox.spooled} held)"
+        blocking = [f"{name}: {why}" for name, why in found.items() if name == "database" and self.inbox.full]
+        degraded = [f"{name}: {why}" for name, why in found.items() if f"{name}: {why}" not in blocking]
+        return blocking, degraded
 
     async def close(self) -> None:
+        """After the turns and jobs are drained (bot/worker.py): stop them, hand leases back, close the stores."""
         await self.assistant.close()
+        await self.turns.close()
+        await self.inbox.close()
         await self.embedder.close()
         close_llm = getattr(self.llm, "close", None)
         if close_llm is not None:
@@ -95,12 +125,14 @@ class Services:
         await self.database.close()
 
 
-async def build_memory(database: Database, chroma: ChromaCollection) -> tuple[CachedVectors, CachedLexicon, Recall]:
+async def build_memory(
+    database: Database, chroma: ChromaCollection, health: Health | None = None
+) -> tuple[CachedVectors, CachedLexicon, Recall]:
     """Long-term memory as the assistant uses it (the retrieval evaluation builds it here too)."""
     vectors = CachedVectors(ChromaVectors(chroma), database)
     await vectors.ping()  # starts an embedded store's process now, so a broken store stops the start
     lexicon = CachedLexicon(RelationalMemory(database), database)
-    return vectors, lexicon, Recall(vectors=vectors, store=lexicon)
+    return vectors, lexicon, Recall(vectors=vectors, store=lexicon, health=health)
 
 
 async def build_services(
@@ -125,28 +157,33 @@ async def build_services(
                 temperature=settings.claude_temperature,
                 timeout=settings.claude_timeout,
                 max_retries=settings.claude_max_retries,
+                deadline=settings.claude_deadline,
             )
         )
+    health = Health()
+    owner = owner_id()
     database = Database(settings.database_url)
     await database.open()
+    spool = Spool(settings.spool_dir or Path(settings.data_dir) / "spool")
+    inbox = RelationalInbox(database, spool, health=health, owner=owner, max_spooled=settings.spool_max_events)
     redis: Redis | None = None
     short_term: ShortTermMemory
-    ledger: EventLedger
     if settings.redis_url:
-        # A blocking pool: under a burst, callers wait for a connection instead of failing with
-        # "Too many connections" (seen at 500 people in the load benchmark).
+        # A blocking pool: under a burst, callers wait for a connection instead of failing with "Too many
+        # connections" (seen at 500 people in the load benchmark); every wait on Redis has a deadline.
         redis = Redis(
-            connection_pool=BlockingConnectionPool.from_url(settings.redis_url, max_connections=64, timeout=30)
+            connection_pool=BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=64, timeout=5, socket_timeout=2, socket_connect_timeout=2
+            )
         )
-        short_term = RedisShortTerm(
+        redis_turns = RedisShortTerm(
             redis,
             prefix=settings.redis_prefix,
             max_turns=settings.short_term_turns,
             ttl_seconds=settings.short_term_ttl_seconds,
         )
-        ledger = RedisLedger(redis, prefix=settings.redis_prefix)
+        short_term = ResilientShortTerm(redis_turns, inbox.history, health=health)
     else:
-        ledger = InProcessLedger()
         short_term = InProcessShortTerm(
             max_turns=settings.short_term_turns, ttl_seconds=settings.short_term_ttl_seconds
         )
@@ -154,7 +191,7 @@ async def build_services(
         model = await asyncio.to_thread(load_model, default_model_path(settings.embedding_model))
     embedder = BatchingEmbedder(model)
     chroma = await asyncio.to_thread(open_chroma, path=settings.chroma_path, url=settings.chroma_url)
-    vectors, lexicon, long_term = await build_memory(database, chroma)
+    vectors, lexicon, long_term = await build_memory(database, chroma, health)
     records = RelationalRecords(database)
     metrics = Metrics()
     assistant = Assistant(
@@ -163,18 +200,13 @@ async def build_services(
         short_term=short_term,
         long_term=long_term,
         embedder=embedder,
+        inbox=inbox,
+        owner=owner,
+        health=health,
         telemetry=telemetry or metrics,
-        settings=AssistantSettings(),
-        person_locks=(
-            RedisPersonLocks(
-                redis,
-                prefix=settings.redis_prefix,
-                timeout=settings.claude_timeout * (settings.claude_max_retries + 1) + 60,
-            )
-            if redis is not None
-            else None
-        ),
+        settings=AssistantSettings(stale_after=settings.stale_after_seconds),
     )
+    turns = Turns(inbox=inbox, handle=assistant.process, owner=owner, lease=settings.turn_lease_seconds)
     return Services(
         settings=settings,
         database=database,
@@ -187,6 +219,8 @@ async def build_services(
         llm=llm,
         assistant=assistant,
         metrics=metrics,
-        ledger=ledger,
+        inbox=inbox,
+        turns=turns,
+        health=health,
         redis=redis,
     )

@@ -28,7 +28,7 @@ def build_adapters(settings: Settings, services: Services, state: AppState) -> l
         adapters.append(
             DiscordAdapter(
                 services.assistant,
-                services.ledger,
+                services.turns,
                 DiscordConfig(
                     token=settings.discord_token.get_secret_value(),
                     guild_id=settings.discord_guild_id,
@@ -43,7 +43,7 @@ def build_adapters(settings: Settings, services: Services, state: AppState) -> l
 
         slack = SlackAdapter(
             services.assistant,
-            services.ledger,
+            services.turns,
             SlackConfig(
                 bot_token=settings.slack_bot_token.get_secret_value(),
                 app_token=settings.slack_app_token.get_secret_value() if settings.slack_app_token else None,
@@ -60,23 +60,27 @@ def build_adapters(settings: Settings, services: Services, state: AppState) -> l
 
 
 async def _shut_down(adapters: Sequence[Adapter], services: Services | None, timeout: float) -> None:
-    """Stop taking events, deliver the answers under way, let their storing finish, then close everything.
+    """Stop taking events, let the turns under way deliver and their jobs finish, then close everything.
 
-    One deadline covers it all, so a stuck answer cannot hold the process past `timeout`.
+    One deadline covers it all, so a stuck answer cannot hold the process past `timeout`: what is not done by
+    then stays in the inbox, where it got to, and its leases are handed back for the next process.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     for adapter in adapters:
         await adapter.stop_taking()
+    if services is not None:
+        await services.turns.stop_taking()
+        if not await services.turns.drain(max(deadline - loop.time(), 0.1)):
+            log.warning("turns still under way after %.0fs: the next process resumes them", timeout)
     for adapter in adapters:
-        if not await adapter.drain(max(deadline - loop.time(), 0.1)):
-            log.error("%s: answers still under way after %.0fs", adapter.name, timeout)
+        await adapter.drain(max(deadline - loop.time(), 0.1))
     if services is not None and not await services.assistant.drain(max(deadline - loop.time(), 0.1)):
-        log.error("storing and learning did not finish within %.0fs", timeout)
-    for adapter in adapters:
-        await adapter.stop()
+        log.warning("jobs still to do after %.0fs: they stay in the inbox for the next process", timeout)
     if services is not None:
         await services.close()
+    for adapter in adapters:
+        await adapter.stop()
 
 
 def _enabled_platforms(settings: Settings) -> list[str]:
@@ -117,6 +121,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         state.services, state.adapters = services, adapters
         for adapter in adapters:
             await adapter.start()
+        services.start()
         log.info("Rapport ready")
         await stop.wait()
     finally:

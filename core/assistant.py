@@ -1,32 +1,38 @@
-"""The assistant: one received message in, one reply out, and everything learned along the way."""
+"""The assistant: what a person's turn does with each of their entries.
+
+A message is answered (context, Claude), its reply kept in the inbox, delivered through the platform's delivery
+port and its platform ids kept, all inside the person's turn; storing and learning are the entry's job, done
+after the turn by the memory writer. A turn that stopped anywhere is resumed where it got to: an answered entry
+is delivered without asking Claude again, and delivery finishes what was already posted.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from core.background import BackgroundWork, KeyedLocks
-from core.context import ContextLimits, build_prompt, clean_text, truncate
-from core.events import MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, Reply
-from core.feedback import DEFAULT_EMOJI_SCORES, normalise_emoji, polarity, score_for
+from core.context import ContextLimits, build_prompt, message_text
+from core.entries import Answer, Entry, Step
+from core.events import ForgetRequested, MessageReceived, MessageRef
+from core.feedback import DEFAULT_EMOJI_SCORES
+from core.health import Health
 from core.insights import build_insights
-from core.learning import describe_style, extract_topics, interests_for
+from core.learning import describe_style, interests_for
 from core.llm import ClaudeError
 from core.ports import (
+    Delivery,
+    DeliveryFactory,
     Embedder,
-    InteractionRecord,
+    Inbox,
     LanguageModel,
     LongTermMemory,
-    Memory,
     MemoryHit,
     Pattern,
-    PersonLocks,
     Profile,
     Prompt,
     Records,
@@ -34,16 +40,17 @@ from core.ports import (
     Telemetry,
     Turn,
 )
-from core.privacy import recallable_scopes, scope_of
-from core.remember import MemoryWriter, Remembrance
-from core.tracing import current, traced
+from core.privacy import recallable_scopes
+from core.remember import Job, MemoryWriter
+from core.turns import Outcomes
 
-__all__ = ["Assistant", "AssistantSettings", "NullTelemetry"]
+__all__ = ["ASSISTANT_NAME", "Assistant", "AssistantSettings", "NullTelemetry"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ASSISTANT_NAME = "Rapport"
+SHORT_TERM = "short-term memory"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +62,13 @@ class AssistantSettings:
         "Sorry, I can't reach my language model right now. I've kept your message; please try again in a minute."
     )
     empty_reply: str = "I can only read text. Send me a few words and I'll gladly answer."
+    stale_note: str = "Sorry, I was restarting and missed this message. Could you send it again?"
+    forgotten: str = "Done: I have forgotten everything about you."
+    forget_failed: str = "Sorry, I couldn't delete everything just now; please try again in a minute."
+    stale_after: float = 900.0  # seconds after which a message gets the stale note instead of a late answer
+    max_takes: int = 4  # turns that may take one entry before it is answered with the apology and let go
+    step_timeout: float = 5.0  # each read of the context, each platform look-up before answering
+    job_ttl: float = 120.0
 
 
 class NullTelemetry:
@@ -82,125 +96,156 @@ class Assistant:
         short_term: ShortTermMemory,
         long_term: LongTermMemory,
         embedder: Embedder,
+        inbox: Inbox,
+        owner: str,
+        health: Health | None = None,
+        outcomes: Outcomes | None = None,
         telemetry: Telemetry | None = None,
         settings: AssistantSettings | None = None,
-        person_locks: PersonLocks | None = None,
     ) -> None:
         self._llm = llm
         self._records = records
         self._short_term = short_term
         self._long_term = long_term
         self._embedder = embedder
+        self._inbox = inbox
+        self._owner = owner
+        self._health = health or Health()
+        self.outcomes = outcomes or Outcomes()
         self._telemetry = telemetry or NullTelemetry()
         self._settings = settings or AssistantSettings()
-        self._background = BackgroundWork()
-        self._writer = MemoryWriter(records=records, long_term=long_term, embedder=embedder, telemetry=self._telemetry)
-        self._locks = KeyedLocks()
-        self._person_locks = person_locks
+        self._deliveries: dict[str, DeliveryFactory] = {}
+        self.writer = MemoryWriter(
+            records=records,
+            long_term=long_term,
+            embedder=embedder,
+            inbox=inbox,
+            owner=owner,
+            telemetry=self._telemetry,
+            health=self._health,
+            outcomes=self.outcomes,
+            limits=self._settings.limits,
+            emoji_scores=self._settings.emoji_scores,
+            job_ttl=self._settings.job_ttl,
+        )
 
     @property
     def pending(self) -> int:
-        """Storing and learning still running behind replies already sent."""
-        return self._background.pending
+        """Jobs (storing, feedback) this process still holds."""
+        return self.writer.pending
 
-    async def handle(self, event: MessageReceived, *, on_text: Callable[[str], Awaitable[None]] | None = None) -> Reply:
-        """Answer one message. One person's messages are answered one at a time, in arrival order."""
-        trace = current()
-        correlation_id = trace[1] if trace and trace[0] == event.user.key else None
-        with traced(event.user.key, correlation_id):
-            async with self._turn(event.user.key):
-                return await self._handle(event, on_text)
+    def start(self) -> None:
+        """Take up jobs that stopped processes left (storing, feedback), and keep looking for such."""
+        self.writer.start()
 
-    @asynccontextmanager
-    async def _turn(self, user_key: str) -> AsyncIterator[None]:
-        """This person's turn: first among this process's tasks (FIFO), then among replicas (shared lock)."""
-        async with self._locks(user_key):
-            if self._person_locks is None:
-                yield
-            else:
-                async with self._person_locks.hold(user_key):
-                    yield
+    def deliver_with(self, platform: str, factory: DeliveryFactory) -> None:
+        """An adapter's delivery port for its platform's entries (one per platform and process)."""
+        self._deliveries[platform] = factory
 
-    async def _handle(self, event: MessageReceived, on_text: Callable[[str], Awaitable[None]] | None) -> Reply:
+    # --- a turn's step ------------------------------------------------------------------------------
+
+    async def process(self, entry: Entry) -> None:
+        """Take one entry as far as its turn goes (delivered); its job follows behind."""
+        event = entry.event
+        if isinstance(event, MessageReceived):
+            await self._message(entry, event)
+        elif isinstance(event, ForgetRequested):
+            await self._forget_turn(entry, event.user.key)
+        else:  # a reaction: its job applies it, now that the reply it is about (an earlier turn) has its ids
+            await self._inbox.delivered(entry, [], job_owner=self._owner, job_ttl=self._settings.job_ttl)
+            self.writer.submit(Job(entry=entry))
+
+    def _delivery(self, entry: Entry) -> Delivery | None:
+        platform = entry.person.split(":", 1)[0]
+        factory = self._deliveries.get(platform)
+        return factory(entry) if factory is not None else None
+
+    async def _message(self, entry: Entry, event: MessageReceived) -> None:
+        delivery = self._delivery(entry)
+        if delivery is None:
+            log.error("no %s adapter runs here to deliver %s; closing it unanswered", event.user.platform, entry.key)
+            await self._inbox.delivered(entry, [], job_owner=self._owner, job_ttl=self._settings.job_ttl)
+            return
         started = time.perf_counter()
-        user_key = event.user.key
-        interaction_id = uuid.uuid4().hex
-        limit = self._settings.limits.max_input_chars
-        # Cut before cleaning too, so a megabyte of input never costs the event loop a character-by-character pass.
-        text = truncate(clean_text(event.text[: limit * 2]), limit)
+        embedding: list[float] | None = None
+        answer, placeholder = entry.answer, list(entry.refs)
+        if entry.step < Step.ANSWERED or answer is None:
+            answer, embedding, placeholder = await self._answer(entry, event, delivery)
+            await self._inbox.answered(entry, answer, placeholder)
+        refs = await delivery.deliver(answer.text, placeholder=placeholder)
+        await self._inbox.delivered(entry, refs, job_owner=self._owner, job_ttl=self._settings.job_ttl)
+        delivered = entry.advanced(Step.DELIVERED, answer=answer, refs=tuple(refs))
+        if answer.ok:
+            await self._remember_turns(delivered, event, answer)
+        self.writer.submit(Job(entry=delivered, embedding=embedding))
+        self.outcomes.settle(entry.key, answer)
+        elapsed = time.perf_counter() - started
+        outcome = "answered" if answer.ok else "failed"
+        self._telemetry.message_handled(event.user.platform, outcome, elapsed)
+        log.info("%s message %s in %.0f ms", event.user.platform, outcome, elapsed * 1000)
+
+    async def _answer(
+        self, entry: Entry, event: MessageReceived, delivery: Delivery
+    ) -> tuple[Answer, list[float] | None, list[MessageRef]]:
+        """The reply to a message (context and Claude), or a short note where answering makes no sense."""
+        started = time.perf_counter()
+        settings = self._settings
+        text = message_text(event.text, settings.limits)
         if not text:
-            self._telemetry.message_handled(event.user.platform, "empty", time.perf_counter() - started)
-            return Reply(text=self._settings.empty_reply, interaction_id=interaction_id, user_key=user_key, ok=False)
+            return Answer(text=settings.empty_reply, ok=False, error="empty"), None, []
+        if entry.taken > settings.max_takes:
+            log.error("%s was taken %d times without being answered; giving up on it", entry.key, entry.taken)
+            return Answer(text=settings.apology, ok=False, error="gave_up"), None, []
+        age = (datetime.now(UTC) - event.sent_at).total_seconds()
+        if age > settings.stale_after:
+            return Answer(text=settings.stale_note, ok=False, error="stale"), None, []
+        async with delivery.working() as placeholder:
+            event = await self._within("platform look-up", delivery.prepare(event), event)
+            embedding, prompt = await self._assemble(event, text)
+            self._telemetry.context_built(time.perf_counter() - started)
+            answer = await self._ask(prompt, event.user.key, started)
+        return answer, embedding, list(placeholder)
 
-        embedding, prompt = await self._assemble(event, text)
-        self._telemetry.context_built(time.perf_counter() - started)
-
+    async def _ask(self, prompt: Prompt, user_key: str, started: float) -> Answer:
         asked = time.perf_counter()
         try:
-            completion = await self._llm.complete(prompt, on_text=on_text)
-            reply_text, ok, error = completion.text.strip() or "…", True, None
-            self._telemetry.claude_called(
-                time.perf_counter() - asked, completion.input_tokens, completion.output_tokens
-            )
+            completion = await self._llm.complete(prompt)
         except ClaudeError as exc:
             log.warning("Claude failed for %s: %s", user_key, exc)
-            completion, reply_text, ok, error = None, self._settings.apology, False, exc.kind
             self._telemetry.error(f"claude_{exc.kind}")
+            return Answer(text=self._settings.apology, ok=False, error=exc.kind, model=self._llm.model)
         except Exception as exc:  # noqa: BLE001 - a broken model call must still leave the person an answer
             log.exception("Claude call failed unexpectedly for %s", user_key)
-            completion, reply_text, ok, error = None, self._settings.apology, False, type(exc).__name__
             self._telemetry.error("claude_unexpected")
-
-        now = time.time()
-        turns = [
-            Turn(
-                role="user",
-                author=event.author_name,
-                text=text,
-                user_key=user_key,
-                interaction_id=interaction_id,
-                at=now,
-            )
-        ]
-        if ok:
-            turns.append(
-                Turn(
-                    role="assistant",
-                    author=ASSISTANT_NAME,
-                    text=reply_text,
-                    user_key=user_key,
-                    interaction_id=interaction_id,
-                    at=now,
-                )
-            )
-        await self._safely("short-term append", self._short_term.append(event.conversation_key, turns), None)
-
-        record = InteractionRecord(
-            id=interaction_id,
-            user_key=user_key,
-            platform=event.user.platform,
-            conversation_id=event.conversation_id,
-            thread_id=event.thread_id,
-            private=event.private,
-            user_text=text,
-            reply_text=reply_text if ok else "",
-            topics=tuple(extract_topics(text)),
-            ok=ok,
-            error=error,
-            model=completion.model if completion else self._llm.model,
-            input_tokens=completion.input_tokens if completion else 0,
-            output_tokens=completion.output_tokens if completion else 0,
+            return Answer(text=self._settings.apology, ok=False, error=type(exc).__name__, model=self._llm.model)
+        self._telemetry.claude_called(time.perf_counter() - asked, completion.input_tokens, completion.output_tokens)
+        return Answer(
+            text=completion.text.strip() or "…",
+            ok=True,
+            model=completion.model,
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
             latency_ms=int((time.perf_counter() - started) * 1000),
-            created_at=event.sent_at,
         )
-        self._background.spawn(user_key, self._remember(event, record, embedding), name=f"remember-{interaction_id}")
-        elapsed = time.perf_counter() - started
-        self._telemetry.message_handled(event.user.platform, "answered" if ok else "failed", elapsed)
-        log.info("%s message %s in %.0f ms", event.user.platform, "answered" if ok else "failed", elapsed * 1000)
-        return Reply(text=reply_text, interaction_id=interaction_id, user_key=user_key, ok=ok)
+
+    async def _remember_turns(self, entry: Entry, event: MessageReceived, answer: Answer) -> None:
+        """Both sides of the exchange into the conversation's short-term memory, before the next message."""
+        now = time.time()
+        text = message_text(event.text, self._settings.limits)
+        said = Turn(
+            role="user",
+            author=event.author_name,
+            text=text,
+            user_key=event.user.key,
+            interaction_id=entry.interaction_id,
+            at=now,
+        )
+        turns = [said, replace(said, role="assistant", author=ASSISTANT_NAME, text=answer.text)]
+        await self._within(SHORT_TERM, self._short_term.append(event.conversation_key, turns), None)
 
     async def _assemble(self, event: MessageReceived, text: str) -> tuple[list[float] | None, Prompt]:
-        """Gather context concurrently; a store that fails costs its part of the context, not the reply."""
+        """Gather context concurrently; a store that fails or is slow costs its part of the context, not the
+        reply."""
         user_key = event.user.key
         limits = self._settings.limits
         scopes = recallable_scopes(event.private)
@@ -224,9 +269,9 @@ class Assistant:
 
         nothing_known: tuple[Profile | None, list[Pattern]] = (None, [])
         (embedding, hits), history, (profile, patterns) = await asyncio.gather(
-            self._safely("memory recall", recall(), (None, [])),
-            self._safely("short-term read", self._short_term.recent(event.conversation_key, limits.history_turns), []),
-            self._safely(
+            self._within("memory recall", recall(), (None, [])),
+            self._within(SHORT_TERM, self._short_term.recent(event.conversation_key, limits.history_turns), []),
+            self._within(
                 "profile read",
                 self._records.known(user_key, scopes=scopes, patterns=self._settings.patterns_in_context),
                 nothing_known,
@@ -247,74 +292,67 @@ class Assistant:
         )
         return embedding, prompt
 
-    async def _safely(self, what: str, work: Awaitable[T], default: T) -> T:
+    async def _within(self, what: str, work: Awaitable[T], default: T) -> T:
+        """`work` within the step deadline; a failure or a timeout is reported and costs only this part."""
         try:
-            return await work
-        except Exception:  # noqa: BLE001 - reported, and the reply goes on without this part
-            log.exception("%s failed; answering without it", what)
+            return await asyncio.wait_for(work, self._settings.step_timeout)
+        except Exception as exc:  # noqa: BLE001 - reported, and the reply goes on without this part
+            log.warning("%s failed (%s); answering without it", what, type(exc).__name__)
+            log.debug("%s failed", what, exc_info=True)
             self._telemetry.error("storage")
             return default
 
-    async def _remember(self, event: MessageReceived, record: InteractionRecord, embedding: list[float] | None) -> None:
-        """Store the exchange and learn from it, batched with others finishing at the same time."""
-        memory = Memory(
-            id=record.id,
-            user_key=record.user_key,
-            text=record.user_text,
-            scope=scope_of(event.private),
-            conversation_id=event.conversation_key,
-            created_at=record.created_at,
-            speaker=event.author_name,
-            reply=record.reply_text,
-        )
-        await self._writer.write(
-            Remembrance(record=record, memory=memory, embedding=embedding, display_name=event.display_name)
-        )
+    # --- forgetting -------------------------------------------------------------------------------------
 
-    async def delivered(self, reply: Reply, refs: Sequence[MessageRef]) -> None:
-        """Note where a reply was posted, so that reactions on it can be traced back to its interaction."""
-        if refs:
-            await self._safely("reply link", self._records.link_reply(reply.interaction_id, reply.user_key, refs), None)
+    async def _forget_turn(self, entry: Entry, user_key: str) -> None:
+        """A confirmed /forget, in the person's turn: after everything they sent before it."""
+        delivery = self._delivery(entry)
+        try:
+            await self.forget(user_key, keep=entry.key)
+            note = self._settings.forgotten
+        except Exception:
+            if entry.taken < self._settings.max_takes:
+                raise  # the turn takes it again, a little later
+            log.exception("forgetting %s failed %d times", user_key, entry.taken)
+            note = self._settings.forget_failed
+        if delivery is not None:
+            await self._within("forget confirmation", delivery.notify(note), None)
+        await self._inbox.delivered(entry, [], job_owner=self._owner, job_ttl=self._settings.job_ttl)
+        await self._inbox.finished([entry.key], self._owner)
+        self.outcomes.settle(entry.key, note)
 
-    async def reaction_added(self, event: ReactionAdded) -> bool:
-        """The asker's reaction on Rapport's reply sets that interaction's satisfaction; True if it counted."""
-        score = score_for(event.emoji, self._settings.emoji_scores)
-        link = await self._records.find_reply(event.message)
-        if score is None or link is None or link.user_key != event.actor.key:
-            return False
-        await self._records.set_feedback(link.interaction_id, link.user_key, normalise_emoji(event.emoji), score)
-        self._telemetry.feedback_recorded(polarity(score))
-        return True
+    async def forget(self, user_key: str, *, keep: str = "") -> None:
+        """Delete everything stored about a person, in every store: their inbox entries are closed first and
+        their jobs dropped or waited for, so that nothing is written back after."""
+        await self._inbox.forget(user_key, keep=keep)
+        self.writer.drop(user_key)
+        await self.writer.settle(user_key)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.job_ttl
+        # Another replica's job for them, finishing: it is in the database, so it is polled for.
+        while await self._inbox.jobs_held(user_key) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        await self._records.forget_user(user_key)
+        await self._long_term.forget_user(user_key)
+        await self._short_term.forget_user(user_key)
+        log.info("forgot everything about %s", user_key)
 
-    async def reaction_removed(self, event: ReactionRemoved) -> bool:
-        """Taking the reaction back undoes its feedback."""
-        link = await self._records.find_reply(event.message)
-        if link is None or link.user_key != event.actor.key:
-            return False
-        return await self._records.clear_feedback(link.interaction_id, normalise_emoji(event.emoji))
+    # --- reads ----------------------------------------------------------------------------------------------
 
     async def insights(self, user_key: str) -> dict[str, Any] | None:
-        """What Rapport knows about a person, or None for someone it has never met."""
-        await self._background.settle(user_key)
+        """What Rapport knows about a person, or None for someone it has never met (a read: it does not queue)."""
+        await self.writer.settle(user_key, timeout=self._settings.step_timeout)
         profile, patterns = await self._records.known(user_key, scopes=("private", "shared"), patterns=10)
         if profile is None and not await self._records.has_user(user_key):
             return None
         stats = await self._records.stats(user_key)
         return build_insights(profile or Profile(user_key=user_key), patterns, stats)
 
-    async def forget(self, user_key: str) -> None:
-        """Delete everything stored about a person, in every store, after their pending work lands."""
-        async with self._turn(user_key):
-            await self._background.settle(user_key)
-            await self._records.forget_user(user_key)
-            await self._long_term.forget_user(user_key)
-            await self._short_term.forget_user(user_key)
-        log.info("forgot everything about %s", user_key)
+    # --- shutdown -------------------------------------------------------------------------------------------
 
     async def drain(self, timeout: float) -> bool:
-        """Wait for storing and learning behind replies already sent; False if time ran out."""
-        return await self._background.drain(timeout)
+        """Wait for the jobs this process holds; False if time ran out (they stay in the inbox)."""
+        return await self.writer.drain(timeout)
 
     async def close(self) -> None:
-        """Stop the memory writer (after `drain`)."""
-        await self._writer.close()
+        await self.writer.close()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["BackgroundWork", "KeyedLocks", "retrying"]
+__all__ = ["BackgroundWork"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,28 +50,3 @@ class BackgroundWork:
                 return False
             await asyncio.wait(list(self._tasks), timeout=remaining)
         return True
-
-
-class KeyedLocks:
-    """One asyncio.Lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def __call__(self, key: str) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[key] = lock
-        return lock
-
-
-async def retrying(what: str, action: Callable[[], Awaitable[T]], *, delays: tuple[float, ...] = (0.2, 1.0, 3.0)) -> T:
-    """Run `action`, retrying after each delay; the last failure propagates."""
-    for delay in delays:
-        try:
-            return await action()
-        except Exception as exc:  # noqa: BLE001 - any store failure is worth another try
-            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
-            await asyncio.sleep(delay)
-    return await action()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from core.events import ChainMessage, MessageReceived
 from core.ports import MemoryHit, Pattern, Prompt, Turn
 
-__all__ = ["ContextLimits", "build_prompt", "clean_text", "estimate_tokens", "truncate"]
+__all__ = ["ContextLimits", "build_prompt", "clean_text", "estimate_tokens", "message_text", "truncate"]
 
 TRUNCATION_MARK = "\n[… message truncated]"
 
@@ -34,6 +34,12 @@ def clean_text(text: str) -> str:
     return "".join(
         ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs", "Co", "Cn")
     ).strip()
+
+
+def message_text(text: str, limits: ContextLimits) -> str:
+    """What Rapport reads of a message: control characters dropped, cut to `limits.max_input_chars` (cut before
+    cleaning too, so a megabyte of input never costs the event loop a character-by-character pass)."""
+    return truncate(clean_text(text[: limits.max_input_chars * 2]), limits.max_input_chars)
 
 
 def truncate(text: str, max_chars: int) -> str:

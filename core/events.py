@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = [
     "ChainMessage",
+    "ForgetRequested",
     "MessageReceived",
     "MessageRef",
     "ReactionAdded",
@@ -101,8 +102,15 @@ class ReactionRemoved:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ForgetRequested:
+    """The person confirmed that everything Rapport knows about them is to be deleted."""
+
+    user: UserRef
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Reply:
-    """What the core answers; adapters report where they posted it through `Assistant.delivered`."""
+    """What the core answered to one message (the text the person was sent)."""
 
     text: str
     interaction_id: str

@@ -8,13 +8,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
-from core.events import MessageRef
+from core.entries import Answer, Entry, Incoming
+from core.events import MessageReceived, MessageRef
 
 __all__ = [
+    "Accepted",
     "Completion",
+    "Delivery",
+    "DeliveryFactory",
     "Embedder",
-    "EventLedger",
     "FeedbackStore",
+    "Inbox",
+    "InboxFull",
     "InteractionRecord",
     "InteractionStats",
     "InteractionStore",
@@ -23,9 +28,9 @@ __all__ = [
     "Memory",
     "MemoryHit",
     "MemoryStore",
+    "Learned",
+    "Learner",
     "Pattern",
-    "PersonLocks",
-    "PatternStore",
     "Profile",
     "ProfileStore",
     "Prompt",
@@ -120,6 +125,7 @@ class InteractionRecord:
     output_tokens: int
     latency_ms: int
     created_at: datetime
+    display_name: str = ""  # learned into the profile, not kept with the interaction
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,31 +247,6 @@ class MemoryStore(Protocol):
     async def ping(self) -> None: ...
 
 
-class EventLedger(Protocol):
-    """Which platform events were already taken, so that a redelivery is never answered twice.
-
-    Shared by every replica when it lives in Redis.
-    """
-
-    async def first_sighting(self, key: str, ttl_seconds: int = 86_400) -> bool:
-        """True the first time `key` is seen (and records it); False for every later sighting."""
-        ...
-
-    async def has_seen(self, key: str) -> bool:
-        """True while `key` is recorded (e.g. a thread Rapport takes part in)."""
-        ...
-
-    async def forget(self, key: str) -> None:
-        """Un-record `key`, for an event that was claimed but could not be accepted."""
-        ...
-
-
-class PersonLocks(Protocol):
-    """Holds one person's turn, so that two replicas never interleave the same person's messages."""
-
-    def hold(self, user_key: str) -> AbstractAsyncContextManager[None]: ...
-
-
 class Embedder(Protocol):
     async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 
@@ -276,22 +257,29 @@ class ProfileStore(Protocol):
     async def save_profiles(self, profiles: Sequence[Profile]) -> None: ...
 
 
-class InteractionStore(Protocol):
-    async def save_interactions(self, records: Sequence[InteractionRecord]) -> None:
-        """Insert, or overwrite by id (a retried save must not fail)."""
-        ...
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Learned:
+    """What one batch of new exchanges taught: the profiles as they now are, and patterns seen once more
+    (user key, scope, kind, value)."""
 
-    async def link_reply(self, interaction_id: str, user_key: str, refs: Sequence[MessageRef]) -> None: ...
+    profiles: Sequence[Profile]
+    patterns: Sequence[tuple[str, str, str, str]]
+
+
+# Learns from the exchanges stored for the first time, given the profiles of their people as stored (absent:
+# never seen). A pure function, so the store can run it inside the transaction that stores them.
+Learner = Callable[[Sequence[InteractionRecord], Mapping[str, Profile]], Learned]
+
+
+class InteractionStore(Protocol):
+    async def store_exchanges(self, records: Sequence[InteractionRecord], learn: Learner) -> int:
+        """Store each exchange once and learn from the ones stored for the first time, in one transaction: a
+        repeated or resumed job changes nothing. Returns how many were new."""
+        ...
 
     async def find_reply(self, ref: MessageRef) -> ReplyLink | None: ...
 
     async def stats(self, user_key: str) -> InteractionStats: ...
-
-
-class PatternStore(Protocol):
-    async def bump_patterns(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
-        """Count one more sighting of each (user key, scope, kind, value)."""
-        ...
 
 
 class FeedbackStore(Protocol):
@@ -300,7 +288,7 @@ class FeedbackStore(Protocol):
     async def clear_feedback(self, interaction_id: str, emoji: str) -> bool: ...
 
 
-class Records(ProfileStore, InteractionStore, PatternStore, FeedbackStore, Protocol):
+class Records(ProfileStore, InteractionStore, FeedbackStore, Protocol):
     """The relational store: profiles, interactions, patterns and feedback, plus the person-wide chores."""
 
     async def known(
@@ -315,6 +303,115 @@ class Records(ProfileStore, InteractionStore, PatternStore, FeedbackStore, Proto
     async def has_user(self, user_key: str) -> bool: ...
 
     async def ping(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accepted:
+    """What the inbox did with an Incoming: `fresh` is False for a key it already had (a redelivery, a replay);
+    `spooled` when it went to the local spool because the database did not answer."""
+
+    fresh: bool
+    spooled: bool = False
+
+
+class InboxFull(Exception):
+    """The inbox cannot keep this event now (the database is down and the spool is full): refuse it, so that the
+    platform delivers it again."""
+
+
+class Inbox(Protocol):
+    """Every accepted event, written down before the platform hears that we have it, with each person's turn
+    (a lease: owner and expiry) and each entry's progress. Shared by the replicas through the database."""
+
+    async def accept(self, incoming: Incoming) -> Accepted:
+        """Durable once this returns (database row, or the local spool when the database is down)."""
+        ...
+
+    async def take_turn(self, person: str, owner: str, ttl: float) -> bool:
+        """Hold `person`'s turn for `ttl` seconds unless another owner holds a lease that has not lapsed."""
+        ...
+
+    async def renew(self, persons: Sequence[str], owner: str, ttl: float) -> set[str]:
+        """Extend the leases `owner` still holds among `persons`; returns those it still holds."""
+        ...
+
+    async def next_entry(self, person: str) -> Entry | None:
+        """The person's oldest entry whose turn is not over, counted as taken once more."""
+        ...
+
+    async def answered(self, entry: Entry, answer: Answer, refs: Sequence[MessageRef]) -> None:
+        """Keep the reply (and any placeholder already posted) before it is delivered."""
+        ...
+
+    async def delivered(self, entry: Entry, refs: Sequence[MessageRef], *, job_owner: str, job_ttl: float) -> None:
+        """The turn's part is done: keep the platform ids (linked to the entry's interaction, so reactions find the
+        reply) and hold the entry's job for `job_owner` for `job_ttl` seconds."""
+        ...
+
+    async def release(self, person: str, owner: str) -> bool:
+        """Give up the turn unless entries are waiting for it; False when some are (the turn goes on)."""
+        ...
+
+    async def release_all(self, owner: str) -> None:
+        """Shutdown: every lease and job `owner` holds lapses now, for the next process to take."""
+        ...
+
+    async def waiting(self, limit: int) -> list[str]:
+        """People with entries waiting whose turn nobody holds (their process stopped, or it was never taken)."""
+        ...
+
+    async def claim_jobs(self, owner: str, ttl: float, limit: int) -> list[Entry]:
+        """Delivered entries whose job nobody holds, oldest first, now held by `owner`."""
+        ...
+
+    async def confirm_jobs(self, keys: Sequence[str], owner: str, ttl: float) -> set[str]:
+        """Of these jobs, the ones still to do and still `owner`'s (a forgotten person's are not), held longer."""
+        ...
+
+    async def finished(self, keys: Sequence[str], owner: str) -> None:
+        """These entries' jobs are done (or dropped): closed, unless another owner holds them now."""
+        ...
+
+    async def jobs_held(self, person: str) -> int:
+        """How many of the person's jobs some process holds right now."""
+        ...
+
+    async def knows_thread(self, platform: str, place: str, thread: str) -> bool:
+        """Whether Rapport was addressed in this thread before (it follows threads it takes part in)."""
+        ...
+
+    async def history(self, conversation_key: str, limit: int) -> list[Turn]:
+        """The conversation's last turns as the inbox has them (what short-term memory falls back to)."""
+        ...
+
+    async def forget(self, person: str, *, keep: str) -> None:
+        """Close every other entry of the person and drop what they said from it (keys stay, for de-duplication)."""
+        ...
+
+    async def ping(self) -> None: ...
+
+
+class Delivery(Protocol):
+    """How one entry's reply reaches its platform: rebuilt from the entry alone, so any process can deliver it."""
+
+    async def prepare(self, event: MessageReceived) -> MessageReceived:
+        """The event with what only the platform can add (names, the thread so far), fetched in the turn."""
+        ...
+
+    def working(self) -> AbstractAsyncContextManager[list[MessageRef]]:
+        """While the answer is prepared: a typing indicator, or a placeholder (whose refs fill the list)."""
+        ...
+
+    async def deliver(self, text: str, *, placeholder: Sequence[MessageRef]) -> list[MessageRef]:
+        """Post the reply, or finish what an earlier attempt posted (idempotent); returns every message it uses."""
+        ...
+
+    async def notify(self, text: str) -> None:
+        """Tell the person how a command of theirs went (only to them)."""
+        ...
+
+
+DeliveryFactory = Callable[[Entry], Delivery]
 
 
 class LanguageModel(Protocol):

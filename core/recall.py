@@ -17,6 +17,7 @@ from datetime import datetime
 
 import snowballstemmer
 
+from core.health import Health
 from core.ports import Memory, MemoryHit, MemoryStore, Scope, VectorIndex
 
 __all__ = ["Recall", "RecallSettings", "document_of", "fuse", "terms_of", "wants_recent"]
@@ -32,6 +33,7 @@ STOPWORDS = frozenset(
     when where which while who whom why will with would you your yours yourself yourselves s t don't i'm it's
     also get got like really yeah yes oh ok okay well much many one""".split()
 )
+VECTORS = "vector index"
 _RECENT = re.compile(r"\b(recent(ly)?|latest|last|lately|yesterday|today|this (week|month|morning)|ago|now)\b", re.I)
 
 
@@ -114,10 +116,20 @@ def _with_recency(scores: dict[str, float], memories: Mapping[str, Memory], weig
 class Recall:
     """Implements core.ports.LongTermMemory over a vector index and a text store with BM25."""
 
-    def __init__(self, *, vectors: VectorIndex, store: MemoryStore, settings: RecallSettings | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        vectors: VectorIndex,
+        store: MemoryStore,
+        settings: RecallSettings | None = None,
+        health: Health | None = None,
+        vector_timeout: float = 5.0,
+    ) -> None:
         self._vectors = vectors
         self._store = store
         self._settings = settings or RecallSettings()
+        self._health = health or Health()
+        self._vector_timeout = vector_timeout
 
     async def ping(self) -> None:
         await asyncio.gather(self._vectors.ping(), self._store.ping())
@@ -140,10 +152,15 @@ class Recall:
             return []
         settings = self._settings
 
-        vector, lexical = await asyncio.gather(
-            self._vectors.nearest(user_key, embedding, scopes=scopes, limit=settings.candidates),
-            self._store.lexical(user_key, terms_of(query), scopes=scopes, limit=settings.candidates),
+        vector_search = asyncio.ensure_future(
+            self._vectors.nearest(user_key, embedding, scopes=scopes, limit=settings.candidates)
         )
+        try:
+            lexical = await self._store.lexical(user_key, terms_of(query), scopes=scopes, limit=settings.candidates)
+        except BaseException:
+            vector_search.cancel()
+            raise
+        vector = await self._vector_half(vector_search)
         scores = fuse(vector, lexical, settings)
         if not scores:
             return []
@@ -162,6 +179,16 @@ class Recall:
             scores = _with_recency(scores, {i: memories[i] for i in ranked if i in memories}, settings.recency_weight)
         ranked = sorted((i for i in ranked if i in memories), key=scores.__getitem__, reverse=True)[:limit]
         return [MemoryHit(memory=memories[memory_id], score=scores[memory_id]) for memory_id in ranked]
+
+    async def _vector_half(self, search: Awaitable[list[tuple[str, float]]]) -> list[tuple[str, float]]:
+        """The vector index's answer; while it does not give one in time, recall is the word search alone."""
+        try:
+            found = await asyncio.wait_for(search, self._vector_timeout)
+        except Exception as exc:  # noqa: BLE001 - Chroma down or slow: the lexical half still answers
+            self._health.down(VECTORS, f"{type(exc).__name__}: {exc}".strip()[:200])
+            return []
+        self._health.up(VECTORS)
+        return found
 
     async def count(self, user_key: str) -> int:
         return await self._store.count(user_key)

@@ -9,11 +9,13 @@ from tortoise.models import Model
 
 __all__ = [
     "Feedback",
+    "InboxEntry",
     "Interaction",
     "LearnedPattern",
     "MemoryItem",
     "MemoryStats",
     "MemoryTerm",
+    "PersonTurn",
     "ReplyMessage",
     "UserProfile",
 ]
@@ -147,3 +149,47 @@ class MemoryStats(Model):
     class Meta:
         table = "memory_stats"
         unique_together = (("user_key", "scope"),)
+
+
+# One accepted platform event (a message, a reaction, a confirmed forget), written before the platform is told
+# we have it. The unique key is the de-duplication across restarts and replicas. `step` is how far it got
+# (received, answered, delivered, done), `taken` how many turns took it. The JSON columns are text, read by raw
+# SQL on both drivers. Times are epoch milliseconds, compared with each replica's clock.
+class InboxEntry(Model):
+    seq = fields.BigIntField(primary_key=True)
+    key = fields.CharField(max_length=255, unique=True)
+    person = fields.CharField(max_length=191)
+    kind = fields.CharField(max_length=16)
+    platform = fields.CharField(max_length=32)
+    place = fields.CharField(max_length=191)
+    thread = fields.CharField(max_length=191, null=True)
+    conversation = fields.CharField(max_length=255)
+    event = fields.TextField()
+    route = fields.TextField()
+    step = fields.SmallIntField(default=0)
+    answer = fields.TextField(null=True)
+    refs = fields.TextField(null=True)
+    taken = fields.IntField(default=0)
+    job_owner = fields.CharField(max_length=64, null=True)
+    job_until = fields.BigIntField(default=0)
+    received_at = fields.BigIntField()
+
+    class Meta:
+        table = "inbox"
+        indexes = (
+            ("person", "step", "seq"),
+            ("platform", "place", "thread"),
+            ("conversation", "seq"),
+            ("step", "job_until"),
+        )
+
+
+# Whose turn a person's entries are in: a lease that its owner renews while it works and that lapses when the
+# owner stops, so another process takes over.
+class PersonTurn(Model):
+    person = fields.CharField(max_length=191, primary_key=True)
+    owner = fields.CharField(max_length=64)
+    until = fields.BigIntField()
+
+    class Meta:
+        table = "person_turn"

@@ -9,8 +9,11 @@ from datetime import UTC, datetime
 from statistics import fmean
 from typing import Any
 
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
 from core.events import MessageRef
-from core.ports import InteractionRecord, InteractionStats, Pattern, Profile, ReplyLink, Scope
+from core.ports import InteractionRecord, InteractionStats, Learner, Pattern, Profile, ReplyLink, Scope
 from storage.database import Database
 from storage.models import Feedback, Interaction, LearnedPattern, ReplyMessage, UserProfile
 
@@ -88,6 +91,10 @@ class RelationalRecords:
         return {row.user_key: self._profile(row) for row in rows}
 
     async def save_profiles(self, profiles: Sequence[Profile]) -> None:
+        await self._save_profiles(profiles, self._database.connection())
+
+    @staticmethod
+    async def _save_profiles(profiles: Sequence[Profile], connection: BaseDBAsyncClient) -> None:
         await UserProfile.bulk_create(
             [
                 UserProfile(
@@ -102,50 +109,61 @@ class RelationalRecords:
             ],
             on_conflict=["user_key"],
             update_fields=["display_name", "interests", "style", "message_count", "updated_at"],
+            using_db=connection,
         )
 
-    async def save_interactions(self, records: Sequence[InteractionRecord]) -> None:
-        # An upsert: a retried save after a lost acknowledgement must not fail on the primary key.
-        await Interaction.bulk_create(
-            [
-                Interaction(
-                    id=r.id,
-                    user_key=r.user_key,
-                    platform=r.platform,
-                    conversation_id=r.conversation_id[:191],
-                    thread_id=r.thread_id[:191] if r.thread_id else None,
-                    private=r.private,
-                    user_text=r.user_text,
-                    reply_text=r.reply_text,
-                    topics=list(r.topics),
-                    ok=r.ok,
-                    error=r.error[:64] if r.error else None,
-                    model=r.model[:64],
-                    input_tokens=r.input_tokens,
-                    output_tokens=r.output_tokens,
-                    latency_ms=r.latency_ms,
-                    created_at=r.created_at,
-                )
-                for r in records
-            ],
-            on_conflict=["id"],
-            update_fields=["reply_text", "ok", "error", "input_tokens", "output_tokens", "latency_ms"],
-        )
+    async def store_exchanges(self, records: Sequence[InteractionRecord], learn: Learner) -> int:
+        """One transaction: the interactions not yet stored go in, and only those are learned from, so a job
+        done twice (resumed after a crash, or by two replicas) counts each exchange once."""
+        if not records:
+            return 0
+        async with in_transaction(self._database.connection().connection_name) as connection:
+            fresh_ids = await self._insert_new(records, connection)
+            fresh = [r for r in records if r.id in fresh_ids]
+            if not fresh:
+                return 0
+            people = sorted({r.user_key for r in fresh})
+            query = UserProfile.filter(user_key__in=people).using_db(connection)
+            if self._database.dialect == "postgres":
+                query = query.select_for_update()  # replicas learning about one person take turns
+            learned = learn(fresh, {row.user_key: self._profile(row) for row in await query})
+            await self._save_profiles(learned.profiles, connection)
+            await self._bump_patterns(learned.patterns, connection)
+        return len(fresh)
 
-    async def link_reply(self, interaction_id: str, user_key: str, refs: Sequence[MessageRef]) -> None:
-        await ReplyMessage.bulk_create(
-            [
-                ReplyMessage(
-                    platform=ref.platform,
-                    channel_id=ref.channel_id,
-                    message_id=ref.message_id,
-                    interaction_id=interaction_id,
-                    user_key=user_key,
-                )
-                for ref in refs
-            ],
-            ignore_conflicts=True,
+    async def _insert_new(self, records: Sequence[InteractionRecord], connection: BaseDBAsyncClient) -> set[str]:
+        bind = self._database.params()
+        rows = [
+            "("
+            + bind(
+                r.id,
+                r.user_key,
+                r.platform,
+                r.conversation_id[:191],
+                r.thread_id[:191] if r.thread_id else None,
+                r.private,
+                r.user_text,
+                r.reply_text,
+                json.dumps(list(r.topics)),
+                r.ok,
+                r.error[:64] if r.error else None,
+                r.model[:64],
+                r.input_tokens,
+                r.output_tokens,
+                r.latency_ms,
+                r.created_at,
+            )
+            + ")"
+            for r in records
+        ]
+        inserted = await connection.execute_query_dict(
+            "INSERT INTO interaction (id, user_key, platform, conversation_id, thread_id, private, user_text, "
+            "reply_text, topics, ok, error, model, input_tokens, output_tokens, latency_ms, created_at) VALUES "
+            + ", ".join(rows)
+            + " ON CONFLICT (id) DO NOTHING RETURNING id",
+            bind.values,
         )
+        return {str(row["id"]) for row in inserted}
 
     async def find_reply(self, ref: MessageRef) -> ReplyLink | None:
         row = await ReplyMessage.get_or_none(
@@ -164,18 +182,19 @@ class RelationalRecords:
             average_satisfaction=fmean(per_interaction) if per_interaction else None,
         )
 
-    async def bump_patterns(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
+    async def _bump_patterns(self, rows: Sequence[tuple[str, str, str, str]], connection: BaseDBAsyncClient) -> None:
         """One statement for the whole batch: insert new patterns, add to the count of known ones."""
         counts = Counter((user_key, scope, kind, value[:128]) for user_key, scope, kind, value in rows)
         if not counts:
             return
         now = datetime.now(UTC)
         bind = self._database.params()
+        # Sorted: replicas' transactions take the rows' locks in one order, so never deadlock.
         tuples = [
             f"({bind(user_key, kind, value, scope, count, now)})"
-            for (user_key, scope, kind, value), count in counts.items()
+            for (user_key, scope, kind, value), count in sorted(counts.items())
         ]
-        await self._database.connection().execute_query(
+        await connection.execute_query(
             "INSERT INTO learned_pattern (user_key, kind, value, scope, count, updated_at) VALUES "
             + ", ".join(tuples)
             + " ON CONFLICT (user_key, kind, value, scope) DO UPDATE SET "

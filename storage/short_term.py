@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 
 from redis.asyncio import Redis
 
-from core.ports import Turn
+from core.health import Health
+from core.ports import ShortTermMemory, Turn
 
-__all__ = ["InProcessShortTerm", "RedisShortTerm"]
+__all__ = ["InProcessShortTerm", "RedisShortTerm", "ResilientShortTerm"]
+
+PART = "short-term memory"
 
 
 def _dump(turn: Turn) -> str:
@@ -110,3 +114,44 @@ class RedisShortTerm:
                 if _load(raw).user_key == user_key:
                     await self._redis.lrem(key, 0, raw)  # type: ignore[arg-type]
         await self._redis.delete(person)
+
+
+class ResilientShortTerm:
+    """Redis first, within a deadline; while it does not answer, the conversation's turns as the inbox has them
+    (the database), so answers go on with their history. One log line when Redis goes and one when it is back."""
+
+    def __init__(
+        self,
+        primary: ShortTermMemory,
+        fallback: Callable[[str, int], Awaitable[list[Turn]]],
+        *,
+        health: Health,
+        timeout: float = 1.0,
+    ) -> None:
+        self._primary = primary
+        self._fallback = fallback
+        self._health = health
+        self._timeout = timeout
+
+    async def ping(self) -> None:
+        await asyncio.wait_for(self._primary.ping(), self._timeout)
+
+    async def recent(self, conversation_key: str, limit: int) -> list[Turn]:
+        try:
+            turns = await asyncio.wait_for(self._primary.recent(conversation_key, limit), self._timeout)
+        except Exception as exc:  # noqa: BLE001 - any failure: the database has the turns too
+            self._health.down(PART, f"{type(exc).__name__}: {exc}".strip())
+            return await self._fallback(conversation_key, limit)
+        self._health.up(PART)
+        return turns
+
+    async def append(self, conversation_key: str, turns: Sequence[Turn]) -> None:
+        try:
+            await asyncio.wait_for(self._primary.append(conversation_key, turns), self._timeout)
+        except Exception as exc:  # noqa: BLE001 - the inbox keeps the exchange; only Redis's copy lacks it
+            self._health.down(PART, f"{type(exc).__name__}: {exc}".strip())
+            return
+        self._health.up(PART)
+
+    async def forget_user(self, user_key: str) -> None:
+        await self._primary.forget_user(user_key)  # a forget must reach every store: a failure is raised

@@ -112,6 +112,8 @@ def make_settings(tmp_path: Path, fake: FakeAnthropic, **overrides: Any) -> Sett
         "CLAUDE_TIMEOUT": 5,
         "DATABASE_URL": f"sqlite://{tmp_path}/rapport.sqlite3",
         "CHROMA_PATH": str(tmp_path / "chroma"),
+        # Recorded payloads carry the times they were recorded at: years old, far past "too old to answer".
+        "STALE_AFTER_SECONDS": 10 * 365 * 86_400,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -132,9 +134,33 @@ async def settings(
 @pytest_asyncio.fixture
 async def services(settings: Settings, embedding_model: Any) -> AsyncIterator[Services]:
     built = await build_services(settings, model=embedding_model)
+    built.start()
     yield built
-    await built.assistant.drain(10)
-    await built.close()
+    await shut(built)
+
+
+async def settled(services: Services, timeout: float = 15.0) -> None:
+    """Wait until nothing is under way: no turn being worked through, no job held."""
+    await eventually(_idle(services), timeout)
+
+
+def _idle(services: Services) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return services.turns.serving == 0 and services.assistant.pending == 0
+
+    return check
+
+
+async def shut(*replicas: Services, timeout: float = 10.0) -> None:
+    """What the worker does on SIGTERM: let the turns and jobs under way finish, then close (every replica's
+    work first: replicas in one test process share tortoise's connection)."""
+    for services in replicas:
+        await services.turns.stop_taking()
+    for services in replicas:
+        await services.turns.drain(timeout)
+        await services.assistant.drain(timeout)
+    for services in replicas:
+        await services.close()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:

@@ -14,7 +14,7 @@ from tests.fakes.chat import FakeChat
 
 @pytest.fixture
 def chat(services: Services) -> FakeChat:
-    return FakeChat(services.assistant)
+    return FakeChat(services)
 
 
 async def test_fact_from_one_turn_reaches_claude_in_a_later_one(chat: FakeChat, fake_claude: FakeAnthropic) -> None:

@@ -28,7 +28,7 @@ async def test_console_conversation_with_insights_and_forget(services: Services,
         return lines.popleft() if lines else None
 
     fake_claude.script.append(Say("Lovely! What do you play?"))
-    console = ConsoleAdapter(services.assistant, user="ana", read_line=read, write=out.append)
+    console = ConsoleAdapter(services.assistant, services.turns, user="ana", read_line=read, write=out.append)
     await console.run()
     assert console.user_key == "console:ana"
     assert "rapport> Lovely! What do you play?" in out

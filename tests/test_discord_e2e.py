@@ -16,10 +16,9 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from adapters.discord import DiscordAdapter, DiscordConfig
-from adapters.discord.adapter import APOLOGY
 from adapters.discord.split import split_pieces
-from adapters.discord.translate import TEXT_ONLY_NOTE
 from bot.wiring import Services
+from core.assistant import AssistantSettings
 from tests.conftest import eventually
 from tests.fakes.anthropic_api import FakeAnthropic, Say
 from tests.fakes.discord_api import EPHEMERAL, MESSAGE_CONTENT_INTENT, FakeDiscord
@@ -39,7 +38,7 @@ async def running(services: Services, fake: FakeDiscord, **config: Any) -> Async
     """The adapter on the fake; discord.py's global addresses are as before once it stops."""
     base, gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
     settings = DiscordConfig(token="fake-token", api_base=fake.api_base, guild_id=int(fake.guilds[0]["id"]), **config)
-    adapter = DiscordAdapter(services.assistant, services.ledger, settings)
+    adapter = DiscordAdapter(services.assistant, services.turns, settings)
     await adapter.start()
     try:
         yield adapter
@@ -295,30 +294,22 @@ async def test_attachments_alone_get_a_note_without_asking_claude(
     dm = discord_fake.dm_channel(alice)
     await discord_fake.say(alice, "", channel_id=dm, attachments=[discord_fake.attachment()])
     await discord_fake.until(lambda: discord_fake.posted(dm))
-    assert discord_fake.posted(dm)[0].body["content"] == TEXT_ONLY_NOTE
+    assert discord_fake.posted(dm)[0].body["content"] == AssistantSettings().empty_reply
     assert fake_claude.requests == []
 
 
-async def test_a_failure_on_one_message_is_apologised_for_and_the_next_is_answered(
-    rapport: DiscordAdapter, services: Services, discord_fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+async def test_a_reply_discord_refuses_is_delivered_later_and_the_next_message_waits_its_turn(
+    rapport: DiscordAdapter, discord_fake: FakeDiscord, fake_claude: FakeAnthropic
 ) -> None:
-    real_handle = services.assistant.handle
-    calls = 0
-
-    async def flaky(event: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("boom")
-        return await real_handle(event, **kwargs)
-
-    monkeypatch.setattr(services.assistant, "handle", flaky)
+    discord_fake.refuse_posts = 1
     alice = discord_fake.user(discord_fake.snowflake(), "Alice")
     dm = discord_fake.dm_channel(alice)
     await discord_fake.say(alice, "first", channel_id=dm)
     await discord_fake.say(alice, "second", channel_id=dm)
-    await discord_fake.until(lambda: len(discord_fake.posted(dm)) == 2)
-    assert [call.body["content"] for call in discord_fake.posted(dm)] == [APOLOGY, "Noted: second"]
+    await discord_fake.until(lambda: len(discord_fake.created) == 2)
+    assert [m["content"] for m in discord_fake.created] == ["Noted: first", "Noted: second"]
+    assert len(discord_fake.posted(dm)) == 3, "the refused post, then both"
+    assert [last_user_text(fake_claude, i) for i in range(2)] == ["first", "second"], "Claude was asked once each"
     assert rapport.connected
 
 

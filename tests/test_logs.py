@@ -35,7 +35,7 @@ async def test_lines_about_a_message_carry_its_user_key_and_correlation_id(
     services: Services, capsys: pytest.CaptureFixture[str]
 ) -> None:
     configure_logging("INFO", "json")
-    await FakeChat(services.assistant).say("olga", "hello there")
+    await FakeChat(services).say("olga", "hello there")
     await services.assistant.drain(10)
     logging.getLogger().handlers.clear()
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]

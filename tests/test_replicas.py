@@ -10,9 +10,11 @@ from typing import Any
 import pytest_asyncio
 
 from bot.wiring import Services, build_services
-from tests.conftest import REDIS_URL, fresh_postgres, make_settings, redis_namespace
+from core.entries import Incoming
+from core.events import MessageReceived, UserRef
+from tests.conftest import REDIS_URL, fresh_postgres, make_settings, redis_namespace, shut
 from tests.fakes.anthropic_api import FakeAnthropic
-from tests.fakes.chat import FakeChat
+from tests.fakes.chat import FakeChat, FakePlatform
 
 
 @pytest_asyncio.fixture
@@ -30,35 +32,48 @@ async def two_replicas(
                 REDIS_PREFIX=prefix,
                 CHROMA_URL=chroma_server,
             )
-            replicas.append(await build_services(settings, model=embedding_model))
+            replica = await build_services(settings, model=embedding_model)
+            replica.start()
+            replicas.append(replica)
         yield replicas[0], replicas[1]
-        for replica in replicas:
-            await replica.assistant.drain(10)
-            await replica.close()
+        await shut(*replicas)
 
 
 async def test_memory_written_through_one_replica_is_recalled_through_the_other(
     two_replicas: tuple[Services, Services], fake_claude: FakeAnthropic
 ) -> None:
     a, b = two_replicas
-    await FakeChat(a.assistant).say("alice", "My daughter's name is Clementine and she plays the oboe.")
+    await FakeChat(a).say("alice", "My daughter's name is Clementine and she plays the oboe.")
     await a.assistant.drain(10)
-    await FakeChat(b.assistant, platform="fake").say("alice", "What instrument does my daughter play?")
+    await FakeChat(b, platform="fake").say("alice", "What instrument does my daughter play?")
     assert "Clementine and she plays the oboe" in fake_claude.prompt_text()
     assert await b.vectors.count("fake:alice") == 1
 
 
-async def test_an_event_is_taken_by_exactly_one_replica(two_replicas: tuple[Services, Services]) -> None:
+async def test_an_event_is_taken_by_exactly_one_replica_and_answered_once(
+    two_replicas: tuple[Services, Services], fake_claude: FakeAnthropic
+) -> None:
     a, b = two_replicas
-    claims = await asyncio.gather(*(r.ledger.first_sighting("slack:event:Ev1") for r in (a, b, a, b)))
-    assert claims.count(True) == 1
+    chats = [FakeChat(a), FakeChat(b)]
+    event = MessageReceived(
+        user=UserRef(platform="fake", user_id="cy"), text="only once", conversation_id="dm-cy", private=True
+    )
+    incoming = Incoming(key="fake:message:dm-cy:1", event=event)
+    waits = [replica.assistant.outcomes.expect(incoming.key) for replica in (a, b)]
+    claims = await asyncio.gather(*(r.turns.accept(incoming) for r in (a, b, a, b)))
+    assert [c.fresh for c in claims].count(True) == 1
+    done, _ = await asyncio.wait(waits, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    assert done and len(chats) == 2
+    await asyncio.sleep(0.3)
+    assert len(fake_claude.requests) == 1
 
 
 async def test_one_persons_turns_do_not_interleave_across_replicas(
     two_replicas: tuple[Services, Services], fake_claude: FakeAnthropic
 ) -> None:
     fake_claude.latency = 0.1
-    chats = [FakeChat(replica.assistant) for replica in two_replicas]
+    seen = FakePlatform()
+    chats = [FakeChat(replica, seen=seen, shared=True) for replica in two_replicas]
     await asyncio.gather(*(chats[i % 2].say("bea", f"turn {i}") for i in range(4)))
     # Each Claude call ends before the next begins: their request windows never overlap.
     assert len(fake_claude.requests) == 4

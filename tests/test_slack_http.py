@@ -21,12 +21,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from slack_sdk.signature import SignatureVerifier
 
 from adapters.slack import SlackAdapter, SlackConfig
-from adapters.slack.adapter import THINKING
 from adapters.slack.blocks import FORGET_CANCEL, FORGET_CONFIRM, FORGOTTEN, KEPT
+from adapters.slack.delivery import THINKING
 from bot.http import AppState, make_app
 from bot.wiring import Services
-from core.ports import EventLedger
-from tests.conftest import eventually
+from tests.conftest import eventually, settled
 from tests.fakes.anthropic_api import FakeAnthropic, Say
 from tests.fakes.slack_api import FakeSlackAPI
 
@@ -84,9 +83,10 @@ async def slack_api() -> AsyncIterator[FakeSlackAPI]:
 @pytest_asyncio.fixture
 async def adapter(services: Services, slack_api: FakeSlackAPI) -> AsyncIterator[SlackAdapter]:
     config = SlackConfig(bot_token="xoxb-test-token", signing_secret=SECRET, api_url=slack_api.url)
-    slack = SlackAdapter(services.assistant, services.ledger, config)
+    slack = SlackAdapter(services.assistant, services.turns, config)
     await slack.start()
     yield slack
+    await settled(services)
     await slack.stop()
     assert await slack.drain(15)
 
@@ -173,7 +173,12 @@ async def test_a_mention_is_answered_in_a_thread_and_acknowledged_first(
 
     [answer] = await answered(slack_api)
     [placeholder] = slack_api.called("chat.postMessage")
-    assert placeholder == {"channel": "C1", "text": THINKING, "thread_ts": MENTION_TS}
+    assert {k: placeholder[k] for k in ("channel", "text", "thread_ts")} == {
+        "channel": "C1",
+        "text": THINKING,
+        "thread_ts": MENTION_TS,
+    }
+    assert placeholder["metadata"]["event_type"] == "rapport_reply", "named, so a resumed turn finds it"
     assert answer["channel"] == "C1" and answer["ts"] == "1800000000.000001"
     assert answer["text"].startswith("Noted: [Ada] what's a good book about jazz &amp; improvisation?")
     prompt = fake_claude.prompt_text()
@@ -226,30 +231,31 @@ async def test_a_dm_is_answered_directly(client: TestClient, slack_api: FakeSlac
     await send_event(client, payload("message_im"))
     [answer] = await answered(slack_api)
     [placeholder] = slack_api.called("chat.postMessage")
-    assert placeholder == {"channel": "D1", "text": THINKING}  # at the top level of the DM
+    assert placeholder["text"] == THINKING and "thread_ts" not in placeholder  # at the top level of the DM
     assert answer["channel"] == "D1" and "modal" in answer["text"]
+    await settled(services)  # storing is the entry's job, just behind the answer
     insights = await services.assistant.insights(ASKER)
     assert insights is not None and insights["total_interactions"] == 1
 
 
 async def test_its_own_and_other_bots_messages_edits_and_deletions_are_ignored(
-    client: TestClient, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic, adapter: SlackAdapter
+    client: TestClient, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic, adapter: SlackAdapter, services: Services
 ) -> None:
     for name in ("message_own", "message_bot", "message_changed", "message_deleted", "message_channel"):
         await send_event(client, payload(name))
-    assert await adapter.drain(5)
+    await settled(services)
     assert not slack_api.posted() and not fake_claude.requests
 
 
 async def test_a_retried_event_is_answered_once(
-    client: TestClient, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic, adapter: SlackAdapter
+    client: TestClient, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic, adapter: SlackAdapter, services: Services
 ) -> None:
     fake_claude.latency = 0.5
     await send_event(client, payload("app_mention"))
     await send_event(client, payload("app_mention"), retry=1)  # Slack did not see the first ack in time
     await answered(slack_api)
     await send_event(client, payload("app_mention"), retry=2)  # and once more, after the answer
-    assert await adapter.drain(10)
+    await settled(services)
     assert len(slack_api.called("chat.postMessage")) == 1 and len(slack_api.called("chat.update")) == 1
     assert len(fake_claude.requests) == 1
 
@@ -274,7 +280,7 @@ async def test_a_long_answer_is_split_into_messages_in_the_thread(
     text = "".join(args["text"] for args in chunks)
     assert all(f"*Part {i}*" in text for i in range(8)) and all(f"print({i})" in text for i in range(300))
     # every part points back at the interaction: a reaction on the last one is feedback too
-    assert await adapter.drain(10)  # the parts are linked to the interaction once all are posted
+    await settled(services)  # the parts are linked to the interaction once all are posted
     last = payload("reaction_added")
     last["event"]["item"]["ts"] = slack_api.results("chat.postMessage")[-1]["ts"]
     await send_event(client, last)
@@ -293,7 +299,7 @@ async def test_a_reaction_by_the_asker_is_feedback_and_removing_it_undoes_it(
 ) -> None:
     await send_event(client, payload("app_mention"))
     [answer] = await answered(slack_api)
-    assert await adapter.drain(10)  # a person reacts to what they see: after the answer is fully delivered
+    await settled(services)  # a person reacts to what they see: after the answer is fully delivered
     assert payload("reaction_added")["event"]["item"]["ts"] == answer["ts"]
 
     by_someone_else = copy.deepcopy(payload("reaction_added"))
@@ -307,9 +313,12 @@ async def test_a_reaction_by_the_asker_is_feedback_and_removing_it_undoes_it(
     await eventually(lambda: _satisfaction_is(services, None))
 
 
-async def test_insights_are_answered_ephemerally(client: TestClient, slack_api: FakeSlackAPI) -> None:
+async def test_insights_are_answered_ephemerally(
+    client: TestClient, slack_api: FakeSlackAPI, services: Services
+) -> None:
     await send_event(client, payload("message_im"))
     await answered(slack_api)
+    await settled(services)
     command = dict(payload("command_insights"), response_url=slack_api.response_url("insights"))
     response = await send_command(client, command)
     assert response.status == 200 and not await response.text()  # acknowledged at once, with nothing shown
@@ -325,6 +334,7 @@ async def test_forget_asks_first_then_deletes_everything(
 ) -> None:
     await send_event(client, payload("message_im"))
     await answered(slack_api)
+    await settled(services)
     assert await services.assistant.insights(ASKER) is not None
 
     command = dict(payload("command_insights"), command="/forget", response_url=slack_api.response_url("forget"))
@@ -347,56 +357,6 @@ async def test_forget_asks_first_then_deletes_everything(
     assert await services.assistant.insights(ASKER) is None
 
 
-class FlakyLedger:
-    """The real ledger behind a switch: `down` raises as a lost Redis would, `slow` hangs past Slack's deadline."""
-
-    def __init__(self, ledger: EventLedger) -> None:
-        self.ledger = ledger
-        self.mode = "up"
-
-    async def _trouble(self) -> None:
-        if self.mode == "down":
-            raise ConnectionError("Redis is unreachable")
-        if self.mode == "slow":
-            await asyncio.sleep(30)
-
-    async def first_sighting(self, key: str, ttl_seconds: int = 86_400) -> bool:
-        await self._trouble()
-        return await self.ledger.first_sighting(key, ttl_seconds)
-
-    async def has_seen(self, key: str) -> bool:
-        await self._trouble()
-        return await self.ledger.has_seen(key)
-
-    async def forget(self, key: str) -> None:
-        await self.ledger.forget(key)
-
-
-async def test_an_event_the_ledger_cannot_take_is_refused_so_slack_delivers_it_again(
-    services: Services, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic
-) -> None:
-    ledger = FlakyLedger(services.ledger)
-    config = SlackConfig(bot_token="xoxb-test-token", signing_secret=SECRET, api_url=slack_api.url)
-    slack = SlackAdapter(services.assistant, ledger, config)
-    await slack.start()
-    state = AppState(services=services, adapters=[slack], slack_events=slack.handle_http)
-    try:
-        async with TestClient(TestServer(make_app(state))) as client:
-            ledger.mode = "down"
-            assert (await post(client, json.dumps(payload("app_mention")))).status == 503
-            ledger.mode = "slow"
-            started = time.monotonic()
-            assert (await post(client, json.dumps(payload("app_mention")), retry=1)).status == 503
-            assert time.monotonic() - started < 3.0  # still within Slack's deadline
-            ledger.mode = "up"
-            await send_event(client, payload("app_mention"), retry=2)
-            await answered(slack_api)
-            assert await slack.drain(10)
-            assert len(fake_claude.requests) == 1
-    finally:
-        await slack.stop()
-
-
 # --- lifecycle ---------------------------------------------------------------------------------------
 
 
@@ -409,7 +369,7 @@ async def test_ready_reports_slack(client: TestClient, adapter: SlackAdapter) ->
 async def test_a_rejected_token_shows_in_ready(services: Services, slack_api: FakeSlackAPI) -> None:
     slack_api.errors["auth.test"] = "invalid_auth"
     config = SlackConfig(bot_token="xoxb-revoked", signing_secret=SECRET, api_url=slack_api.url)
-    slack = SlackAdapter(services.assistant, services.ledger, config)
+    slack = SlackAdapter(services.assistant, services.turns, config)
     await slack.start()
     try:
         assert not slack.connected
@@ -419,7 +379,7 @@ async def test_a_rejected_token_shows_in_ready(services: Services, slack_api: Fa
 
 
 async def test_shutdown_refuses_new_events_and_still_delivers_answers_under_way(
-    client: TestClient, adapter: SlackAdapter, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic
+    client: TestClient, adapter: SlackAdapter, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic, services: Services
 ) -> None:
     fake_claude.latency = 1.0
     await send_event(client, payload("message_im"))
@@ -427,7 +387,7 @@ async def test_shutdown_refuses_new_events_and_still_delivers_answers_under_way(
     assert not adapter.connected and adapter.problem == "stopped"
     response = await post(client, json.dumps(payload("app_mention")))
     assert response.status == 503  # Slack delivers it again, to a replica that is up
-    assert await adapter.drain(10)
+    await settled(services)
     [answer] = answers(slack_api)
     assert answer["channel"] == "D1" and len(fake_claude.requests) == 1
     await adapter.stop()
@@ -435,4 +395,4 @@ async def test_shutdown_refuses_new_events_and_still_delivers_answers_under_way(
 
 def test_it_needs_a_way_to_receive_events(services: Services) -> None:
     with pytest.raises(ValueError, match="SLACK_APP_TOKEN .* or SLACK_SIGNING_SECRET"):
-        SlackAdapter(services.assistant, services.ledger, SlackConfig(bot_token="xoxb-x"))
+        SlackAdapter(services.assistant, services.turns, SlackConfig(bot_token="xoxb-x"))

@@ -10,10 +10,10 @@ from typing import Any
 import pytest_asyncio
 
 from adapters.slack import SlackAdapter, SlackConfig
-from adapters.slack.adapter import THINKING
 from adapters.slack.blocks import FORGET_CONFIRM
+from adapters.slack.delivery import THINKING
 from bot.wiring import Services
-from tests.conftest import eventually
+from tests.conftest import eventually, settled
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.slack_socket import FakeSocketServer
@@ -47,7 +47,7 @@ async def adapter(
     services: Services, slack_api: FakeSlackAPI, socket_server: FakeSocketServer
 ) -> AsyncIterator[SlackAdapter]:
     config = SlackConfig(bot_token="xoxb-test-token", app_token="xapp-test-token", api_url=slack_api.url)
-    slack = SlackAdapter(services.assistant, services.ledger, config)
+    slack = SlackAdapter(services.assistant, services.turns, config)
     assert slack.socket_mode
     await slack.start()
     await socket_server.wait_connected()
@@ -76,7 +76,11 @@ async def test_socket_mode_connects_with_the_app_token(adapter: SlackAdapter, sl
 
 
 async def test_a_dm_over_the_socket_is_acknowledged_and_answered_once(
-    adapter: SlackAdapter, socket_server: FakeSocketServer, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic
+    adapter: SlackAdapter,
+    socket_server: FakeSocketServer,
+    slack_api: FakeSlackAPI,
+    fake_claude: FakeAnthropic,
+    services: Services,
 ) -> None:
     fake_claude.latency = 0.5
     first = await socket_server.send("events_api", payload("message_im"))
@@ -86,10 +90,10 @@ async def test_a_dm_over_the_socket_is_acknowledged_and_answered_once(
     assert await socket_server.ack(retried) == {"envelope_id": retried}
 
     await slack_api.wait_for(lambda: len(answers(slack_api)) == 1)
-    assert await adapter.drain(10)
+    await settled(services)
     [placeholder] = slack_api.called("chat.postMessage")
     [answer] = slack_api.called("chat.update")
-    assert placeholder == {"channel": "D1", "text": THINKING}
+    assert placeholder["channel"] == "D1" and placeholder["text"] == THINKING
     assert answer["ts"] == slack_api.results("chat.postMessage")[0]["ts"] and "modal" in answer["text"]
     assert len(fake_claude.requests) == 1
 
@@ -115,7 +119,7 @@ async def test_stop_taking_closes_the_socket(adapter: SlackAdapter, socket_serve
 async def test_a_rejected_app_token_shows_in_ready(services: Services, slack_api: FakeSlackAPI) -> None:
     slack_api.errors["apps.connections.open"] = "invalid_auth"
     config = SlackConfig(bot_token="xoxb-test-token", app_token="xapp-revoked", api_url=slack_api.url)
-    slack = SlackAdapter(services.assistant, services.ledger, config)
+    slack = SlackAdapter(services.assistant, services.turns, config)
     await slack.start()
     try:
         await eventually(_async(lambda: "apps.connections.open failed: invalid_auth" in (slack.problem or "")))

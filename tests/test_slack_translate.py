@@ -13,6 +13,7 @@ import pytest
 from adapters.slack.translate import (
     MalformedPayload,
     Route,
+    action_key,
     action_user,
     chain_from_replies,
     command_user,
@@ -23,7 +24,6 @@ from adapters.slack.translate import (
     plain_text,
     reaction_of,
     retry_attempt,
-    thread_key,
 )
 from core.events import MessageRef, ReactionAdded, ReactionRemoved, UserRef
 from core.feedback import normalise_emoji
@@ -55,7 +55,6 @@ def test_a_channel_mention_is_answered_in_a_thread_under_it() -> None:
     assert event.message == MessageRef(platform="slack", channel_id="C1", message_id="1712345678.000100")
     assert event.sent_at == datetime.fromtimestamp(1712345678.0001, UTC)
     assert decision.reply_thread_ts == "1712345678.000100"
-    assert decision.thread_key == thread_key("C1", "1712345678.000100")
 
 
 def test_a_mention_inside_a_thread_is_answered_in_that_thread() -> None:
@@ -72,7 +71,7 @@ def test_a_dm_is_private_and_answered_at_the_top_level() -> None:
     assert decision.route is Route.ANSWER
     event = decision.message
     assert event.private and event.conversation_id == "D1" and event.thread_id is None
-    assert decision.reply_thread_ts is None and decision.thread_key is None
+    assert decision.reply_thread_ts is None
     assert event.text == (
         "Can you remind me what a *modal* scale is? See this (https://en.wikipedia.org/wiki/Mode_(music))"
     )
@@ -87,7 +86,6 @@ def test_a_threaded_dm_is_answered_in_its_thread() -> None:
 def test_a_follow_up_in_a_channel_thread_depends_on_the_thread() -> None:
     decision = decide("message_thread_reply")
     assert decision.route is Route.IF_THREAD_KNOWN
-    assert decision.thread_key == "slack:thread:C1:1712345678.000100"
     assert decision.reply_thread_ts == "1712345678.000100"
     # the same conversation (short-term memory) as the mention that opened the thread
     assert decision.message.conversation_key == decide("app_mention").message.conversation_key
@@ -127,8 +125,30 @@ def test_a_thread_broadcast_is_still_a_person_writing() -> None:
 def test_a_mention_and_its_message_event_share_one_message_key() -> None:
     mention = decide("app_mention").message.message
     as_message = payload("message_mention")["event"]
-    assert message_key(mention.channel_id, mention.message_id) == message_key(as_message["channel"], as_message["ts"])
+    assert message_key("T1", mention.channel_id, mention.message_id) == message_key(
+        "T1", as_message["channel"], as_message["ts"]
+    )
+    assert message_key("T1", "C1", "1.0") != message_key("T2", "C1", "1.0")
     assert event_key("Ev1") == "slack:event:Ev1"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("user", "U1\x00"), ("channel", "C1\nC2"), ("ts", "1.0\u202e"), ("user", "x" * 100), ("thread_ts", "1\x1b")],
+)
+def test_ids_with_control_characters_or_oddities_are_malformed(field: str, value: str) -> None:
+    with pytest.raises(MalformedPayload, match="not a Slack id"):
+        decide("message_thread_reply", **{field: value})
+
+
+def test_a_click_is_named_by_who_clicked_and_when() -> None:
+    click = payload("block_actions_forget")
+    key = action_key(click)
+    assert key.startswith("slack:action:T1:U123:") and key == action_key(copy.deepcopy(click))
+    del click["actions"][0]["action_ts"]
+    click.pop("trigger_id", None)
+    with pytest.raises(MalformedPayload):
+        action_key(click)
 
 
 @pytest.mark.parametrize(

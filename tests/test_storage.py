@@ -6,7 +6,7 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,16 +18,13 @@ from redis.asyncio import Redis
 from tortoise.context import TortoiseContext
 from tortoise.migrations.autodetector import MigrationAutodetector
 
-from core.events import MessageRef
-from core.ports import InteractionRecord, Memory, Profile, ShortTermMemory, Turn
+from core.ports import InteractionRecord, Learned, Memory, Profile, ShortTermMemory, Turn
 from core.recall import document_of, terms_of
 from storage import lexicon_cache, vector_cache
 from storage.chroma_process import ChromaProcess
 from storage.database import Database, tortoise_config
 from storage.embeddings import BatchingEmbedder
-from storage.ledger import InProcessLedger, RedisLedger
 from storage.lexicon_cache import CachedLexicon
-from storage.locks import RedisPersonLocks
 from storage.long_term import ChromaVectors, open_chroma
 from storage.memory_store import RelationalMemory
 from storage.records import RelationalRecords
@@ -95,7 +92,7 @@ async def test_profile_and_top_patterns_are_known_in_one_read(database: Database
     rows = [("t:k", "private", "topic", "jazz")] * 3 + [("t:k", "shared", "topic", "jazz")] * 2
     rows += [("t:k", "shared", "topic", "piano")] * 4 + [("t:k", "private", "time_of_day", "evening")] * 4
     rows += [("t:k", "shared", "topic", "cycling"), ("t:other", "shared", "topic", "golf")]
-    await records.bump_patterns(rows)
+    await records.store_exchanges([_record(1, "t:k")], lambda fresh, known: Learned(profiles=[], patterns=rows))
     profile, patterns = await records.known("t:k", scopes=("private", "shared"), patterns=3)
     assert profile == Profile(
         user_key="t:k", display_name="Kim", interests={"jazz": {"shared": 2}}, style={"length": 0.5}
@@ -112,23 +109,33 @@ async def test_profile_and_top_patterns_are_known_in_one_read(database: Database
     assert (await records.known("t:k", scopes=("shared",), patterns=0))[1] == []
 
 
-async def test_records_upsert_retries_and_concurrent_pattern_counts(database: Database) -> None:
+def _counting(fresh: Sequence[InteractionRecord], known: Mapping[str, Profile]) -> Learned:
+    """A learner that counts one pattern per exchange and each exchange into its person's profile."""
+    profiles = {key: Profile(user_key=key, message_count=p.message_count) for key, p in known.items()}
+    for record in fresh:
+        profile = profiles.setdefault(record.user_key, Profile(user_key=record.user_key))
+        profile.message_count += 1
+    return Learned(profiles=list(profiles.values()), patterns=[(r.user_key, "shared", "topic", "music") for r in fresh])
+
+
+async def test_an_exchange_is_stored_and_learned_from_once_however_often_its_job_runs(database: Database) -> None:
     records = RelationalRecords(database)
-    await records.save_interactions([_record(1), _record(2)])
-    await records.save_interactions([_record(1)])  # a retried save
-    assert (await records.stats("t:1")).total_interactions == 2
-    await asyncio.gather(*(records.bump_patterns([("t:1", "shared", "topic", "music")]) for _ in range(9)))
-    await records.bump_patterns([("t:1", "shared", "topic", "music"), ("t:2", "shared", "topic", "music")])
+    assert await records.store_exchanges([_record(1), _record(2)], _counting) == 2
+    assert await records.store_exchanges([_record(1)], _counting) == 0, "a repeated job"
+    # Two replicas doing overlapping jobs at once (a lapsed job lease): each exchange still counts once.
+    stored = await asyncio.gather(
+        *(records.store_exchanges([_record(i) for i in range(3, 8)], _counting) for _ in range(4))
+    )
+    assert sum(stored) == 5
+    assert (await records.stats("t:1")).total_interactions == 7
     profile, [pattern] = await records.known("t:1", scopes=("shared",), patterns=5)
-    assert pattern.count == 10 and profile is None, "patterns are known before any profile is saved"
-    assert await records.known("t:1", scopes=("private",), patterns=5) == (None, [])
-    ref = MessageRef(platform="t", channel_id="c", message_id="m1")
-    await records.link_reply("id1", "t:1", [ref, ref])
-    link = await records.find_reply(ref)
-    assert link is not None and link.interaction_id == "id1"
+    assert pattern.count == 7 and profile is not None and profile.message_count == 7
+    assert await records.known("t:1", scopes=("private",), patterns=5) == (profile, [])
+    assert (await records.stats("t:1")).average_satisfaction is None
     await records.set_feedback("id1", "t:1", "👍", 1.0)
     await records.set_feedback("id1", "t:1", "😕", -0.5)
     assert (await records.stats("t:1")).average_satisfaction == pytest.approx(0.25)
+    assert await records.clear_feedback("id1", "😕") and not await records.clear_feedback("id1", "😕")
 
 
 @pytest_asyncio.fixture(params=["in-process", "redis"])
@@ -370,77 +377,15 @@ async def test_embedder_reports_a_model_failure_to_every_waiter() -> None:
     await embedder.close()
 
 
-@pytest_asyncio.fixture(params=["in-process", "redis"])
-async def ledger(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    if request.param == "in-process":
-        yield InProcessLedger()
-        return
-    async with redis_namespace() as prefix:
-        redis = Redis.from_url(REDIS_URL)
-        yield RedisLedger(redis, prefix=prefix)
-        await redis.aclose()
-
-
-async def test_ledger_sees_each_event_once_even_when_raced(ledger: Any) -> None:
-    results = await asyncio.gather(*(ledger.first_sighting("slack:Ev123") for _ in range(20)))
-    assert results.count(True) == 1
-    assert await ledger.first_sighting("slack:Ev124")
-    assert await ledger.has_seen("slack:Ev123") and not await ledger.has_seen("slack:Ev999")
-    await ledger.forget("slack:Ev123")
-    assert await ledger.first_sighting("slack:Ev123")
-
-
-async def test_in_process_ledger_expires_and_stays_bounded() -> None:
-    ledger = InProcessLedger(max_keys=3)
-    assert await ledger.first_sighting("a", ttl_seconds=0)
-    assert await ledger.first_sighting("a", ttl_seconds=60), "an expired key counts as new"
-    for key in "bcde":
-        await ledger.first_sighting(key)
-    assert len(ledger._seen) <= 3
-
-
 async def test_replicas_starting_together_do_not_race_on_migrations() -> None:
     async with fresh_postgres() as url:
         await asyncio.gather(*(Database(url).migrate() for _ in range(3)))
         db = Database(url)
         await db.open(migrate=False)
         records = RelationalRecords(db)
-        await records.save_interactions([_record(9)])
+        await records.store_exchanges([_record(9)], _counting)
         assert (await records.stats("t:1")).total_interactions == 1
         await db.close()
-
-
-async def test_person_locks_in_redis_exclude_across_clients() -> None:
-    async with redis_namespace() as prefix:
-        clients = [Redis.from_url(REDIS_URL), Redis.from_url(REDIS_URL)]
-        replicas = [RedisPersonLocks(client, prefix=prefix, timeout=10) for client in clients]
-        inside = 0
-        overlaps = 0
-
-        async def turn(replica: RedisPersonLocks, user_key: str) -> None:
-            nonlocal inside, overlaps
-            async with replica.hold(user_key):
-                inside += 1
-                overlaps += inside > 1
-                await asyncio.sleep(0.02)
-                inside -= 1
-
-        await asyncio.gather(*(turn(replicas[i % 2], "t:same") for i in range(8)))
-        assert overlaps == 0
-        b_inside = asyncio.Event()
-
-        async def a_waits_for_b() -> None:
-            async with replicas[0].hold("t:a"):
-                await b_inside.wait()
-
-        async def b() -> None:
-            async with replicas[1].hold("t:b"):
-                b_inside.set()
-
-        # Different people do not wait for each other: b gets in while a holds its own turn.
-        await asyncio.wait_for(asyncio.gather(a_waits_for_b(), b()), 5)
-        for client in clients:
-            await client.aclose()
 
 
 async def test_cached_vectors_follow_what_other_replicas_add_and_never_cross_people(

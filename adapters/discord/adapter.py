@@ -1,4 +1,6 @@
-"""The Discord adapter: discord.py's client, the events Rapport answers, and what it posts back.
+"""The Discord adapter: discord.py's client and the events Rapport takes. Each is written to the inbox as soon
+as discord.py hands it over; the answer follows in the person's turn, through the delivery port
+(`delivery.py`), which any process can rebuild from the entry and post through the REST API.
 
 Decisions and translation live in `translate.py`; this module only does the I/O around them.
 """
@@ -9,8 +11,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -21,27 +23,17 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from adapters.discord.commands import Commands
-from adapters.discord.translate import (
-    TEXT_ONLY_NOTE,
-    Verdict,
-    decide,
-    facts_of,
-    message_ref,
-    reaction_event,
-    reply_chunks,
-    to_event,
-    user_ref,
-)
+from adapters.discord.delivery import DiscordDelivery
+from adapters.discord.translate import PLATFORM, Verdict, decide, facts_of, reaction_event, to_event
 from core.assistant import Assistant
-from core.background import KeyedLocks
-from core.events import MessageRef, ReactionAdded
-from core.ports import EventLedger
+from core.entries import Entry, Incoming
+from core.turns import Turns
 
 __all__ = ["DiscordAdapter", "DiscordConfig"]
 
 log = logging.getLogger(__name__)
 
-APOLOGY = "Sorry, something went wrong on my side while answering. Please try again in a moment."
+ACCEPT_BUDGET = 5.0  # seconds to write an event down; past that it is logged as lost
 INTENT_PROBLEM = (
     "Discord refused the Message Content intent: enable the Message Content intent for this bot in the "
     "Discord Developer Portal → Bot → Privileged Gateway Intents, then restart Rapport"
@@ -70,22 +62,18 @@ class DiscordAdapter:
     """Rapport as a member of Discord conversations (satisfies `adapters.base.Adapter`)."""
 
     name = "discord"
-    chain_depth = 5  # referenced messages followed back from a reply
-    stop_grace = 10.0  # seconds stop() lets answers under way reach Discord
     retry_delays = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0)  # reconnecting after a failure discord.py gave up on
 
-    def __init__(self, assistant: Assistant, ledger: EventLedger, config: DiscordConfig) -> None:
+    def __init__(self, assistant: Assistant, turns: Turns, config: DiscordConfig) -> None:
         if config.shard_ids is not None and config.shard_count is None:
             raise ValueError("shard_ids needs shard_count")
         self._assistant = assistant
-        self._ledger = ledger
+        self._turns = turns
         self._config = config
-        self._commands = Commands(assistant, ledger)
-        self._locks = KeyedLocks()
+        self._commands = Commands(assistant, turns)
         self._client: discord.Client | None = None
         self._runner: asyncio.Task[None] | None = None
         self._accepting = False
-        self._inflight: set[asyncio.Task[Any]] = set()
         sharded = config.shard_count is not None
         self._expected: frozenset[int | None] = (
             frozenset(config.shard_ids if config.shard_ids is not None else range(config.shard_count or 1))
@@ -97,6 +85,10 @@ class DiscordAdapter:
         self._transient: str | None = None
         self._restore: list[Callable[[], None]] = []
         self._stopping = asyncio.Event()
+        assistant.deliver_with(PLATFORM, self._delivery)
+
+    def _delivery(self, entry: Entry) -> DiscordDelivery:
+        return DiscordDelivery(entry, lambda: self._client)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -127,20 +119,17 @@ class DiscordAdapter:
         self._runner = asyncio.create_task(self._run(), name="discord-client")
 
     async def stop_taking(self) -> None:
-        """Shutdown, first step: take no new events; answers under way go on (the client stays open for them)."""
+        """Shutdown, first step: take no new events; turns under way go on (the client stays open for them)."""
         self._accepting = False
         self._stopping.set()
 
     async def drain(self, timeout: float) -> bool:
-        """Shutdown, second step: wait up to `timeout` seconds for answers under way to be posted."""
-        if self._inflight:
-            await asyncio.wait(set(self._inflight), timeout=timeout)
-        return not self._inflight
+        """Shutdown, second step: nothing of the adapter's own is under way (the turns are drained apart)."""
+        return True
 
     async def stop(self) -> None:
-        """Take no new events, let answers under way be posted (up to `stop_grace`), then close."""
+        """Take no new events and close the client."""
         await self.stop_taking()
-        await self.drain(self.stop_grace)
         if self._client is not None and not self._client.is_closed():
             await self._client.close()
         if self._runner is not None:
@@ -272,7 +261,7 @@ class DiscordAdapter:
     # --- messages --------------------------------------------------------------------------------
 
     async def _on_message(self, client: discord.Client, message: discord.Message) -> None:
-        """Decide at once, then queue behind the same person's earlier messages (taken before any await)."""
+        """Decide at once, then write the message down; its person's turn answers it."""
         me = client.user
         if not self._accepting or me is None:
             return
@@ -281,146 +270,54 @@ class DiscordAdapter:
         verdict = decide(facts, bot_id=me.id, allowed_channel_ids=self._config.allowed_channel_ids)
         if verdict is Verdict.IGNORE:
             return
-        task = asyncio.current_task()
-        if task is not None:
-            self._inflight.add(task)
-        try:
-            async with self._locks(user_ref(message.author.id).key):
-                await self._take(client, message, referenced, verdict)
-        finally:
-            if task is not None:
-                self._inflight.discard(task)
+        chain = [referenced] if referenced is not None else []
+        deeper = referenced.reference if referenced is not None else None
+        event = to_event(message, bot_id=me.id, bot_name=me.display_name, chain=chain)
+        if verdict is Verdict.TEXT_ONLY:
+            event = replace(event, text="")  # nothing to read: the turn answers with a note, without Claude
+        route = {
+            "channel": str(message.channel.id),
+            "message": str(message.id),
+            "guild": str(message.guild.id) if message.guild is not None else None,
+            "deeper": str(deeper.message_id) if _is_reply(deeper) and deeper is not None else None,
+        }
+        await self._accept(Incoming(key=f"discord:message:{message.channel.id}:{message.id}", event=event, route=route))
 
-    async def _take(
-        self, client: discord.Client, message: discord.Message, referenced: discord.Message | None, verdict: Verdict
-    ) -> None:
-        if not await self._first_sighting(message):
-            log.info("Discord message %s was already taken; not answering it again", message.id)
+    async def _accept(self, incoming: Incoming) -> None:
+        try:
+            accepted = await asyncio.wait_for(self._turns.accept(incoming), ACCEPT_BUDGET)
+        except Exception:  # noqa: BLE001 - Discord cannot be asked to send it again: say so, loudly
+            log.exception("could not write Discord event %s down; it is lost", incoming.key)
             return
-        me = client.user
-        assert me is not None
-        sent: list[MessageRef] = []
-        try:
-            if verdict is Verdict.TEXT_ONLY:
-                sent = await self._post(message, [TEXT_ONLY_NOTE])
-                return
-            chain = await self._reply_chain(client, message, referenced)
-            event = to_event(message, bot_id=me.id, bot_name=me.display_name, chain=chain)
-            async with self._typing(message.channel):
-                reply = await self._assistant.handle(event)
-            sent = await self._post(message, reply_chunks(reply.text))
-            await self._assistant.delivered(reply, sent)
-        except Exception:  # noqa: BLE001 - one message's failure must never stop the client
-            log.exception("answering Discord message %s failed", message.id)
-            if not sent:
-                with contextlib.suppress(Exception):
-                    await self._post(message, [APOLOGY])
-
-    async def _first_sighting(self, message: discord.Message) -> bool:
-        """Claim the message, so that a replayed or redelivered MESSAGE_CREATE is never answered twice."""
-        try:
-            return await self._ledger.first_sighting(f"discord:msg:{message.id}")
-        except Exception:  # noqa: BLE001 - without the ledger, answering beats silence
-            log.warning("event ledger unavailable; answering Discord message %s anyway", message.id, exc_info=True)
-            return True
-
-    async def _post(self, message: discord.Message, chunks: list[str]) -> list[MessageRef]:
-        """The first chunk as a reply that does not ping the person again, the rest after it."""
-        refs: list[MessageRef] = []
-        for index, chunk in enumerate(chunks):
-            try:
-                if index == 0:
-                    posted = await message.channel.send(
-                        chunk, reference=message.to_reference(fail_if_not_exists=False), mention_author=False
-                    )
-                else:
-                    posted = await message.channel.send(chunk)
-            except discord.HTTPException as exc:
-                log.error(
-                    "could not post to Discord channel %s (%s); %d of %d parts sent",
-                    message.channel.id,
-                    exc,
-                    index,
-                    len(chunks),
-                )
-                break
-            refs.append(message_ref(posted.channel.id, posted.id))
-        return refs
-
-    @contextlib.asynccontextmanager
-    async def _typing(self, channel: discord.abc.Messageable) -> AsyncIterator[None]:
-        """Show "Rapport is typing…" while the answer is prepared; a refused typing call costs nothing."""
-
-        async def keep_typing() -> None:
-            while True:
-                try:
-                    await channel.typing()
-                except Exception as exc:  # noqa: BLE001 - cosmetic
-                    log.debug("typing indicator failed: %s", exc)
-                await asyncio.sleep(8)
-
-        task = asyncio.create_task(keep_typing(), name="discord-typing")
-        try:
-            yield
-        finally:
-            task.cancel()
+        if not accepted.fresh:
+            log.info("Discord event %s was already taken; not again", incoming.key)
 
     # --- the reply chain -------------------------------------------------------------------------
 
     @staticmethod
     def _referenced(message: discord.Message) -> discord.Message | None:
-        """The message this one replies to, if the payload or the cache has it (no I/O: decided before queueing)."""
+        """The message this one replies to, if the payload or the cache has it (no I/O: decided at once)."""
         ref = message.reference
-        if ref is None or ref.type is not discord.MessageReferenceType.reply:
+        if not _is_reply(ref) or ref is None:
             return None
         if isinstance(ref.resolved, discord.Message):
             return ref.resolved
         return ref.cached_message
 
-    async def _reply_chain(
-        self, client: discord.Client, message: discord.Message, referenced: discord.Message | None
-    ) -> list[discord.Message]:
-        """The referenced messages, oldest first, followed back a few levels through the cache or REST."""
-        chain: list[discord.Message] = []
-        current = referenced or await self._fetch(client, message.reference)
-        while current is not None and len(chain) < self.chain_depth:
-            chain.append(current)
-            current = await self._fetch(client, current.reference)
-        chain.reverse()
-        return chain
-
-    @staticmethod
-    async def _fetch(client: discord.Client, ref: discord.MessageReference | None) -> discord.Message | None:
-        if ref is None or ref.message_id is None or ref.type is not discord.MessageReferenceType.reply:
-            return None
-        if isinstance(ref.resolved, discord.Message):
-            return ref.resolved
-        if ref.cached_message is not None:
-            return ref.cached_message
-        channel = client.get_partial_messageable(ref.channel_id, guild_id=ref.guild_id)
-        try:
-            return await channel.fetch_message(ref.message_id)
-        except discord.HTTPException as exc:
-            log.debug("referenced message %s not readable: %s", ref.message_id, exc)
-            return None
-
     # --- reactions -------------------------------------------------------------------------------
 
     async def _on_reaction(self, client: discord.Client, raw: discord.RawReactionActionEvent) -> None:
-        """The asker's reaction on Rapport's reply becomes feedback; taking it off undoes it."""
+        """A reaction on one of Rapport's messages: its person's turn applies it, after the reply it is about."""
         me = client.user
         if not self._accepting or me is None:
             return
         event = reaction_event(raw, bot_id=me.id)
         if event is None:
             return
-        # Behind the person's own messages: an answer still being posted to them is linked before this is read.
-        async with self._locks(event.actor.key):
-            try:
-                if isinstance(event, ReactionAdded):
-                    counted = await self._assistant.reaction_added(event)
-                else:
-                    counted = await self._assistant.reaction_removed(event)
-                log.debug("reaction %s by %s on %s counted: %s", event.emoji, event.actor.key, raw.message_id, counted)
-            except Exception:  # noqa: BLE001 - feedback is best effort
-                log.exception("recording a Discord reaction failed")
+        change = "add" if raw.event_type == "REACTION_ADD" else "remove"
+        key = f"discord:reaction:{raw.channel_id}:{raw.message_id}:{raw.user_id}:{event.emoji}:{change}"
+        await self._accept(Incoming(key=key, event=event))
+
+
+def _is_reply(ref: discord.MessageReference | None) -> bool:
+    return ref is not None and ref.message_id is not None and ref.type is discord.MessageReferenceType.reply

@@ -6,6 +6,7 @@ click is understood by any replica, after any restart, without a view kept in me
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping
@@ -16,13 +17,16 @@ from discord import app_commands
 
 from adapters.discord.translate import insights_embed, user_ref
 from core.assistant import Assistant
-from core.ports import EventLedger
+from core.entries import Incoming
+from core.events import ForgetRequested
+from core.turns import Turns
 
 __all__ = ["Commands", "forget_button_id", "parse_forget_button"]
 
 log = logging.getLogger(__name__)
 
 _FORGET_ID = re.compile(r"rapport:forget:(yes|no):([0-9]{1,20})")
+FORGET_UNAVAILABLE = "Sorry, I can't do that right now; please try `/forget` again in a minute."
 FORGET_QUESTION = (
     "This deletes everything I know about you: our conversations, what I learned about you and your "
     "feedback, in every server and in DMs. It can't be undone."
@@ -42,9 +46,9 @@ def parse_forget_button(custom_id: str) -> tuple[bool, int] | None:
 class Commands:
     """Registers the commands on a CommandTree and answers them and the /forget buttons."""
 
-    def __init__(self, assistant: Assistant, ledger: EventLedger) -> None:
+    def __init__(self, assistant: Assistant, turns: Turns) -> None:
         self._assistant = assistant
-        self._ledger = ledger
+        self._turns = turns
 
     def install(self, tree: app_commands.CommandTree[discord.Client]) -> None:
         async def insights(interaction: discord.Interaction) -> None:
@@ -76,17 +80,8 @@ class Commands:
         except discord.HTTPException as exc:
             log.error("could not sync Discord application commands (%s); /insights and /forget may be missing", exc)
 
-    async def _first_time(self, interaction: discord.Interaction) -> bool:
-        """False for an interaction already answered (a replayed gateway event)."""
-        try:
-            return await self._ledger.first_sighting(f"discord:interaction:{interaction.id}", ttl_seconds=3600)
-        except Exception:  # noqa: BLE001 - an unreachable ledger must not cost the person their answer
-            log.warning("event ledger unavailable; answering interaction %s anyway", interaction.id, exc_info=True)
-            return True
-
     async def insights(self, interaction: discord.Interaction) -> None:
-        if not await self._first_time(interaction):
-            return
+        """A read: answered at once, never queued behind the person's turn."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             found = await self._assistant.insights(user_ref(interaction.user.id).key)
@@ -97,8 +92,6 @@ class Commands:
         await interaction.followup.send(embed=insights_embed(found), ephemeral=True)
 
     async def forget(self, interaction: discord.Interaction) -> None:
-        if not await self._first_time(interaction):
-            return
         user_id = interaction.user.id
         view = discord.ui.View(timeout=None)
         view.add_item(
@@ -115,11 +108,12 @@ class Commands:
         await interaction.response.send_message(FORGET_QUESTION, view=view, ephemeral=True)
 
     async def on_component(self, interaction: discord.Interaction) -> None:
-        """A button click; only the /forget buttons are ours."""
+        """A button click; only the /forget buttons are ours. A confirmed forget is done in the person's turn
+        (after what they sent before it), and its confirmation edits this response."""
         data: Mapping[str, Any] = cast("Mapping[str, Any]", interaction.data or {})
         custom_id = data.get("custom_id")
         parsed = parse_forget_button(custom_id) if isinstance(custom_id, str) else None
-        if parsed is None or not await self._first_time(interaction):
+        if parsed is None:
             return
         confirmed, owner = parsed
         if interaction.user.id != owner:
@@ -128,11 +122,15 @@ class Commands:
         if not confirmed:
             await interaction.response.edit_message(content="Kept everything.", view=None)
             return
+        # Answered first (Discord wants a response within 3 seconds, and the turn's confirmation edits it).
         await interaction.response.edit_message(content="Forgetting everything I know about you…", view=None)
+        incoming = Incoming(
+            key=f"discord:interaction:{interaction.id}",
+            event=ForgetRequested(user=user_ref(owner)),
+            route={"application": str(interaction.application_id), "token": interaction.token},
+        )
         try:
-            await self._assistant.forget(user_ref(owner).key)
-        except Exception:  # noqa: BLE001 - say so rather than claim it was done
-            log.exception("forget failed for discord:%s", owner)
-            await interaction.edit_original_response(content="Sorry, I couldn't delete everything; please try again.")
-            return
-        await interaction.edit_original_response(content="Done: I have forgotten everything about you.")
+            await asyncio.wait_for(self._turns.accept(incoming), 2.0)
+        except Exception:  # noqa: BLE001 - say so rather than claim it will be done
+            log.exception("could not take the forget of discord:%s", owner)
+            await interaction.edit_original_response(content=FORGET_UNAVAILABLE)

@@ -1,8 +1,9 @@
-"""The Slack adapter: a slack-bolt AsyncApp over Socket Mode or HTTP that acknowledges at once and answers after.
+"""The Slack adapter: a slack-bolt AsyncApp over Socket Mode or HTTP that writes each event down, then
+acknowledges it; the answer follows in the person's turn, through the delivery port (`delivery.py`).
 
-Listeners run before bolt's acknowledgement (`process_before_response=True`) but do only pure decisions and
-bounded ledger calls, then hand the slow work (Claude, posting) to tracked tasks. So a ledger that is down
-gives Slack an error status and Slack delivers again later, instead of an event acknowledged and lost.
+Listeners run before bolt's acknowledgement (`process_before_response=True`) and do only pure decisions and
+bounded inbox calls. An event the inbox cannot keep gets an error status and Slack delivers it again, instead
+of an event acknowledged and lost.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -27,20 +28,19 @@ from adapters.slack.blocks import (
     FORGET_CANCEL,
     FORGET_CONFIRM,
     FORGET_QUESTION,
-    FORGOTTEN,
     KEPT,
     forget_confirm_blocks,
     insights_blocks,
     insights_text,
 )
-from adapters.slack.outbox import Outbox, answer_chunks
+from adapters.slack.delivery import SlackDelivery
+from adapters.slack.outbox import Outbox
 from adapters.slack.translate import (
-    EVENT_TTL,
-    THREAD_TTL,
-    Decision,
+    PLATFORM,
     Envelope,
     MalformedPayload,
     Route,
+    action_key,
     action_user,
     command_user,
     decide_message,
@@ -52,20 +52,19 @@ from adapters.slack.translate import (
     shape_problem,
 )
 from core.assistant import Assistant
-from core.background import BackgroundWork, KeyedLocks
-from core.events import MessageRef, ReactionAdded, ReactionRemoved, UserRef
-from core.ports import EventLedger
+from core.background import BackgroundWork
+from core.entries import Entry, Incoming
+from core.events import ForgetRequested, UserRef
+from core.ports import InboxFull
+from core.turns import Turns
 
 __all__ = ["SlackAdapter", "SlackConfig"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
-THINKING = "_Thinking…_"
-APOLOGY = "Sorry, something went wrong on my side while answering. Please try again in a minute."
-LEDGER_BUDGET = 1.5  # seconds for every ledger call of one event together: Slack wants its ack within 3
-LEDGER_UNDO = 0.5  # seconds to give back a claim after a failure
+ACCEPT_BUDGET = 2.0  # seconds for the inbox calls of one event together: Slack wants its ack within 3
 CONNECTING = "Socket Mode: connecting to Slack"
+_REFUSED = (InboxFull, TimeoutError, OSError)  # the inbox could not keep it: Slack delivers it again
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,14 +75,10 @@ class SlackConfig:
     api_url: str | None = None  # Web API base URL override (tests, proxies), e.g. "http://127.0.0.1:1234/api/"
 
 
-class LedgerUnavailable(Exception):
-    """The event ledger did not answer in time: Slack should deliver the event again."""
-
-
 class SlackAdapter:
     name = "slack"
 
-    def __init__(self, assistant: Assistant, ledger: EventLedger, config: SlackConfig) -> None:
+    def __init__(self, assistant: Assistant, turns: Turns, config: SlackConfig) -> None:
         if not config.bot_token.strip():
             raise ValueError("Slack needs SLACK_BOT_TOKEN (the xoxb-… bot token)")
         if not (config.app_token or "").strip() and not (config.signing_secret or "").strip():
@@ -92,7 +87,7 @@ class SlackAdapter:
                 "(HTTP mode, events at POST /slack/events); neither is set"
             )
         self._assistant = assistant
-        self._ledger = ledger
+        self._turns = turns
         self._config = config
         self._client = AsyncWebClient(
             token=config.bot_token,
@@ -115,8 +110,7 @@ class SlackAdapter:
         self._app.command("/forget")(self._on_forget)
         self._app.action(FORGET_CONFIRM)(self._on_forget_confirm)
         self._app.action(FORGET_CANCEL)(self._on_forget_cancel)
-        self._work = BackgroundWork()
-        self._locks = KeyedLocks()
+        self._work = BackgroundWork()  # the reads (/insights) and ephemeral answers behind acknowledgements
         self._outbox = Outbox(self._client)
         self._handler: AsyncSocketModeHandler | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -124,6 +118,7 @@ class SlackAdapter:
         self._signed_in = False
         self._stopping = False
         self._problem = "not started"
+        assistant.deliver_with(PLATFORM, self._delivery)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -150,8 +145,11 @@ class SlackAdapter:
 
     @property
     def pending(self) -> int:
-        """Answers and feedback still being worked on."""
+        """Ephemeral answers still being sent."""
         return self._work.pending
+
+    def _delivery(self, entry: Entry) -> SlackDelivery:
+        return SlackDelivery(entry, self._outbox, bot_user_id=self._bot_user_id)
 
     async def start(self) -> None:
         """Sign in (auth.test), then in Socket Mode connect in the background; retried until it works."""
@@ -161,7 +159,7 @@ class SlackAdapter:
 
     async def stop_taking(self) -> None:
         """Shutdown, first step: refuse new events with 503 (Slack delivers them again, to another replica) and
-        close the socket, so Slack sends nothing more here. Answers under way go on: they need only the Web API."""
+        close the socket, so Slack sends nothing more here. Turns under way go on: they need only the Web API."""
         self._stopping = True
         self._problem = "stopped"
         if self._runner is not None:
@@ -174,7 +172,7 @@ class SlackAdapter:
             self._handler = None
 
     async def drain(self, timeout: float) -> bool:
-        """Shutdown, second step: wait up to `timeout` seconds for answers and feedback under way."""
+        """Shutdown, second step: wait up to `timeout` seconds for the ephemeral answers under way."""
         return await self._work.drain(timeout)
 
     async def stop(self) -> None:
@@ -279,118 +277,52 @@ class SlackAdapter:
     async def _on_event(
         self, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
     ) -> BoltResponse | None:
-        """Every subscribed event: decide, claim it in the ledger, and leave the rest to a task."""
+        """Every subscribed event: decide, write it down, and only then let Slack hear that we have it."""
         if self._stopping:
             return BoltResponse(status=503, body={"error": "shutting down"})
-        deadline = asyncio.get_running_loop().time() + LEDGER_BUDGET
         try:
             envelope = envelope_of(body)
             bot_user_id = context.bot_user_id or self._bot_user_id
-            if envelope.type in ("reaction_added", "reaction_removed"):
-                await self._take_reaction(envelope, bot_user_id, deadline)
-            else:
-                await self._take_message(envelope, bot_user_id, retry_attempt(request.headers), deadline)
+            async with asyncio.timeout(ACCEPT_BUDGET):
+                if envelope.type in ("reaction_added", "reaction_removed"):
+                    await self._take_reaction(envelope, bot_user_id)
+                else:
+                    await self._take_message(envelope, bot_user_id, retry_attempt(request.headers))
         except MalformedPayload as exc:
             log.warning("malformed Slack event refused: %s", exc)
             return BoltResponse(status=400, body={"error": f"malformed payload: {exc}"})
-        except LedgerUnavailable as exc:
-            log.warning("Slack event %s not taken, the ledger is unavailable: %s", body.get("event_id"), exc)
+        except _REFUSED as exc:
+            log.warning("Slack event %s not taken, the inbox cannot keep it now: %s", body.get("event_id"), exc)
             return BoltResponse(status=503, body={"error": "busy, deliver again"})
         return None
 
-    async def _take_message(self, envelope: Envelope, bot_user_id: str | None, retry: int, deadline: float) -> None:
+    async def _take_message(self, envelope: Envelope, bot_user_id: str | None, retry: int) -> None:
         decision = decide_message(envelope, bot_user_id=bot_user_id)
-        if decision.route is Route.IGNORE or decision.message is None or decision.message.message is None:
+        message = decision.message
+        if decision.route is Route.IGNORE or message is None or message.message is None:
             log.debug("Slack event %s ignored: %s", envelope.event_id, decision.reason)
             return
-        if decision.route is Route.IF_THREAD_KNOWN and not await self._ledger_call(
-            self._ledger.has_seen(str(decision.thread_key)), deadline
+        channel, ts, root = message.conversation_id, message.message.message_id, decision.reply_thread_ts
+        if decision.route is Route.IF_THREAD_KNOWN and not (
+            root and await self._turns.knows_thread(PLATFORM, channel, root)
         ):
             log.debug("Slack event %s ignored: a thread Rapport is not in", envelope.event_id)
             return
-        ref = decision.message.message
-        keys = (event_key(envelope.event_id), message_key(ref.channel_id, ref.message_id))
-        if not await self._claim(keys, deadline):
-            log.info("Slack event %s (delivery %d) already taken: not answered again", envelope.event_id, retry + 1)
-            return
-        joined = False
-        if decision.route is Route.ANSWER and decision.thread_key:
-            try:
-                joined = await self._ledger_call(self._ledger.first_sighting(decision.thread_key, THREAD_TTL), deadline)
-            except LedgerUnavailable:
-                log.warning("could not record thread %s: follow-ups there need a mention", decision.thread_key)
-        in_existing_thread = decision.message.thread_id not in (None, ref.message_id)
-        self._work.spawn(
-            decision.message.user.key,
-            self._answer(decision, bot_user_id, fetch_thread=joined and in_existing_thread),
-            name=f"slack-answer-{envelope.event_id}",
+        # Called into a thread that went on without Rapport: the turn reads what was said there before.
+        joins = decision.route is Route.ANSWER and message.thread_id not in (None, ts)
+        fetch_thread = joins and not await self._turns.knows_thread(PLATFORM, channel, str(message.thread_id))
+        incoming = Incoming(
+            key=message_key(envelope.team_id, channel, ts),
+            event=message,
+            route={"channel": channel, "thread_ts": root, "fetch_thread": fetch_thread},
         )
+        if not (await self._turns.accept(incoming)).fresh:
+            log.info("Slack event %s (delivery %d) already taken: not answered again", envelope.event_id, retry + 1)
 
-    async def _take_reaction(self, envelope: Envelope, bot_user_id: str | None, deadline: float) -> None:
+    async def _take_reaction(self, envelope: Envelope, bot_user_id: str | None) -> None:
         reaction = reaction_of(envelope, bot_user_id=bot_user_id)
-        if reaction is None or not await self._claim((event_key(envelope.event_id),), deadline):
-            return
-        self._work.spawn(reaction.actor.key, self._feedback(reaction), name=f"slack-feedback-{envelope.event_id}")
-
-    @staticmethod
-    async def _ledger_call(call: Awaitable[T], deadline: float) -> T:
-        """One ledger call, within what is left of the event's budget."""
-        remaining = max(deadline - asyncio.get_running_loop().time(), 0.05)
-        try:
-            return await asyncio.wait_for(call, remaining)
-        except Exception as exc:
-            raise LedgerUnavailable(f"{type(exc).__name__} {exc}".strip()) from exc
-
-    async def _claim(self, keys: Sequence[str], deadline: float) -> bool:
-        """True if every key was new. On a ledger failure it gives back what it may have taken (a timed-out
-        call may still have written), so that Slack's redelivery is taken, then raises LedgerUnavailable."""
-        tried: list[str] = []
-        try:
-            for key in keys:
-                tried.append(key)
-                if not await self._ledger_call(self._ledger.first_sighting(key, EVENT_TTL), deadline):
-                    return False
-        except LedgerUnavailable:
-            for key in tried:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._ledger.forget(key), LEDGER_UNDO)
-            raise
-        return True
-
-    # --- answering (in tasks) ------------------------------------------------------------------------
-
-    async def _answer(self, decision: Decision, bot_user_id: str | None, *, fetch_thread: bool) -> None:
-        """Placeholder first, then the answer in its place (and after it when long); one at a time per thread."""
-        message = decision.message
-        assert message is not None and message.message is not None
-        channel, thread_ts = message.conversation_id, decision.reply_thread_ts
-        async with self._locks(f"conversation:{message.conversation_key}"):
-            placeholder = await self._outbox.post(channel, THINKING, thread_ts)
-            event = replace(message, display_name=await self._outbox.display_name(message.user.user_id))
-            if fetch_thread and message.thread_id:
-                chain = await self._outbox.thread_so_far(
-                    channel, message.thread_id, message.message.message_id, bot_user_id
-                )
-                event = replace(event, reply_chain=chain)
-            try:
-                reply = await self._assistant.handle(event)
-            except Exception:  # noqa: BLE001 - the person still gets an answer, and the log the cause
-                log.exception("answering Slack message %s in %s failed", message.message.message_id, channel)
-                await self._outbox.deliver(channel, thread_ts, placeholder, [APOLOGY])
-                return
-            posted = await self._outbox.deliver(channel, thread_ts, placeholder, answer_chunks(reply.text))
-            refs = [MessageRef(platform="slack", channel_id=channel, message_id=ts) for ts in posted]
-            await self._assistant.delivered(reply, refs)
-
-    async def _feedback(self, reaction: ReactionAdded | ReactionRemoved) -> None:
-        """Reactions on one message by one person are applied in the order they came."""
-        ref = reaction.message
-        async with self._locks(f"reaction:{ref.channel_id}:{ref.message_id}:{reaction.actor.key}"):
-            if isinstance(reaction, ReactionAdded):
-                counted = await self._assistant.reaction_added(reaction)
-            else:
-                counted = await self._assistant.reaction_removed(reaction)
-        log.debug("reaction %s by %s: %s", reaction.emoji, reaction.actor.key, "counted" if counted else "not feedback")
+        if reaction is not None:
+            await self._turns.accept(Incoming(key=event_key(envelope.event_id), event=reaction))
 
     # --- slash commands and buttons ----------------------------------------------------------------
 
@@ -427,25 +359,24 @@ class SlackAdapter:
     async def _on_forget_confirm(
         self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond
     ) -> BoltResponse | None:
-        """The clicker (never anyone named in the payload) is forgotten, in every store."""
+        """The clicker (never anyone named in the payload) is forgotten in their turn, after what they sent before;
+        written down before the click is acknowledged, like every event that changes something."""
         try:
             user = action_user(body)
+            key = action_key(body)
         except MalformedPayload as exc:
             log.warning("malformed forget confirmation refused: %s", exc)
             return BoltResponse(status=400, body={"error": str(exc)})
-        await ack()
-        self._work.spawn(user.key, self._forget(user, body, respond), name=f"slack-forget-{user.key}")
-        return None
-
-    async def _forget(self, user: UserRef, body: Mapping[str, Any], respond: AsyncRespond) -> None:
+        route = {"response_url": str(body.get("response_url") or ""), "channel": _channel_of(body)}
         try:
-            await self._assistant.forget(user.key)
-        except Exception:  # noqa: BLE001 - the person is told it did not work
-            log.exception("forgetting %s failed", user.key)
-            await self._outbox.ephemeral(body, respond, text="Sorry, that did not work; please try `/forget` again.")
-            return
+            incoming = Incoming(key=key, event=ForgetRequested(user=user), route=route)
+            await asyncio.wait_for(self._turns.accept(incoming), ACCEPT_BUDGET)
+        except _REFUSED as exc:
+            log.warning("forget confirmation not taken, the inbox cannot keep it now: %s", exc)
+            return BoltResponse(status=503, body={"error": "busy, try again"})
+        await ack()
         self._outbox.forget_name(user.user_id)
-        await self._outbox.ephemeral(body, respond, text=FORGOTTEN, replace_original=True)
+        return None
 
     async def _on_forget_cancel(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
@@ -454,3 +385,8 @@ class SlackAdapter:
             self._outbox.ephemeral(body, respond, text=KEPT, replace_original=True),
             name="slack-keep",
         )
+
+
+def _channel_of(body: Mapping[str, Any]) -> str:
+    channel = body.get("channel")
+    return str(channel.get("id") or "") if isinstance(channel, Mapping) else str(body.get("channel_id") or "")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from slack_bolt.async_app import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack.mrkdwn import escape, to_mrkdwn
 from adapters.slack.split import split_message
@@ -44,34 +45,92 @@ class Outbox:
         self._names.pop(user_id, None)
 
     async def deliver(
-        self, channel: str, thread_ts: str | None, placeholder: str | None, chunks: Sequence[str]
+        self,
+        channel: str,
+        thread_ts: str | None,
+        chunks: Sequence[str],
+        existing: Mapping[int, str],
+        metadata: Callable[[int], dict[str, Any]],
     ) -> list[str]:
-        """The first chunk replaces the placeholder; the others follow in the thread. Returns every ts posted."""
+        """Each chunk into the message already posted for its part (the placeholder is part 0), else as a new
+        message in the thread; parts an earlier, longer attempt posted beyond these are deleted. Returns every
+        ts the reply now uses; raises when not one part reached Slack (the turn tries again)."""
         posted: list[str] = []
-        for i, chunk in enumerate(chunks):
-            ts: str | None = None
-            if i == 0 and placeholder is not None:
+        failure: Exception | None = None
+        for part, chunk in enumerate(chunks):
+            ts = existing.get(part)
+            if ts is not None:
                 try:
-                    await self._client.chat_update(channel=channel, ts=placeholder, text=chunk)
-                    ts = placeholder
+                    await self._client.chat_update(channel=channel, ts=ts, text=chunk, metadata=metadata(part))
                 except Exception as exc:  # noqa: BLE001 - post it as a new message instead
-                    log.warning("chat.update of the placeholder in %s failed: %s", channel, exc)
-            ts = ts or await self.post(channel, chunk, thread_ts)
+                    log.warning("chat.update of part %d in %s failed: %s", part, channel, exc)
+                    failure, ts = exc, None
+            if ts is None:
+                try:
+                    ts = await self.post(channel, chunk, thread_ts, metadata=metadata(part))
+                except Exception as exc:  # noqa: BLE001 - reported; the other chunks still go out
+                    log.warning("chat.postMessage to %s failed: %s", channel, exc)
+                    failure = exc
             if ts is not None:
                 posted.append(ts)
-        if placeholder is not None and placeholder not in posted:
-            with contextlib.suppress(Exception):
-                await self._client.chat_delete(channel=channel, ts=placeholder)
+        for part, ts in existing.items():
+            if part >= len(chunks) or ts not in posted:
+                with contextlib.suppress(Exception):
+                    await self._client.chat_delete(channel=channel, ts=ts)
+        if not posted:
+            raise RuntimeError(f"no part of the reply reached Slack: {failure}")
         return posted
 
-    async def post(self, channel: str, text: str, thread_ts: str | None) -> str | None:
-        try:
-            response = await self._client.chat_postMessage(channel=channel, text=text, thread_ts=thread_ts)
-        except Exception as exc:  # noqa: BLE001 - reported; the other chunks still go out
-            log.warning("chat.postMessage to %s failed: %s", channel, exc)
-            return None
+    async def post(
+        self, channel: str, text: str, thread_ts: str | None, *, metadata: dict[str, Any] | None = None
+    ) -> str | None:
+        """chat.postMessage; raises what the Web API raises."""
+        response = await self._client.chat_postMessage(
+            channel=channel, text=text, thread_ts=thread_ts, metadata=metadata
+        )
         ts = response.get("ts")
         return ts if isinstance(ts, str) else None
+
+    async def posted_for(
+        self, channel: str, thread_ts: str | None, oldest: str, event_type: str, entry: str
+    ) -> dict[int, str]:
+        """The parts an earlier attempt posted for `entry` (their metadata names it), by part: found in the
+        thread, or in the channel after `oldest` (a reply at the top level of a DM)."""
+        try:
+            if thread_ts:
+                response = await self._client.conversations_replies(
+                    channel=channel, ts=thread_ts, include_all_metadata=True, limit=200
+                )
+            else:
+                response = await self._client.conversations_history(
+                    channel=channel, oldest=oldest, include_all_metadata=True, limit=200
+                )
+        except Exception as exc:  # noqa: BLE001 - then it is posted (again): better twice than never
+            log.warning("could not look for an earlier reply in %s: %s", channel, exc)
+            return {}
+        found: dict[int, str] = {}
+        for message in response.get("messages") or []:
+            meta = message.get("metadata") if isinstance(message, Mapping) else None
+            if not isinstance(meta, Mapping) or meta.get("event_type") != event_type:
+                continue
+            payload = meta.get("event_payload")
+            if not isinstance(payload, Mapping):
+                continue
+            if payload.get("entry") == entry and isinstance(message.get("ts"), str):
+                found.setdefault(int(payload.get("part", 0)), message["ts"])
+        return found
+
+    async def respond(self, response_url: str, text: str) -> None:
+        """To the person only, through the response_url of their click (valid for 30 minutes)."""
+        try:
+            sent = await AsyncWebhookClient(response_url).send_dict(
+                {"text": text, "response_type": "ephemeral", "replace_original": True}
+            )
+        except Exception as exc:  # noqa: BLE001 - nothing more to do than say so
+            log.warning("response_url failed: %s", exc)
+            return
+        if sent.status_code >= 400:
+            log.warning("Slack response_url answered %s: %s", sent.status_code, sent.body)
 
     async def display_name(self, user_id: str) -> str:
         """users.info once per person (cached); the id when Slack will not say."""

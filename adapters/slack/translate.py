@@ -13,12 +13,12 @@ from typing import Any
 from core.events import ChainMessage, MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, UserRef
 
 __all__ = [
-    "EVENT_TTL",
-    "THREAD_TTL",
+    "PLATFORM",
     "Decision",
     "Envelope",
     "MalformedPayload",
     "Route",
+    "action_key",
     "action_user",
     "chain_from_replies",
     "command_user",
@@ -31,15 +31,13 @@ __all__ = [
     "retry_attempt",
     "sent_at",
     "shape_problem",
-    "thread_key",
 ]
 
 PLATFORM = "slack"
-EVENT_TTL = 86_400  # Slack retries within minutes; a day is plenty
-THREAD_TTL = 7 * 86_400  # how long a thread Rapport answered in stays one it follows without a mention
 
 # Subtypes that are still a person writing; every other one (edits, deletions, joins, bots) is not.
 _PERSON_SUBTYPES = frozenset({"thread_broadcast", "file_share"})
+_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # team, user, channel ids and ts: anything else is not from Slack
 _CHANNEL_LINK = re.compile(r"<#[A-Z0-9]+\|([^>]*)>")
 _URL_LINK = re.compile(r"<((?:https?|mailto):[^>|]+)(?:\|([^>]*))?>")
 
@@ -75,20 +73,33 @@ class Decision:
     reason: str
     message: MessageReceived | None = None
     reply_thread_ts: str | None = None  # None: top level of a DM
-    thread_key: str | None = None  # the ledger key of the thread Rapport joins or follows
 
 
 def event_key(event_id: str) -> str:
     return f"slack:event:{event_id}"
 
 
-def message_key(channel: str, ts: str) -> str:
-    """One message can arrive as two events (`app_mention` and `message`): answered under this key once."""
-    return f"slack:message:{channel}:{ts}"
+def message_key(team: str, channel: str, ts: str) -> str:
+    """One message can arrive as two events (`app_mention` and `message`): one inbox entry under this key."""
+    return f"slack:message:{team}:{channel}:{ts}"
 
 
-def thread_key(channel: str, thread_ts: str) -> str:
-    return f"slack:thread:{channel}:{thread_ts}"
+def action_key(body: Mapping[str, Any]) -> str:
+    """One click on a button: Slack's retry of the same click has the same action_ts."""
+    actions = body.get("actions")
+    first = actions[0] if isinstance(actions, list) and actions and isinstance(actions[0], Mapping) else {}
+    stamp = first.get("action_ts") or body.get("trigger_id")
+    if not isinstance(stamp, str) or not stamp or len(stamp) > 100 or not stamp.isprintable():
+        raise MalformedPayload("block action without action_ts or trigger_id")
+    team = action_user(body)
+    return f"slack:action:{team.scope}:{team.user_id}:{stamp}"
+
+
+def _checked(value: Any, what: str) -> str:
+    """A Slack id or ts, or MalformedPayload: control characters and oddities never reach a key or a column."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise MalformedPayload(f"{what} is not a Slack id")
+    return value
 
 
 def envelope_of(body: Mapping[str, Any]) -> Envelope:
@@ -100,7 +111,7 @@ def envelope_of(body: Mapping[str, Any]) -> Envelope:
     team_id = body.get("team_id") or _authorized_team(body)
     if not isinstance(event_id, str) or not event_id or not isinstance(team_id, str) or not team_id:
         raise MalformedPayload(f"{event['type']} event without event_id or team_id")
-    return Envelope(event_id=event_id, team_id=team_id, event=event)
+    return Envelope(event_id=_checked(event_id, "event_id"), team_id=_checked(team_id, "team_id"), event=event)
 
 
 def _authorized_team(body: Mapping[str, Any]) -> str | None:
@@ -184,9 +195,10 @@ def decide_message(envelope: Envelope, *, bot_user_id: str | None) -> Decision:
     channel, ts, text = event.get("channel"), event.get("ts"), event.get("text", "")
     if not isinstance(user, str) or not isinstance(channel, str) or not isinstance(ts, str):
         raise MalformedPayload(f"{kind} event without user, channel or ts")
+    user, channel, ts = _checked(user, "user"), _checked(channel, "channel"), _checked(ts, "ts")
     if not isinstance(text, str):
         raise MalformedPayload(f"{kind} event whose text is not a string")
-    thread_ts = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) else None
+    thread_ts = _checked(event["thread_ts"], "thread_ts") if isinstance(event.get("thread_ts"), str) else None
     is_dm = event.get("channel_type") == "im" or (kind == "app_mention" and channel.startswith("D"))
 
     if kind == "app_mention":
@@ -198,7 +210,6 @@ def decide_message(envelope: Envelope, *, bot_user_id: str | None) -> Decision:
             reason="mentioned in a channel",
             message=_message(envelope, user, channel, ts, root, text, bot_user_id, private=False),
             reply_thread_ts=root,
-            thread_key=thread_key(channel, root),
         )
     if is_dm:
         return Decision(
@@ -216,7 +227,6 @@ def decide_message(envelope: Envelope, *, bot_user_id: str | None) -> Decision:
         reason="a follow-up in a channel thread",
         message=_message(envelope, user, channel, ts, thread_ts, text, bot_user_id, private=False),
         reply_thread_ts=thread_ts,
-        thread_key=thread_key(channel, thread_ts),
     )
 
 
@@ -260,6 +270,7 @@ def reaction_of(envelope: Envelope, *, bot_user_id: str | None) -> ReactionAdded
     channel, ts = item.get("channel"), item.get("ts")
     if not isinstance(channel, str) or not isinstance(ts, str):
         raise MalformedPayload(f"{envelope.type} event whose item has no channel or ts")
+    channel, ts, user = _checked(channel, "channel"), _checked(ts, "ts"), _checked(user, "user")
     actor = UserRef(platform=PLATFORM, scope=envelope.team_id, user_id=user)
     ref = MessageRef(platform=PLATFORM, channel_id=channel, message_id=ts)
     if envelope.type == "reaction_added":
@@ -272,7 +283,7 @@ def command_user(body: Mapping[str, Any]) -> UserRef:
     team, user = body.get("team_id"), body.get("user_id")
     if not isinstance(team, str) or not team or not isinstance(user, str) or not user:
         raise MalformedPayload("slash command without team_id or user_id")
-    return UserRef(platform=PLATFORM, scope=team, user_id=user)
+    return UserRef(platform=PLATFORM, scope=_checked(team, "team_id"), user_id=_checked(user, "user_id"))
 
 
 def action_user(body: Mapping[str, Any]) -> UserRef:
@@ -282,7 +293,7 @@ def action_user(body: Mapping[str, Any]) -> UserRef:
     user_id = user.get("id") if isinstance(user, Mapping) else None
     if not isinstance(team_id, str) or not team_id or not isinstance(user_id, str) or not user_id:
         raise MalformedPayload("block action without team or user")
-    return UserRef(platform=PLATFORM, scope=team_id, user_id=user_id)
+    return UserRef(platform=PLATFORM, scope=_checked(team_id, "team"), user_id=_checked(user_id, "user"))
 
 
 def chain_from_replies(

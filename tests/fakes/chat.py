@@ -1,12 +1,20 @@
-"""An in-memory adapter: turns plain calls into neutral events and keeps what Rapport posted."""
+"""An in-memory platform ("fake"): plain calls become inbox entries, answered by the real turns and assistant,
+and a delivery port that keeps what Rapport posted."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from itertools import count
+from typing import Any
 
-from core.assistant import Assistant
-from core.events import MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, Reply, UserRef
+from bot.wiring import Services
+from core.entries import Answer, Entry, Incoming, interaction_id_for
+from core.events import ForgetRequested, MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, Reply, UserRef
+
+WAIT = 30.0
 
 
 @dataclass
@@ -16,21 +24,76 @@ class Posted:
 
 
 @dataclass
+class FakePlatform:
+    """What people see of the fake platform: each entry's reply, whichever replica delivered it."""
+
+    replies: dict[str, str] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def show(self, key: str, text: str) -> None:
+        self.replies[key] = text
+        self.changed.set()
+
+    async def reply_to(self, key: str, timeout: float = WAIT) -> str:
+        async with asyncio.timeout(timeout):
+            while key not in self.replies:
+                self.changed.clear()
+                await self.changed.wait()
+        return self.replies[key]
+
+
+class FakeDelivery:
+    """core.ports.Delivery for the fake platform: a reply is "posted" as one message named after its entry."""
+
+    def __init__(self, entry: Entry, platform: FakePlatform) -> None:
+        self._entry = entry
+        self._platform = platform
+
+    async def prepare(self, event: MessageReceived) -> MessageReceived:
+        return event
+
+    @asynccontextmanager
+    async def working(self) -> AsyncIterator[list[MessageRef]]:
+        yield []
+
+    async def deliver(self, text: str, *, placeholder: Sequence[MessageRef]) -> list[MessageRef]:
+        self._platform.show(self._entry.key, text)
+        return [reply_ref(self._entry)]
+
+    async def notify(self, text: str) -> None: ...
+
+
+def reply_ref(entry: Entry) -> MessageRef:
+    event = entry.event
+    channel = event.conversation_id if isinstance(event, MessageReceived) else ""
+    return MessageRef(platform=entry.person.split(":", 1)[0], channel_id=channel, message_id=f"r-{entry.key}")
+
+
+@dataclass
 class FakeChat:
-    assistant: Assistant
+    services: Services
     platform: str = "fake"
+    seen: FakePlatform = field(default_factory=FakePlatform)  # share one between replicas' chats
+    shared: bool = False  # True with a `seen` shared between replicas: an answer may come from another
     posted: list[Posted] = field(default_factory=list)
-    _ids: count[int] = field(default_factory=lambda: count(1))
+
+    def __post_init__(self) -> None:
+        self.services.assistant.deliver_with(self.platform, lambda entry: FakeDelivery(entry, self.seen))
 
     def user(self, name: str) -> UserRef:
         return UserRef(platform=self.platform, user_id=name)
 
+    async def _through_turn(self, incoming: Incoming) -> Any:
+        outcome = self.services.assistant.outcomes.expect(incoming.key)
+        await self.services.turns.accept(incoming)
+        return await asyncio.wait_for(outcome, WAIT)
+
     async def say(self, who: str, text: str, *, channel: str | None = None, thread: str | None = None) -> Posted:
-        """`who` writes `text` in a DM (no channel) or in a shared channel."""
+        """`who` writes `text` in a DM (no channel) or in a shared channel, and gets the reply."""
         private = channel is None
         conversation = f"dm-{who}" if private else channel
         assert conversation is not None
-        incoming = MessageRef(platform=self.platform, channel_id=conversation, message_id=str(next(self._ids)))
+        message_id = uuid.uuid4().hex
         event = MessageReceived(
             user=self.user(who),
             display_name=who.title(),
@@ -38,19 +101,32 @@ class FakeChat:
             conversation_id=conversation,
             thread_id=thread,
             private=private,
-            message=incoming,
+            message=MessageRef(platform=self.platform, channel_id=conversation, message_id=message_id),
         )
-        reply = await self.assistant.handle(event)
-        ref = MessageRef(platform=self.platform, channel_id=conversation, message_id=str(next(self._ids)))
-        await self.assistant.delivered(reply, [ref])
+        key = f"{self.platform}:message:{conversation}:{message_id}"
+        outcome = self.services.assistant.outcomes.expect(key)  # settled here when this replica answers it
+        await self.services.turns.accept(Incoming(key=key, event=event))
+        text = await self.seen.reply_to(key)  # wherever it was answered
+        if not self.shared:  # answered here, then: its outcome follows the delivery at once
+            await asyncio.wait([outcome], timeout=5)
+        answer: Answer | None = outcome.result() if outcome.done() else None
+        ok = answer.ok if answer is not None else True
+        reply = Reply(text=text, interaction_id=interaction_id_for(key), user_key=event.user.key, ok=ok)
+        ref = MessageRef(platform=self.platform, channel_id=conversation, message_id=f"r-{key}")
         posted = Posted(reply=reply, ref=ref)
         self.posted.append(posted)
         return posted
 
     async def react(self, who: str, posted: Posted, emoji: str) -> bool:
-        return await self.assistant.reaction_added(ReactionAdded(actor=self.user(who), message=posted.ref, emoji=emoji))
+        """True when it counted as feedback (its job is done when this returns)."""
+        event = ReactionAdded(actor=self.user(who), message=posted.ref, emoji=emoji)
+        return bool(await self._through_turn(Incoming(key=f"{self.platform}:reaction:{uuid.uuid4().hex}", event=event)))
 
     async def unreact(self, who: str, posted: Posted, emoji: str) -> bool:
-        return await self.assistant.reaction_removed(
-            ReactionRemoved(actor=self.user(who), message=posted.ref, emoji=emoji)
-        )
+        event = ReactionRemoved(actor=self.user(who), message=posted.ref, emoji=emoji)
+        return bool(await self._through_turn(Incoming(key=f"{self.platform}:reaction:{uuid.uuid4().hex}", event=event)))
+
+    async def forget(self, who: str) -> None:
+        """`who` confirms /forget: done in their turn, after what they sent before."""
+        event = ForgetRequested(user=self.user(who))
+        await self._through_turn(Incoming(key=f"{self.platform}:forget:{uuid.uuid4().hex}", event=event))

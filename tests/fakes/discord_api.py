@@ -50,6 +50,8 @@ class FakeDiscord:
         self.calls: list[Call] = []
         self.messages: dict[str, dict[str, Any]] = {}
         self.created: list[dict[str, Any]] = []  # messages the bot posted through REST, in order
+        self.nonces: dict[tuple[str, str], dict[str, Any]] = {}
+        self.refuse_posts = 0  # the next N message posts are refused  # (channel, nonce) -> the message it created
         self.identifies: list[dict[str, Any]] = []
         self.resumes: list[dict[str, Any]] = []
         self.replayed: list[dict[str, Any]] = []  # frames sent again on RESUME
@@ -494,6 +496,14 @@ class FakeDiscord:
 
     async def _create_message(self, body: Any, channel: str) -> web.Response:
         body = body or {}
+        if self.refuse_posts > 0:  # a permission hiccup: discord.py does not retry a 403 by itself
+            self.refuse_posts -= 1
+            return _json({"message": "Missing Access", "code": 50001}, status=403)
+        nonce = body.get("nonce")
+        if nonce is not None and body.get("enforce_nonce"):  # Discord: the same nonce again gets the same message
+            earlier = self.nonces.get((channel, str(nonce)))
+            if earlier is not None:
+                return _json(earlier)
         reference = body.get("message_reference")
         reply_to = self.messages.get(str(reference["message_id"])) if reference else None
         if reference and reply_to is None and reference.get("fail_if_not_exists", True):
@@ -507,6 +517,9 @@ class FakeDiscord:
             embeds=body.get("embeds") or (),
             components=body.get("components") or (),
         )
+        if nonce is not None:
+            payload["nonce"] = nonce
+            self.nonces[(channel, str(nonce))] = payload
         self.created.append(payload)
         await self.dispatch("MESSAGE_CREATE", payload)  # Discord echoes the bot's own messages to it
         await asyncio.sleep(self.post_latency)

@@ -33,6 +33,8 @@ class FakeSlackAPI:
 
     users: dict[str, str] = field(default_factory=lambda: {"U123": "Ada", "U456": "Grace"})
     replies: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    # what the bot posted, per channel, as conversations.history and .replies show it (metadata included)
+    messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     socket_url: str = ""
     calls: list[Call] = field(default_factory=list)
@@ -126,13 +128,33 @@ class FakeSlackAPI:
 
     def _chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         ts = self._next_ts()
+        message = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "text": args.get("text"), "ts": ts}
+        if args.get("thread_ts"):
+            message["thread_ts"] = args["thread_ts"]
+        if args.get("metadata"):
+            message["metadata"] = _json_arg(args["metadata"])
+        self.messages.setdefault(str(args.get("channel")), []).append(message)
         return {"channel": args.get("channel"), "ts": ts, "message": {"text": args.get("text"), "ts": ts}}
 
+    def _find(self, channel: str, ts: str) -> dict[str, Any] | None:
+        return next((m for m in self.messages.get(channel, []) if m["ts"] == ts), None)
+
     def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._find(str(args.get("channel")), str(args.get("ts")))
+        if message is not None:
+            message["text"] = args.get("text")
+            if args.get("metadata"):
+                message["metadata"] = _json_arg(args["metadata"])
         return {"channel": args.get("channel"), "ts": args.get("ts"), "text": args.get("text")}
 
     def _chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel"))
+        self.messages[channel] = [m for m in self.messages.get(channel, []) if m["ts"] != args.get("ts")]
         return {"channel": args.get("channel"), "ts": args.get("ts")}
+
+    def shown(self, channel: str) -> list[dict[str, Any]]:
+        """What people see of the bot in `channel` now (after edits and deletions), oldest first."""
+        return list(self.messages.get(channel, []))
 
     def _chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"message_ts": self._next_ts()}
@@ -143,8 +165,28 @@ class FakeSlackAPI:
         return {"user": {"id": user, "name": name.lower(), "profile": {"display_name": name, "real_name": name}}}
 
     def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
-        messages = self.replies.get((args.get("channel", ""), args.get("ts", "")), [])
-        return {"messages": messages, "has_more": False}
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        own = [m for m in self.messages.get(channel, []) if m.get("thread_ts") == ts or m["ts"] == ts]
+        messages = sorted([*self.replies.get((channel, ts), []), *own], key=lambda m: float(m["ts"]))
+        return {"messages": [_shown(m, args) for m in messages], "has_more": False}
+
+    def _conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        oldest = float(args.get("oldest") or 0)
+        channel = str(args.get("channel", ""))
+        top = [m for m in self.messages.get(channel, []) if "thread_ts" not in m and float(m["ts"]) > oldest]
+        return {"messages": [_shown(m, args) for m in reversed(top)], "has_more": False}
 
     def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"url": self.socket_url}
+
+
+def _json_arg(value: Any) -> Any:
+    """Form-encoded calls carry JSON arguments as strings."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _shown(message: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    """A message as the Web API lists it: its metadata only when include_all_metadata was asked for."""
+    if str(args.get("include_all_metadata", "")).lower() in ("1", "true"):
+        return dict(message)
+    return {k: v for k, v in message.items() if k != "metadata"}

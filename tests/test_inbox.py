@@ -1,0 +1,202 @@
+"""The inbox on both backends: one entry per event, arrival order, leases, steps, jobs, and the spool."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from core.entries import Answer, Incoming, Step
+from core.events import ForgetRequested, MessageReceived, MessageRef, ReactionAdded, UserRef
+from core.health import Health
+from storage.database import Database
+from storage.inbox import RelationalInbox
+from storage.records import RelationalRecords
+from storage.spool import Spool
+from tests.conftest import fresh_postgres
+
+ADA = UserRef(platform="t", user_id="ada")
+BEA = UserRef(platform="t", user_id="bea")
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "sqlite":
+        db = Database(f"sqlite://{tmp_path}/db/rapport.sqlite3")
+        await db.open()
+        yield db
+        await db.close()
+        return
+    async with fresh_postgres() as url:
+        db = Database(url)
+        await db.open()
+        yield db
+        await db.close()
+
+
+def inbox_on(database: Database, tmp_path: Path, owner: str = "a") -> RelationalInbox:
+    return RelationalInbox(database, Spool(tmp_path / f"spool-{owner}"), health=Health(), owner=owner)
+
+
+def message(user: UserRef, text: str, *, channel: str = "dm", thread: str | None = None, ts: str = "1") -> Incoming:
+    event = MessageReceived(
+        user=user,
+        text=text,
+        conversation_id=channel,
+        thread_id=thread,
+        private=channel == "dm",
+        message=MessageRef(platform="t", channel_id=channel, message_id=ts),
+        sent_at=datetime.now(UTC),
+    )
+    return Incoming(key=f"t:message:{channel}:{ts}", event=event, route={"channel": channel})
+
+
+async def test_an_event_delivered_again_or_raced_is_one_entry(database: Database, tmp_path: Path) -> None:
+    one, other = inbox_on(database, tmp_path, "a"), inbox_on(database, tmp_path, "b")
+    hello = message(ADA, "hello", ts="1")
+    accepted = await asyncio.gather(*(inbox.accept(hello) for inbox in [one, other] * 10))
+    assert [a.fresh for a in accepted].count(True) == 1, "across replicas, and within one batch"
+    assert not (await one.accept(hello)).fresh, "and again later"
+    assert await one.take_turn(ADA.key, "a", 10)
+    entry = await one.next_entry(ADA.key)
+    assert entry is not None and entry.key == hello.key and entry.taken == 1
+    assert isinstance(entry.event, MessageReceived) and entry.event.text == "hello"
+    assert entry.route == {"channel": "dm"}
+
+
+async def test_a_persons_entries_come_in_arrival_order_and_keep_their_steps(database: Database, tmp_path: Path) -> None:
+    inbox, records = inbox_on(database, tmp_path), RelationalRecords(database)
+    for i in range(5):
+        await inbox.accept(message(ADA, f"m{i}", ts=str(i)))
+    await inbox.accept(message(BEA, "other", ts="b"))
+    assert await inbox.take_turn(ADA.key, "a", 10)
+    first = await inbox.next_entry(ADA.key)
+    assert first is not None and isinstance(first.event, MessageReceived) and first.event.text == "m0"
+    placeholder = MessageRef(platform="t", channel_id="dm", message_id="p0")
+    await inbox.answered(first, Answer(text="reply 0", ok=True, model="m"), [placeholder])
+    again = await inbox.next_entry(ADA.key)  # a turn resumed after a stop: the same entry, taken once more
+    assert again is not None and again.key == first.key and again.taken == 2
+    assert again.step is Step.ANSWERED and again.answer == Answer(text="reply 0", ok=True, model="m")
+    assert again.refs == (placeholder,)
+    assert not await inbox.release(ADA.key, "a"), "entries wait: the turn goes on"
+    await inbox.delivered(again, [placeholder], job_owner="a", job_ttl=60)
+    link = await records.find_reply(placeholder)
+    assert link is not None and link.interaction_id == first.interaction_id and link.user_key == ADA.key
+    texts = []
+    while (entry := await inbox.next_entry(ADA.key)) is not None:
+        assert isinstance(entry.event, MessageReceived)
+        texts.append(entry.event.text)
+        await inbox.delivered(entry, [], job_owner="a", job_ttl=60)
+    assert texts == ["m1", "m2", "m3", "m4"]
+    assert await inbox.release(ADA.key, "a")
+    assert [e.key for e in await inbox.claim_jobs("a", 60, 10)] == [], "their jobs are held by their turn's owner"
+
+
+async def test_a_turn_is_one_owners_until_handed_back_or_lapsed(database: Database, tmp_path: Path) -> None:
+    inbox = inbox_on(database, tmp_path)
+    await inbox.accept(message(ADA, "hi"))
+    assert await inbox.waiting(10) == [ADA.key], "nobody holds it yet"
+    assert await inbox.take_turn(ADA.key, "a", 10)
+    assert not await inbox.take_turn(ADA.key, "b", 10), "another replica waits"
+    assert await inbox.take_turn(ADA.key, "a", 10), "its owner takes it again"
+    assert await inbox.waiting(10) == []
+    assert await inbox.renew([ADA.key, BEA.key], "a", 10) == {ADA.key}
+    assert await inbox.renew([ADA.key], "b", 10) == set()
+    assert await inbox.take_turn(BEA.key, "b", 0.05)
+    await asyncio.sleep(0.1)
+    assert await inbox.take_turn(BEA.key, "a", 10), "a lapsed lease is taken over"
+    await inbox.release_all("a")
+    assert await inbox.take_turn(ADA.key, "b", 10), "a lease handed back on shutdown is free at once"
+    assert await inbox.waiting(10) == []
+
+
+async def test_jobs_are_claimed_once_and_a_forgotten_persons_are_not_confirmed(
+    database: Database, tmp_path: Path
+) -> None:
+    one, other = inbox_on(database, tmp_path, "a"), inbox_on(database, tmp_path, "b")
+    for person, ts in ((ADA, "1"), (ADA, "2"), (BEA, "3")):
+        await one.accept(message(person, "x", ts=ts))
+        await one.take_turn(person.key, "a", 10)
+        entry = await one.next_entry(person.key)
+        assert entry is not None
+        await one.delivered(entry, [], job_owner="a", job_ttl=0.05)  # its process stops: the job lapses
+    await asyncio.sleep(0.1)
+    claims = await asyncio.gather(one.claim_jobs("a", 60, 10), other.claim_jobs("b", 60, 10))
+    assert sorted(len(c) for c in claims) == [0, 3], "one replica takes them"
+    keys = [e.key for claim in claims for e in claim]
+    owner = "a" if claims[0] else "b"
+    await one.forget(ADA.key, keep="")
+    assert await one.jobs_held(ADA.key) == 2, "a job already under way is waited for"
+    assert await one.confirm_jobs(keys, owner, 60) == {"t:message:dm:3"}, "a forgotten person's jobs are not done"
+    await one.finished(keys, owner)
+    assert await one.jobs_held(ADA.key) == 0 and await one.jobs_held(BEA.key) == 0
+    assert await one.claim_jobs("a", 60, 10) == []
+    left = await one.history("t::dm", 10)
+    assert [t.user_key for t in left] == [BEA.key], "what the forgotten person said is gone from the inbox"
+
+
+async def test_a_reaction_that_comes_back_is_applied_again_and_a_message_is_not(
+    database: Database, tmp_path: Path
+) -> None:
+    inbox = inbox_on(database, tmp_path)
+    ref = MessageRef(platform="t", channel_id="dm", message_id="r1")
+    reaction = Incoming(key="t:reaction:r1:ada:+1", event=ReactionAdded(actor=ADA, message=ref, emoji="👍"))
+    assert (await inbox.accept(reaction)).fresh
+    await inbox.take_turn(ADA.key, "a", 10)
+    entry = await inbox.next_entry(ADA.key)
+    assert entry is not None and entry.kind == "reaction"
+    await inbox.delivered(entry, [], job_owner="a", job_ttl=60)
+    assert not (await inbox.accept(reaction)).fresh, "its job is not done yet: nothing to apply again"
+    await inbox.finished([entry.key], "a")
+    assert (await inbox.accept(reaction)).fresh, "done: set again (idempotent)"
+    forget = Incoming(key="t:forget:1", event=ForgetRequested(user=ADA))
+    assert (await inbox.accept(forget)).fresh and not (await inbox.accept(forget)).fresh
+
+
+async def test_threads_rapport_took_part_in_are_known(database: Database, tmp_path: Path) -> None:
+    inbox = inbox_on(database, tmp_path)
+    assert not await inbox.knows_thread("t", "C1", "100.1")
+    await inbox.accept(message(ADA, "hi", channel="C1", thread="100.1", ts="100.1"))
+    assert await inbox.knows_thread("t", "C1", "100.1")
+    assert not await inbox.knows_thread("t", "C1", "100.2") and not await inbox.knows_thread("u", "C1", "100.1")
+
+
+async def test_history_falls_back_to_what_the_inbox_holds(database: Database, tmp_path: Path) -> None:
+    inbox = inbox_on(database, tmp_path)
+    for i in range(3):
+        await inbox.accept(message(ADA, f"question {i}", channel="C1", ts=str(i)))
+    await inbox.take_turn(ADA.key, "a", 10)
+    for i in range(3):
+        entry = await inbox.next_entry(ADA.key)
+        assert entry is not None
+        await inbox.answered(entry, Answer(text=f"answer {i}", ok=i != 1), [])
+        await inbox.delivered(entry, [], job_owner="a", job_ttl=60)
+    conversation = message(ADA, "", channel="C1").event
+    assert isinstance(conversation, MessageReceived)
+    turns = await inbox.history(conversation.conversation_key, 4)
+    assert [(t.role, t.text) for t in turns] == [
+        ("assistant", "answer 0"),
+        ("user", "question 1"),
+        ("user", "question 2"),
+        ("assistant", "answer 2"),
+    ]
+    assert {t.user_key for t in turns} == {ADA.key}
+    assert [t.text for t in await inbox.history(conversation.conversation_key, 10)] == [
+        "question 0",
+        "answer 0",
+        "question 1",
+        "question 2",
+        "answer 2",
+    ], "a failed answer is not history"
+
+
+def test_the_spool_survives_a_torn_last_line(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    asyncio.run(spool.append({"op": "new", "key": "a", "row": {}}))
+    with spool.path.open("a") as file:
+        file.write('{"op": "new", "key": "b", "ro')
+    assert Spool(tmp_path).load() == [{"op": "new", "key": "a", "row": {}}]
