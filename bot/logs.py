@@ -117,4 +117,7 @@ def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None
         "aiosqlite",
     ):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
+    # While PostgreSQL is down, asyncpg's pool logs a traceback every few seconds as it tries to reconnect; the
+    # outage itself is one line when it starts and one when it ends (core.health).
+    logging.getLogger("asyncpg.pool").setLevel(max(logging.getLevelName(level), logging.ERROR))
     logging.getLogger("aiohttp.server").addFilter(BadRequestLine())

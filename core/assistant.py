@@ -172,7 +172,13 @@ class Assistant:
         if entry.step < Step.ANSWERED or answer is None:
             answer, embedding, placeholder = await self._answer(entry, event, delivery)
             await self._inbox.answered(entry, answer, placeholder)
-        refs = await delivery.deliver(answer.text, placeholder=placeholder)
+        try:
+            refs = await delivery.deliver(answer.text, placeholder=placeholder)
+        except Exception:
+            if entry.taken <= self._settings.max_takes:
+                raise  # the platform did not take it: the turn tries again a little later (Claude is not asked again)
+            log.exception("%s could not be delivered in %d tries; giving up on it", entry.key, entry.taken)
+            refs = []
         await self._inbox.delivered(entry, refs, job_owner=self._owner, job_ttl=self._settings.job_ttl)
         delivered = entry.advanced(Step.DELIVERED, answer=answer, refs=tuple(refs))
         if answer.ok:
@@ -293,14 +299,17 @@ class Assistant:
         return embedding, prompt
 
     async def _within(self, what: str, work: Awaitable[T], default: T) -> T:
-        """`work` within the step deadline; a failure or a timeout is reported and costs only this part."""
+        """`work` within the step deadline; a failure or a timeout costs only this part. Reported once when it
+        starts failing and once when it works again (Health), not on every message while it is down."""
         try:
-            return await asyncio.wait_for(work, self._settings.step_timeout)
+            result = await asyncio.wait_for(work, self._settings.step_timeout)
         except Exception as exc:  # noqa: BLE001 - reported, and the reply goes on without this part
-            log.warning("%s failed (%s); answering without it", what, type(exc).__name__)
+            self._health.down(what, f"{type(exc).__name__}: {exc}".strip()[:200])
             log.debug("%s failed", what, exc_info=True)
             self._telemetry.error("storage")
             return default
+        self._health.up(what)
+        return result
 
     # --- forgetting -------------------------------------------------------------------------------------
 

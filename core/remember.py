@@ -226,7 +226,7 @@ class MemoryWriter:
     def drop(self, person: str) -> None:
         """Forget the queued jobs of `person` (they are being forgotten)."""
         self._pending = [(job, at) for job, at in self._pending if job.entry.person != person]
-        self._queued = {job.entry.key for job in self._jobs()}
+        self._queued -= {job.entry.key for job in self._flushing if job.entry.person == person}  # not retried
 
     def _jobs(self) -> list[Job]:
         return [job for job, _ in self._pending] + self._flushing
@@ -245,36 +245,39 @@ class MemoryWriter:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self._window)  # let jobs finishing together join one batch
-            while self._pending:
-                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-                self._flushing = [job for job, _ in batch]
-                await self._until_done(self._flushing)
-                now = time.perf_counter()
-                for job, queued in batch:
-                    self._telemetry.stored(now - queued)
-                    self._queued.discard(job.entry.key)
-                self._flushing = []
-                self._batch_done.fire()
-            if not self._pending:
-                self._idle.set()
+            await self._work_through()
+            self._idle.set()
 
-    async def _until_done(self, jobs: list[Job]) -> None:
-        """Do the batch, pausing longer after each failure; one log line when storing stops and one when it goes
-        on again (Health), never a traceback per message."""
+    async def _work_through(self) -> None:
+        """Batches until nothing is pending. A failed batch is tried again after a pause that grows with each
+        failure, together with what arrived meanwhile (so, with Chroma down, new exchanges still get their text
+        stored on each try); one log line when storing stops and one when it goes on (Health), never a
+        traceback per message."""
+        retry: list[tuple[Job, float]] = []
         pause = 0.2
-        while True:
+        while self._pending or retry:
+            room = max(self._max_batch - len(retry), 0)
+            batch, self._pending = retry + self._pending[:room], self._pending[room:]
+            self._flushing = [job for job, _ in batch]
             try:
-                await self._do(jobs)
+                await self._do(self._flushing)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - retried until done: nothing delivered is lost
+            except Exception as exc:  # noqa: BLE001 - tried again until done: nothing delivered is lost
                 self._health.down(PART, f"{type(exc).__name__}: {exc}".strip()[:300])
-                log.debug("storing %d jobs failed", len(jobs), exc_info=True)
+                log.debug("storing %d jobs failed", len(batch), exc_info=True)
+                retry = [(job, at) for job, at in batch if job.entry.key in self._queued]  # a forget drops some
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 30.0)
                 continue
             self._health.up(PART)
-            return
+            retry, pause = [], 0.2
+            now = time.perf_counter()
+            for job, queued in batch:
+                self._telemetry.stored(now - queued)
+                self._queued.discard(job.entry.key)
+            self._flushing = []
+            self._batch_done.fire()
 
     async def _do(self, jobs: Sequence[Job]) -> None:
         keys = [job.entry.key for job in jobs]

@@ -192,6 +192,13 @@ class RelationalInbox:
                 continue
             return
 
+    async def _flush_if_back(self) -> None:
+        try:
+            if await self._answers():
+                await asyncio.wait_for(self.flush(), 1.0)
+        except Exception as exc:  # noqa: BLE001 - still down: the probe tries again
+            log.debug("the spool could not be written yet: %s", exc)
+
     def start(self) -> None:
         """Write what an earlier process left in the spool as soon as the database answers."""
         if self._spooled:
@@ -322,6 +329,8 @@ class RelationalInbox:
         """The entries accepted together (core.batching: one insert at a time, in the order they came)."""
         first = {row["key"]: i for i, row in reversed(list(enumerate(rows)))}  # a key twice: the first one counts
         unique = [row for i, row in enumerate(rows) if first[row["key"]] == i]
+        if self.down and self.spooled + len(unique) > self._max_spooled:
+            await self._flush_if_back()  # rather than refuse: the spool may be ready to go to the database now
         try:
             inserted = await self._db(lambda: self._insert(self._database.connection(), unique), timeout=1.5)
             return [Accepted(fresh=row["key"] in inserted and first[row["key"]] == i) for i, row in enumerate(rows)]
@@ -412,9 +421,9 @@ class RelationalInbox:
             if known is None:  # an entry the database has: its step waits in the spool
                 row = {"person": entry.person, "interaction_id": entry.interaction_id, **changes}
                 await self._keep(entry.key, row, new=False, links=links)
-            else:
+            else:  # a step of an entry the spool holds: it updates that entry
                 row = {**changes, "taken": entry.taken, "interaction_id": entry.interaction_id}
-                await self._keep(entry.key, row, new=known.new, links=links)
+                await self._keep(entry.key, row, new=False, links=links)
 
     def _update(self, bind: Any, key: str, changes: Mapping[str, Any]) -> str:
         sets = ", ".join(f"{column} = {bind(value)}" for column, value in changes.items() if column in _STEP_COLUMNS)

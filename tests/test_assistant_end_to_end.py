@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bot.wiring import Services
-from tests.conftest import eventually
+from bot.wiring import Services, build_services
+from core.assistant import AssistantSettings
+from core.entries import Answer, Incoming
+from core.events import MessageReceived, UserRef
+from tests.conftest import eventually, make_settings, shut
 from tests.fakes.anthropic_api import Fail, FakeAnthropic, Say
 from tests.fakes.chat import FakeChat
 
@@ -182,3 +188,44 @@ async def test_one_persons_messages_are_answered_in_order_without_interleaving(
     assert texts == [f"message number {i}" for i in range(5)]
     # Each request saw every earlier turn: no two of her turns were in flight together.
     assert [len(request["messages"]) for request in fake_claude.requests] == [1, 3, 5, 7, 9]
+
+
+async def test_a_message_too_old_to_answer_gets_a_short_note_and_is_still_remembered(
+    tmp_path: Path, fake_claude: FakeAnthropic, embedding_model: Any
+) -> None:
+    services = await build_services(
+        make_settings(tmp_path, fake_claude, STALE_AFTER_SECONDS=900), model=embedding_model
+    )
+    services.start()
+    try:
+        chat = FakeChat(services)
+        two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+        posted = await chat.say("quin", "Remind me to call the plumber about the boiler.", sent_at=two_hours_ago)
+        assert posted.reply.text == AssistantSettings().stale_note and not posted.reply.ok
+        assert fake_claude.requests == [], "no late answer"
+        await services.assistant.drain(10)
+        await chat.say("quin", "What about the boiler?")
+        assert "call the plumber about the boiler" in fake_claude.prompt_text(), "the message was kept all the same"
+    finally:
+        await shut(services)
+
+
+async def test_an_entry_taken_again_and_again_is_answered_with_the_apology_and_let_go(
+    chat: FakeChat, fake_claude: FakeAnthropic, services: Services
+) -> None:
+    """A message whose turn stopped the process each time (taken by turn after turn, never answered)."""
+    event = MessageReceived(
+        user=UserRef(platform="fake", user_id="rae"), text="the poison pill", conversation_id="dm-rae", private=True
+    )
+    incoming = Incoming(key="fake:message:dm-rae:poison", event=event)
+    await services.inbox.accept(incoming)  # in the inbox, not yet taken by any turn
+    for _ in range(AssistantSettings().max_takes):
+        taken = await services.inbox.next_entry("fake:rae")
+        assert taken is not None and taken.key == incoming.key
+    outcome = services.assistant.outcomes.expect(incoming.key)
+    services.turns.wake("fake:rae")
+    answer = await asyncio.wait_for(outcome, 10)
+    assert isinstance(answer, Answer) and answer.text == AssistantSettings().apology and not answer.ok
+    assert fake_claude.requests == []
+    posted = await chat.say("rae", "and now a normal message")
+    assert posted.reply.ok, "the next one is answered"

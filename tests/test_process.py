@@ -17,18 +17,17 @@ async def test_worker_starts_on_embedded_defaults_and_exits_zero_on_sigterm(
     tmp_path: Path, fake_claude: FakeAnthropic
 ) -> None:
     secret = "sk-ant-process-test-secret"
-    async with worker(tmp_path, ANTHROPIC_API_KEY=secret, ANTHROPIC_BASE_URL=fake_claude.url, LOG_LEVEL="DEBUG") as (
-        process,
-        port,
-    ):
+    env = {"ANTHROPIC_API_KEY": secret, "ANTHROPIC_BASE_URL": fake_claude.url, "LOG_LEVEL": "DEBUG"}
+    async with worker(tmp_path, **env) as running:
+        process, port = running.process, running.port
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/ready") as response:
                 assert await response.json() == {"status": "ready", "adapters": []}
             async with http.get(f"http://127.0.0.1:{port}/health") as response:
                 assert response.status == 200
         process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(process.wait(), 30)
-        output = (await process.stdout.read()).decode()  # type: ignore[union-attr]
+        code = await running.exited(30)
+        output = running.output
     assert code == 0, output
     assert "adapters none" in output
     assert (

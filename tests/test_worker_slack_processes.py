@@ -3,50 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import copy
-import json
 import signal
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest_asyncio
-from slack_sdk.signature import SignatureVerifier
 
 from tests.conftest import REDIS_URL, eventually, fresh_postgres, redis_namespace
 from tests.fakes.anthropic_api import FakeAnthropic, Say
 from tests.fakes.slack_api import FakeSlackAPI
+from tests.slackside import deliver, event, slack_env
 from tests.workers import worker
-
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures" / "slack"
-SECRET = "process-test-signing-secret"
-
-
-def event(name: str, *, event_id: str, text: str, ts: str) -> dict[str, Any]:
-    body: dict[str, Any] = copy.deepcopy(json.loads((FIXTURES / f"payload_{name}.json").read_text()))
-    body["event_id"] = event_id
-    body["event"]["text"] = text
-    body["event"]["ts"] = body["event"]["event_ts"] = ts
-    return body
-
-
-async def deliver(http: aiohttp.ClientSession, port: int, body: dict[str, Any], retry: int | None = None) -> int:
-    raw = json.dumps(body)
-    stamp = str(int(time.time()))
-    headers = {
-        "Content-Type": "application/json",
-        "X-Slack-Request-Timestamp": stamp,
-        "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(timestamp=stamp, body=raw) or "",
-    }
-    if retry is not None:
-        headers["X-Slack-Retry-Num"] = str(retry)
-    async with http.post(f"http://127.0.0.1:{port}/slack/events", data=raw, headers=headers) as response:
-        return response.status
 
 
 @pytest_asyncio.fixture
@@ -57,28 +27,24 @@ async def slack_api() -> AsyncIterator[FakeSlackAPI]:
     await api.stop()
 
 
-def slack_env(fake_claude: FakeAnthropic, slack_api: FakeSlackAPI) -> dict[str, str]:
-    return {
-        "ANTHROPIC_BASE_URL": fake_claude.url,
-        "SLACK_BOT_TOKEN": "xoxb-process-test",
-        "SLACK_SIGNING_SECRET": SECRET,
-        "SLACK_API_URL": slack_api.url,
-        "STALE_AFTER_SECONDS": str(10 * 365 * 86_400),  # the recorded payloads' times are years old
-    }
+def old_payload_env(fake_claude: FakeAnthropic, slack_api: FakeSlackAPI) -> dict[str, str]:
+    """The recorded payloads' times are years old: answered, not "too old to answer"."""
+    return slack_env(fake_claude, slack_api) | {"STALE_AFTER_SECONDS": str(10 * 365 * 86_400)}
 
 
 async def test_sigterm_mid_answer_delivers_it_stores_it_and_exits_zero(
     tmp_path: Path, fake_claude: FakeAnthropic, slack_api: FakeSlackAPI
 ) -> None:
     fake_claude.script.append(Say("Here is the answer you waited for.", delay=2.0))
-    async with worker(tmp_path, **slack_env(fake_claude, slack_api)) as (process, port):
+    async with worker(tmp_path, **old_payload_env(fake_claude, slack_api)) as running:
+        process, port = running.process, running.port
         async with aiohttp.ClientSession() as http:
             body = event("message_im", event_id="EvTERM", text="Tell me something slow", ts="1712345900.000100")
             assert await deliver(http, port, body) == 200
         await eventually(claude_is_answering(fake_claude), timeout=20)
         process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(process.wait(), 30)
-        output = (await process.stdout.read()).decode()  # type: ignore[union-attr]
+        code = await running.exited(30)
+        output = running.output
     assert code == 0, output
     assert any("Here is the answer you waited for." in str(args.get("text")) for args in slack_api.posted()), output
     with sqlite3.connect(tmp_path / "data" / "rapport.sqlite3") as db:
@@ -93,7 +59,7 @@ async def test_two_replicas_answer_each_event_once_and_share_memory(
 ) -> None:
     async with fresh_postgres() as pg, redis_namespace() as prefix:
         shared = {
-            **slack_env(fake_claude, slack_api),
+            **old_payload_env(fake_claude, slack_api),
             "DATABASE_URL": pg,
             "REDIS_URL": REDIS_URL,
             "REDIS_PREFIX": prefix,

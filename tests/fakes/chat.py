@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.wiring import Services
@@ -88,8 +89,16 @@ class FakeChat:
         await self.services.turns.accept(incoming)
         return await asyncio.wait_for(outcome, WAIT)
 
-    async def say(self, who: str, text: str, *, channel: str | None = None, thread: str | None = None) -> Posted:
-        """`who` writes `text` in a DM (no channel) or in a shared channel, and gets the reply."""
+    async def say(
+        self,
+        who: str,
+        text: str,
+        *,
+        channel: str | None = None,
+        thread: str | None = None,
+        sent_at: datetime | None = None,
+    ) -> Posted:
+        """`who` writes `text` in a DM (no channel) or in a shared channel (at `sent_at`), and gets the reply."""
         private = channel is None
         conversation = f"dm-{who}" if private else channel
         assert conversation is not None
@@ -102,6 +111,7 @@ class FakeChat:
             thread_id=thread,
             private=private,
             message=MessageRef(platform=self.platform, channel_id=conversation, message_id=message_id),
+            sent_at=sent_at or datetime.now(UTC),
         )
         key = f"{self.platform}:message:{conversation}:{message_id}"
         outcome = self.services.assistant.outcomes.expect(key)  # settled here when this replica answers it
