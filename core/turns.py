@@ -21,6 +21,9 @@ __all__ = ["Outcomes", "Turns"]
 
 log = logging.getLogger(__name__)
 
+KEEP_FOR = 8 * 86_400.0  # seconds done entries stay: redeliveries come within minutes, threads are followed a week
+PRUNE_EVERY = 3_600.0
+
 
 class Outcomes:
     """What this process is waiting to see finished, by entry key (the console waits for its reply to be
@@ -145,11 +148,18 @@ class Turns:
         self._chores = [
             asyncio.create_task(self._every(self._sweep_every, self.sweep), name="turns-sweep"),
             asyncio.create_task(self._every(self._lease / 3, self._renew), name="turns-renew"),
+            asyncio.create_task(self._every(PRUNE_EVERY, self._prune), name="inbox-prune"),
         ]
 
     async def sweep(self) -> None:
         for person in await self._inbox.waiting(200):
             self.wake(person)
+
+    async def _prune(self) -> None:
+        for _ in range(100):  # a backlog goes in chunks, each its own short statement
+            if await self._inbox.prune(KEEP_FOR) < 5_000:
+                return
+            await asyncio.sleep(0.1)
 
     async def _renew(self) -> None:
         held = sorted(self._held)

@@ -614,6 +614,20 @@ class RelationalInbox:
                 )
         return turns[-limit:] if limit > 0 else []
 
+    async def prune(self, older_than: float, limit: int = 5_000) -> int:
+        """Delete done entries received more than `older_than` seconds ago (and turns long lapsed); how many."""
+        cutoff = now_ms() - int(older_than * 1000)
+        bind = self._database.params()
+        entries = (
+            f"DELETE FROM inbox WHERE seq IN (SELECT seq FROM inbox WHERE step = {int(Step.DONE)} "
+            f"AND received_at < {bind(cutoff)} LIMIT {int(limit)})"
+        )
+        count, _ = await self._db(lambda: self._database.connection().execute_query(entries, bind.values))
+        bind = self._database.params()
+        turns = f"DELETE FROM person_turn WHERE until < {bind(cutoff)}"
+        await self._db(lambda: self._database.connection().execute_query(turns, bind.values))
+        return int(count)
+
     async def forget(self, person: str, *, keep: str) -> None:
         bind = self._database.params()
         sql = (

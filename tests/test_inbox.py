@@ -200,3 +200,22 @@ def test_the_spool_survives_a_torn_last_line(tmp_path: Path) -> None:
     with spool.path.open("a") as file:
         file.write('{"op": "new", "key": "b", "ro')
     assert Spool(tmp_path).load() == [{"op": "new", "key": "a", "row": {}}]
+
+
+async def test_done_entries_are_pruned_after_their_time_and_waiting_ones_never(
+    database: Database, tmp_path: Path
+) -> None:
+    inbox = inbox_on(database, tmp_path)
+    for ts in ("1", "2"):
+        await inbox.accept(message(ADA, "x", ts=ts))
+    await inbox.take_turn(ADA.key, "a", 10)
+    done = await inbox.next_entry(ADA.key)
+    assert done is not None
+    await inbox.delivered(done, [], job_owner="a", job_ttl=60)
+    await inbox.finished([done.key], "a")
+    assert await inbox.prune(older_than=3600) == 0, "too recent"
+    await asyncio.sleep(0.05)
+    assert await inbox.prune(older_than=0.01) == 1, "done and old enough"
+    waiting = await inbox.next_entry(ADA.key)
+    assert waiting is not None and waiting.key == "t:message:dm:2", "a waiting entry stays, however old"
+    assert (await inbox.accept(message(ADA, "x", ts="1"))).fresh, "a key pruned is new again"
