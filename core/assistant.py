@@ -144,28 +144,35 @@ class Assistant:
 
     # --- a turn's step ------------------------------------------------------------------------------
 
-    async def process(self, entry: Entry) -> None:
-        """Take one entry as far as its turn goes (delivered); its job follows behind."""
+    async def process(self, entry: Entry) -> bool:
+        """Take one entry as far as its turn goes (delivered); its job follows behind. True when that last step
+        also handed the person's turn back (nothing else of theirs was waiting)."""
         event = entry.event
         if isinstance(event, MessageReceived):
-            await self._message(entry, event)
-        elif isinstance(event, ForgetRequested):
-            await self._forget_turn(entry, event.user.key)
-        else:  # a reaction: its job applies it, now that the reply it is about (an earlier turn) has its ids
-            await self._inbox.delivered(entry, [], job_owner=self._owner, job_ttl=self._settings.job_ttl)
-            self.writer.submit(Job(entry=entry))
+            return await self._message(entry, event)
+        if isinstance(event, ForgetRequested):
+            return await self._forget_turn(entry, event.user.key)
+        # A reaction: its job applies it, now that the reply it is about (an earlier turn) has its ids.
+        released = await self._delivered(entry, [])
+        self.writer.submit(Job(entry=entry))
+        return released
+
+    async def _delivered(self, entry: Entry, refs: list[MessageRef]) -> bool:
+        """The turn's last step for this entry, with the turn handed back in the same statement if it can be."""
+        return await self._inbox.delivered(
+            entry, refs, job_owner=self._owner, job_ttl=self._settings.job_ttl, release=True
+        )
 
     def _delivery(self, entry: Entry) -> Delivery | None:
         platform = entry.person.split(":", 1)[0]
         factory = self._deliveries.get(platform)
         return factory(entry) if factory is not None else None
 
-    async def _message(self, entry: Entry, event: MessageReceived) -> None:
+    async def _message(self, entry: Entry, event: MessageReceived) -> bool:
         delivery = self._delivery(entry)
         if delivery is None:
             log.error("no %s adapter runs here to deliver %s; closing it unanswered", event.user.platform, entry.key)
-            await self._inbox.delivered(entry, [], job_owner=self._owner, job_ttl=self._settings.job_ttl)
-            return
+            return await self._delivered(entry, [])
         started = time.perf_counter()
         embedding: list[float] | None = None
         answer, placeholder = entry.answer, list(entry.refs)
@@ -179,16 +186,18 @@ class Assistant:
                 raise  # the platform did not take it: the turn tries again a little later (Claude is not asked again)
             log.exception("%s could not be delivered in %d tries; giving up on it", entry.key, entry.taken)
             refs = []
-        await self._inbox.delivered(entry, refs, job_owner=self._owner, job_ttl=self._settings.job_ttl)
         delivered = entry.advanced(Step.DELIVERED, answer=answer, refs=tuple(refs))
-        if answer.ok:
-            await self._remember_turns(delivered, event, answer)
+        # The exchange joins the conversation's short-term memory while its step is kept: both are done before
+        # this person's next message is taken.
+        turns = self._remember_turns(delivered, event, answer) if answer.ok else asyncio.sleep(0)
+        released, _ = await asyncio.gather(self._delivered(entry, refs), turns)
         self.writer.submit(Job(entry=delivered, embedding=embedding))
         self.outcomes.settle(entry.key, answer)
         elapsed = time.perf_counter() - started
         outcome = "answered" if answer.ok else "failed"
         self._telemetry.message_handled(event.user.platform, outcome, elapsed)
         log.info("%s message %s in %.0f ms", event.user.platform, outcome, elapsed * 1000)
+        return released
 
     async def _answer(
         self, entry: Entry, event: MessageReceived, delivery: Delivery
@@ -313,7 +322,7 @@ class Assistant:
 
     # --- forgetting -------------------------------------------------------------------------------------
 
-    async def _forget_turn(self, entry: Entry, user_key: str) -> None:
+    async def _forget_turn(self, entry: Entry, user_key: str) -> bool:
         """A confirmed /forget, in the person's turn: after everything they sent before it."""
         delivery = self._delivery(entry)
         try:
@@ -326,9 +335,10 @@ class Assistant:
             note = self._settings.forget_failed
         if delivery is not None:
             await self._within("forget confirmation", delivery.notify(note), None)
-        await self._inbox.delivered(entry, [], job_owner=self._owner, job_ttl=self._settings.job_ttl)
+        released = await self._delivered(entry, [])
         await self._inbox.finished([entry.key], self._owner)
         self.outcomes.settle(entry.key, note)
+        return released
 
     async def forget(self, user_key: str, *, keep: str = "") -> None:
         """Delete everything stored about a person, in every store: their inbox entries are closed first and

@@ -331,6 +331,11 @@ class Inbox(Protocol):
         """Hold `person`'s turn for `ttl` seconds unless another owner holds a lease that has not lapsed."""
         ...
 
+    async def open_turn(self, person: str, owner: str, ttl: float) -> tuple[bool, Entry | None]:
+        """take_turn and, if it was taken, next_entry, in one round trip where the database allows:
+        (held, the first entry waiting)."""
+        ...
+
     async def renew(self, persons: Sequence[str], owner: str, ttl: float) -> set[str]:
         """Extend the leases `owner` still holds among `persons`; returns those it still holds."""
         ...
@@ -343,9 +348,12 @@ class Inbox(Protocol):
         """Keep the reply (and any placeholder already posted) before it is delivered."""
         ...
 
-    async def delivered(self, entry: Entry, refs: Sequence[MessageRef], *, job_owner: str, job_ttl: float) -> None:
+    async def delivered(
+        self, entry: Entry, refs: Sequence[MessageRef], *, job_owner: str, job_ttl: float, release: bool = False
+    ) -> bool:
         """The turn's part is done: keep the platform ids (linked to the entry's interaction, so reactions find the
-        reply) and hold the entry's job for `job_owner` for `job_ttl` seconds."""
+        reply) and hold the entry's job for `job_owner` for `job_ttl` seconds. With `release`, also give up
+        `job_owner`'s turn of the person unless other entries wait for it: True when it was given up."""
         ...
 
     async def release(self, person: str, owner: str) -> bool:

@@ -51,7 +51,7 @@ class Turns:
         self,
         *,
         inbox: Inbox,
-        handle: Callable[[Entry], Awaitable[None]],
+        handle: Callable[[Entry], Awaitable[bool]],
         owner: str,
         lease: float = 20.0,
         sweep_every: float = 2.0,
@@ -102,11 +102,12 @@ class Turns:
             with traced(person):
                 while not self._closing:
                     self._again.discard(person)
-                    if not await self._inbox.take_turn(person, self._owner, self._lease):
+                    held, first = await self._inbox.open_turn(person, self._owner, self._lease)
+                    if not held:
                         return  # another process holds it: it sees the new entry before it hands the turn back
                     self._held.add(person)
                     self._lost.discard(person)
-                    await self._work_through(person)
+                    await self._work_through(person, first)
                     self._held.discard(person)
                     if person not in self._again:
                         return
@@ -119,26 +120,31 @@ class Turns:
             if self._serving.get(person) is asyncio.current_task():
                 del self._serving[person]
 
-    async def _work_through(self, person: str) -> None:
+    async def _work_through(self, person: str, entry: Entry | None) -> None:
+        """The person's entries one by one, until the turn is handed back (by an entry's last step, or here when
+        nothing more waits)."""
         idle = 0
         while not self._closing and person not in self._lost:
-            entry = await self._inbox.next_entry(person)
             if entry is None:
                 if await self._inbox.release(person, self._owner):
                     return
                 idle += 1  # entries arrived meanwhile, or the lease is no longer ours
                 if idle > 2:
                     return
-                continue
-            idle = 0
-            try:
-                await self._handle(entry)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - it stays where it got to and is taken again, a little later
-                pause = min(2.0**entry.taken, 30.0)
-                log.exception("%s failed (taken %d times); trying again in %.0fs", entry.key, entry.taken, pause)
-                await asyncio.sleep(pause)
+            else:
+                idle = 0
+                try:
+                    if await self._handle(entry):
+                        return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - it stays where it got to and is taken again, a little later
+                    pause = min(2.0**entry.taken, 30.0)
+                    log.exception("%s failed (taken %d times); trying again in %.0fs", entry.key, entry.taken, pause)
+                    await asyncio.sleep(pause)
+            if self._closing:
+                return
+            entry = await self._inbox.next_entry(person)
 
     # --- chores: the sweeper and the lease renewer ----------------------------------------------------
 

@@ -81,6 +81,10 @@ def _entry(row: Mapping[str, Any]) -> Entry:
     )
 
 
+# An entry's step as kept: the entry, the columns it changes, its reply links, and whose turn to hand back.
+_StepWrite = tuple[Entry, dict[str, Any], tuple[MessageRef, ...], str | None]
+
+
 @dataclass
 class _Spooled:
     """An entry the spool holds (new while the database was down, or a step of an entry the database has)."""
@@ -116,6 +120,8 @@ class RelationalInbox:
         self._lock = asyncio.Lock()
         self._probe: asyncio.Task[None] | None = None
         self._accepts: Batcher[dict[str, Any], Accepted | InboxFull] = Batcher(self._accept_rows)
+        self._opens: Batcher[tuple[str, str, float], tuple[bool, Entry | None]] = Batcher(self._open_many)
+        self._steps: Batcher[_StepWrite, bool] = Batcher(self._write_steps)
         self._load()
 
     # --- the database, or the spool --------------------------------------------------------------------
@@ -368,12 +374,52 @@ class RelationalInbox:
             return set(persons)
         return {row["person"] for row in rows}
 
+    def _next_sql(self, bind: Any, person: str, *, leased: bool = False) -> str:
+        held = " AND EXISTS (SELECT 1 FROM lease)" if leased else ""
+        return (
+            f"UPDATE inbox SET taken = taken + 1 WHERE seq = (SELECT seq FROM inbox WHERE person = {bind(person)} "
+            f"AND step < {int(Step.DELIVERED)} ORDER BY seq LIMIT 1){held} RETURNING {_COLUMNS}"
+        )
+
+    async def open_turn(self, person: str, owner: str, ttl: float) -> tuple[bool, Entry | None]:
+        if self.down or self._database.dialect != "postgres":
+            if not await self.take_turn(person, owner, ttl):
+                return False, None
+            return True, await self.next_entry(person)
+        try:
+            return await self._opens((person, owner, ttl))
+        except DatabaseDown:
+            return True, await self.next_entry(person)
+
+    async def _open_many(self, wanted: list[tuple[str, str, float]]) -> list[tuple[bool, Entry | None]]:
+        """PostgreSQL: the turns opened together (core.batching), as one statement: each lease, and the first
+        entry waiting for each lease that was ours to take."""
+        now = now_ms()
+        bind = self._database.params()
+        values = ", ".join(
+            f"({bind(person)}::text, {bind(owner)}::text, {bind(now + int(ttl * 1000))}::bigint)"
+            for person, owner, ttl in dict.fromkeys(wanted)
+        )
+        sql = (
+            f"WITH want (person, owner, until) AS (VALUES {values}), "
+            "lease AS (INSERT INTO person_turn (person, owner, until) SELECT person, owner, until FROM want "
+            "ON CONFLICT (person) DO UPDATE SET owner = excluded.owner, until = excluded.until "
+            f"WHERE person_turn.until < {bind(now)} OR person_turn.owner = excluded.owner RETURNING person), "
+            "firsts AS (SELECT DISTINCT ON (person) seq FROM inbox WHERE person IN (SELECT person FROM lease) "
+            f"AND step < {int(Step.DELIVERED)} ORDER BY person, seq), "
+            f"first AS (UPDATE inbox SET taken = taken + 1 WHERE seq IN (SELECT seq FROM firsts) "
+            f"RETURNING person, {_COLUMNS}) "
+            f"SELECT 'entry' AS part, person, {_COLUMNS} FROM first UNION ALL "
+            "SELECT 'lease', person, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM lease"
+        )
+        rows = await self._db(lambda: self._database.connection().execute_query_dict(sql, bind.values))
+        held = {row["person"] for row in rows if row["part"] == "lease"}
+        firsts = {row["person"]: _entry(row) for row in rows if row["part"] == "entry"}
+        return [(person in held, firsts.get(person)) for person, _, _ in wanted]
+
     async def next_entry(self, person: str) -> Entry | None:
         bind = self._database.params()
-        sql = (
-            f"UPDATE inbox SET taken = taken + 1 WHERE seq = (SELECT seq FROM inbox WHERE person = {bind(person)} "
-            f"AND step < {int(Step.DELIVERED)} ORDER BY seq LIMIT 1) RETURNING {_COLUMNS}"
-        )
+        sql = self._next_sql(bind, person)
         try:
             rows = await self._db(lambda: self._database.connection().execute_query_dict(sql, bind.values))
             if rows or not self._spooled:
@@ -400,20 +446,32 @@ class RelationalInbox:
         }
         await self._step(entry, changes)
 
-    async def delivered(self, entry: Entry, refs: Sequence[MessageRef], *, job_owner: str, job_ttl: float) -> None:
+    async def delivered(
+        self, entry: Entry, refs: Sequence[MessageRef], *, job_owner: str, job_ttl: float, release: bool = False
+    ) -> bool:
         changes: dict[str, Any] = {
             "step": int(Step.DELIVERED),
             "refs": json.dumps(refs_to_json(list(refs))),
             "job_owner": job_owner,
             "job_until": now_ms() + int(job_ttl * 1000),
         }
-        await self._step(entry, changes, links=refs)
+        return await self._step(entry, changes, links=refs, release_for=job_owner if release else None)
 
-    async def _step(self, entry: Entry, changes: dict[str, Any], *, links: Sequence[MessageRef] = ()) -> None:
+    async def _step(
+        self,
+        entry: Entry,
+        changes: dict[str, Any],
+        *,
+        links: Sequence[MessageRef] = (),
+        release_for: str | None = None,
+    ) -> bool:
+        """Keep a step (in the database, else the spool); with `release_for`, hand that owner's turn of the
+        person back unless other entries wait. True when it was handed back."""
         if entry.key not in self._spooled:
             try:
-                await self._db(lambda: self._write_step(entry, changes, links))
-                return
+                if self._database.dialect == "postgres":
+                    return await self._steps((entry, changes, tuple(links), release_for))
+                return await self._db(lambda: self._write_step(entry, changes, links, release_for))
             except DatabaseDown:
                 pass
         async with self._lock:
@@ -424,6 +482,12 @@ class RelationalInbox:
             else:  # a step of an entry the spool holds: it updates that entry
                 row = {**changes, "taken": entry.taken, "interaction_id": entry.interaction_id}
                 await self._keep(entry.key, row, new=False, links=links)
+            return release_for is not None and not self._spool_waits(entry.person)
+
+    def _spool_waits(self, person: str) -> bool:
+        return any(
+            s.new and s.record["person"] == person and s.record["step"] < Step.DELIVERED for s in self._spooled.values()
+        )
 
     def _update(self, bind: Any, key: str, changes: Mapping[str, Any]) -> str:
         sets = ", ".join(f"{column} = {bind(value)}" for column, value in changes.items() if column in _STEP_COLUMNS)
@@ -438,37 +502,87 @@ class RelationalInbox:
             f"VALUES {rows} ON CONFLICT (platform, channel_id, message_id) DO NOTHING"
         )
 
-    async def _write_step(self, entry: Entry, changes: Mapping[str, Any], links: Sequence[MessageRef]) -> None:
-        connection = self._database.connection()
-        if links and self._database.dialect == "postgres":  # one round trip: the update rides on the links'
-            bind = self._database.params()
-            update = self._update(bind, entry.key, changes)
-            link = self._links(bind, entry.interaction_id, entry.person, links)
-            await connection.execute_query(f"WITH step AS ({update} RETURNING seq) {link}", bind.values)
-            return
+    def _release_sql(self, bind: Any, person: str, owner: str, *, besides: str | None = None) -> str:
+        """Hand `owner`'s turn of `person` back unless an entry waits for it (besides the one just delivered,
+        which the statement's own snapshot still sees waiting)."""
+        other = f" AND key <> {bind(besides)}" if besides is not None else ""
+        return (
+            f"UPDATE person_turn SET until = 0 WHERE person = {bind(person)} AND owner = {bind(owner)} "
+            f"AND NOT EXISTS (SELECT 1 FROM inbox WHERE person = {bind(person)} AND step < {int(Step.DELIVERED)}"
+            f"{other}) RETURNING person"
+        )
+
+    async def _write_steps(self, steps: list[_StepWrite]) -> list[bool]:
+        """PostgreSQL: the steps kept together (core.batching), as one statement: the entries' columns, their
+        reply links, and the turns handed back. Returns, per step, whether its turn was handed back."""
+        bind = self._database.params()
+        rows = ", ".join(
+            f"({bind(entry.key)}::text, {bind(changes['step'])}::smallint, {bind(changes.get('answer'))}::text, "
+            f"{bind(changes.get('refs'))}::text, {bind(changes.get('job_owner'))}::text, "
+            f"{bind(changes.get('job_until'))}::bigint)"
+            for entry, changes, _, _ in steps
+        )
+        parts = [
+            "step AS (UPDATE inbox SET step = v.step, answer = COALESCE(v.answer, inbox.answer), "
+            "refs = COALESCE(v.refs, inbox.refs), job_owner = COALESCE(v.job_owner, inbox.job_owner), "
+            f"job_until = COALESCE(v.job_until, inbox.job_until) FROM (VALUES {rows}) "
+            "AS v (key, step, answer, refs, job_owner, job_until) WHERE inbox.key = v.key AND inbox.step < v.step "
+            "RETURNING inbox.seq)"
+        ]
+        links = [
+            f"({bind(ref.platform, ref.channel_id, ref.message_id, entry.interaction_id, entry.person)})"
+            for entry, _, refs, _ in steps
+            for ref in refs
+        ]
         if links:
-            # SQLite: the links first, so that an entry marked delivered always has them (a crash between the two
-            # leaves it undelivered, and its resumed turn links the same messages again, harmlessly).
+            parts.append(
+                "links AS (INSERT INTO reply_message (platform, channel_id, message_id, interaction_id, user_key) "
+                f"VALUES {', '.join(links)} ON CONFLICT (platform, channel_id, message_id) DO NOTHING)"
+            )
+        owners: dict[str, list[str]] = {}
+        for entry, _, _, owner in steps:
+            if owner is not None:
+                owners.setdefault(owner, []).append(entry.person)
+        keys = bind(*[entry.key for entry, _, _, _ in steps]) if owners else ""
+        for number, (owner, people) in enumerate(owners.items()):
+            # Each person's turn goes back unless another entry of theirs waits (their entry in this statement
+            # still looks waiting to its snapshot, so the batch's keys are left out).
+            parts.append(
+                f"released{number} AS (UPDATE person_turn SET until = 0 WHERE owner = {bind(owner)} "
+                f"AND person IN ({bind(*people)}) AND NOT EXISTS (SELECT 1 FROM inbox i WHERE "
+                f"i.person = person_turn.person AND i.step < {int(Step.DELIVERED)} AND i.key NOT IN ({keys})) "
+                "RETURNING person)"
+            )
+        released = " UNION ALL ".join(f"SELECT person FROM released{n}" for n in range(len(owners)))
+        sql = "WITH " + ", ".join(parts) + " " + (released or "SELECT NULL AS person WHERE FALSE")
+        found = await self._db(lambda: self._database.connection().execute_query_dict(sql, bind.values))
+        back = {row["person"] for row in found}
+        return [owner is not None and entry.person in back for entry, _, _, owner in steps]
+
+    async def _write_step(
+        self, entry: Entry, changes: Mapping[str, Any], links: Sequence[MessageRef], release_for: str | None
+    ) -> bool:
+        """SQLite: the links first, so that an entry marked delivered always has them (a crash between the two
+        leaves it undelivered, and its resumed turn links the same messages again, harmlessly)."""
+        connection = self._database.connection()
+        if links:
             await self._link(connection, entry.interaction_id, entry.person, links)
         bind = self._database.params()
         await connection.execute_query(self._update(bind, entry.key, changes), bind.values)
+        if release_for is None:
+            return False
+        bind = self._database.params()
+        sql = self._release_sql(bind, entry.person, release_for)
+        return bool(await connection.execute_query_dict(sql, bind.values))
 
     async def release(self, person: str, owner: str) -> bool:
         bind = self._database.params()
-        sql = (
-            f"UPDATE person_turn SET until = 0 WHERE person = {bind(person)} AND owner = {bind(owner)} "
-            f"AND NOT EXISTS (SELECT 1 FROM inbox WHERE person = {bind(person)} AND step < {int(Step.DELIVERED)}) "
-            "RETURNING person"
-        )
+        sql = self._release_sql(bind, person, owner)
         try:
             released = await self._db(lambda: self._database.connection().execute_query_dict(sql, bind.values))
         except DatabaseDown:
             released = [{"person": person}]
-        if not released:
-            return False
-        return not any(
-            s.new and s.record["person"] == person and s.record["step"] < Step.DELIVERED for s in self._spooled.values()
-        )
+        return bool(released) and not self._spool_waits(person)
 
     async def release_all(self, owner: str) -> None:
         async def both() -> None:

@@ -219,3 +219,23 @@ async def test_done_entries_are_pruned_after_their_time_and_waiting_ones_never(
     waiting = await inbox.next_entry(ADA.key)
     assert waiting is not None and waiting.key == "t:message:dm:2", "a waiting entry stays, however old"
     assert (await inbox.accept(message(ADA, "x", ts="1"))).fresh, "a key pruned is new again"
+
+
+async def test_a_turn_opens_with_its_first_entry_and_closes_with_its_last_step(
+    database: Database, tmp_path: Path
+) -> None:
+    inbox = inbox_on(database, tmp_path)
+    assert await inbox.open_turn(ADA.key, "a", 10) == (True, None), "taken, with nothing waiting"
+    assert await inbox.release(ADA.key, "a")
+    for ts in ("1", "2"):
+        await inbox.accept(message(ADA, f"m{ts}", ts=ts))
+    assert await inbox.open_turn(ADA.key, "b", 10) != (False, None)  # b takes it first
+    assert await inbox.open_turn(ADA.key, "a", 10) == (False, None), "b holds it"
+    await inbox.release_all("b")
+    held, first = await inbox.open_turn(ADA.key, "a", 10)
+    assert held and first is not None and first.key == "t:message:dm:1" and first.taken == 2
+    assert not await inbox.delivered(first, [], job_owner="a", job_ttl=60, release=True), "m2 still waits"
+    second = await inbox.next_entry(ADA.key)
+    assert second is not None and second.key == "t:message:dm:2"
+    assert await inbox.delivered(second, [], job_owner="a", job_ttl=60, release=True), "the last: handed back"
+    assert await inbox.take_turn(ADA.key, "b", 10), "free for anyone at once"
