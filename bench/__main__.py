@@ -25,19 +25,28 @@ ROOT = Path(__file__).resolve().parent.parent
 FULL: dict[str, dict[str, Any]] = {
     "context": {"tiers": [0, 1_000, 10_000, 100_000], "others": 100_000, "messages": 100},
     "load": {"people": [50, 200, 500], "seconds": 30.0, "claude_latency": 1.0, "warmup": 5.0},
+    "openloop": {"shares": [0.3, 0.6, 0.9], "seconds": 30.0, "people": 2_000, "claude_latency": 1.0, "calibrate": 20.0},
+    "recovery": {"events": 200, "lease": 20.0, "claude_latency": 1.0},
     "memory": {"dataset": "bench/data/locomo_mini.json"},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "context": {"tiers": [0, 200], "others": 1_000, "messages": 5},
     "load": {"people": [10], "seconds": 2.0, "claude_latency": 0.2, "warmup": 0.5},
+    "openloop": {"shares": [0.3], "seconds": 2.0, "people": 50, "claude_latency": 0.2, "calibrate": 2.0},
+    "recovery": {"events": 3, "lease": 3.0, "claude_latency": 0.2},
     "memory": {"dataset": "bench/data/locomo_mini.json"},
 }
+# Not part of a plain run: it needs a revision to compare with (python -m bench --only compare --before REV).
+OPTIONAL: dict[str, dict[str, Any]] = {"compare": {"people": 200, "seconds": 20.0, "rounds": 2}}
 
 
 async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    from bench.compare import measure_compare
     from bench.latency import ContextClock, measure_context
     from bench.load import measure_load
     from bench.memory import run as run_memory
+    from bench.openloop import measure_open_loop
+    from bench.recovery import measure_recovery
     from bench.stack import real_stack
 
     if name == "context":
@@ -61,6 +70,40 @@ async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
                     )
                 )
         return {"claude_latency_s": config["claude_latency"], "runs": runs}
+    if name == "openloop":
+        async with real_stack(latency=config["claude_latency"]) as services:
+            calibration = await measure_load(
+                services,
+                people=200 if config["calibrate"] > 5 else 10,
+                seconds=config["calibrate"],
+                claude_latency=config["claude_latency"],
+                tag="calibrate",
+                warmup=min(5.0, config["calibrate"] / 4),
+            )
+            cpu = calibration["cpu_ms_per_answer"] or {}
+            ceiling = float(cpu.get("ceiling_answers_per_second") or calibration["answers_per_second"])
+            runs = []
+            for share in config["shares"]:
+                runs.append(
+                    await measure_open_loop(
+                        services,
+                        rate=round(ceiling * share, 1),
+                        seconds=config["seconds"],
+                        claude_latency=config["claude_latency"],
+                        people=config["people"],
+                        tag=f"open{int(share * 100)}",
+                    )
+                    | {"share_of_ceiling": share}
+                )
+        return {"ceiling_answers_per_second": ceiling, "claude_latency_s": config["claude_latency"], "runs": runs}
+    if name == "recovery":
+        return await measure_recovery(
+            events=config["events"], lease=config["lease"], claude_latency=config["claude_latency"]
+        )
+    if name == "compare":
+        return await measure_compare(
+            before=config["before"], people=config["people"], seconds=config["seconds"], rounds=config["rounds"]
+        )
     if name == "memory":
         return await run_memory(ROOT / config["dataset"], compare=True, database_url=None)
     raise ValueError(name)
@@ -152,6 +195,70 @@ def _md(results: dict[str, Any], command: str) -> str:
                     f"| {c['chroma']} | {c['fake_claude']} | {c['total']} | {c['ceiling_answers_per_second']} |"
                 )
         out.append("")
+    openloop = results["parts"].get("openloop")
+    if openloop:
+        out += [
+            "## Open loop",
+            "",
+            "Messages arriving at random (Poisson), each from one of "
+            f"{openloop['runs'][0]['people']:,} people, at a share of the ceiling the closed-loop run measured "
+            f"just before ({openloop['ceiling_answers_per_second']} answers/s); Claude answers in "
+            f"{openloop['claude_latency_s']} s. Added = answer time minus Claude's, over messages whose person had no "
+            "earlier one still being answered (those wait their turn: counted apart). Accept = writing the event to "
+            "the inbox, what the platform's acknowledgement waits for.",
+            "",
+            "| share | messages/s | added p50 / p95 / p99 ms | behind their own (n, p50 ms) | accept p50 / p95 ms "
+            "| loop lag p99 ms | CPU ms per answer | sent / stored |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in openloop["runs"]:
+            a, b, acc = r["added_ms"], r["behind_their_own_ms"], r["accept_ms"]
+            cpu = (r.get("cpu_ms_per_answer") or {}).get("total")
+            out.append(
+                f"| {int(r['share_of_ceiling'] * 100)} % | {r['rate']} | {a['p50']} / {a['p95']} / {a['p99']} "
+                f"| {b['n']}, {b['p50']} | {acc['p50']} / {acc['p95']} | {r['loop_lag_ms']['p99']} | {cpu} "
+                f"| {r['messages_sent']} / {r['interactions_stored']} |"
+            )
+        out.append("")
+    recovery = results["parts"].get("recovery")
+    if recovery:
+        out += [
+            "## Recovery after a restart",
+            "",
+            "A worker in Slack HTTP mode with N messages acknowledged and all of them with Claude, stopped; a new one "
+            "started on the same database. After SIGKILL the old turns are taken over when their leases lapse "
+            "(TURN_LEASE_SECONDS); after SIGTERM they were handed back on the way out.",
+            "",
+            "| stopped by | messages | lease s | new process ready s | last message answered s |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in recovery["runs"]:
+            cells = (r["stopped_by"], r["events"], r["lease_seconds"], r["ready_s"], r["last_answered_s"])
+            out.append("| " + " | ".join(str(c) for c in cells) + " |")
+        out.append("")
+    compare = results["parts"].get("compare")
+    if compare:
+        out += [
+            "## Before and after",
+            "",
+            f"The closed-loop load benchmark at {compare['people']} people ({compare['seconds']} s a run), in a "
+            f"checkout of `{compare['before']}` and in this one, taking turns in one run.",
+            "",
+            "| run | answers/s | added p50 / p95 ms | CPU ms per answer: loop / threads / PostgreSQL / Redis / Chroma "
+            "| total |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for side in ("before", "after"):
+            for number, r in enumerate(compare["runs"][side], 1):
+                c = r.get("cpu_ms_per_answer") or {}
+                parts = " / ".join(
+                    str(c.get(k)) for k in ("event_loop", "worker_threads", "postgres", "redis", "chroma")
+                )
+                out.append(
+                    f"| {side} {number} | {r['answers_per_second']} | {r['added_ms']['p50']} / {r['added_ms']['p95']} "
+                    f"| {parts} | {c.get('total')} |"
+                )
+        out.append("")
     memory = results["parts"].get("memory")
     if memory:
         from bench.memory import _table
@@ -163,30 +270,40 @@ def _md(results: dict[str, Any], command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Run the benchmarks.")
     parser.add_argument("--quick", action="store_true", help="small sizes: proves the harness, measures little")
-    parser.add_argument("--only", choices=sorted(FULL), action="append", help="run only these parts")
+    parser.add_argument("--only", choices=sorted(FULL | OPTIONAL), action="append", help="run only these parts")
+    parser.add_argument("--before", help="with --only compare: the git revision to compare this checkout with")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmarks.md/.json go")
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--part-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    config = QUICK if args.quick else FULL
+    config = (QUICK if args.quick else FULL) | OPTIONAL
+    if args.before:
+        config["compare"] = dict(config["compare"], before=args.before)
     if args.part:  # the child process for one part
         args.part_out.write_text(json.dumps(asyncio.run(_part(args.part, config[args.part]))))
         return 0
+    if "compare" in (args.only or []) and not args.before:
+        parser.error("--only compare needs --before REV")
     parts: dict[str, Any] = {}
     previous = args.out / "benchmarks.json"
     if args.only and previous.exists():  # a partial run keeps the other parts' last figures
         parts = json.loads(previous.read_text()).get("parts", {})
-    for name in args.only or list(config):
+    for name in args.only or list(QUICK if args.quick else FULL):
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             command = [sys.executable, "-m", "bench", "--part", name, "--part-out", out.name]
             if args.quick:
                 command.append("--quick")
+            if args.before:
+                command += ["--before", args.before]
             print(f"bench: running {name} …", file=sys.stderr, flush=True)
             subprocess.run(command, cwd=ROOT, check=True)
             parts[name] = json.loads(Path(out.name).read_text())
     results = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": _machine(), "parts": parts}
     invocation = (
-        "python -m bench" + (" --quick" if args.quick else "") + "".join(f" --only {o}" for o in args.only or [])
+        "python -m bench"
+        + (" --quick" if args.quick else "")
+        + "".join(f" --only {o}" for o in args.only or [])
+        + (f" --before {args.before}" if args.before else "")
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -37,6 +37,21 @@ def test_quick_benchmarks_write_tables_and_raw_figures(tmp_path: Path) -> None:
     )
     assert cpu["ceiling_answers_per_second"] == pytest.approx(raw["machine"]["cores"] * 1000 / cpu["total"], rel=0.01)
     assert raw["parts"]["memory"]["questions"] == 29
+    [open_loop] = raw["parts"]["openloop"]["runs"]
+    assert open_loop["answers"] == open_loop["messages_sent"] == open_loop["interactions_stored"] > 0
+    assert open_loop["accept_ms"]["n"] == open_loop["messages_sent"]
+    assert open_loop["added_ms"]["n"] + open_loop["behind_their_own_ms"]["n"] == open_loop["answers"]
+    kill, term = raw["parts"]["recovery"]["runs"]
+    assert (kill["stopped_by"], term["stopped_by"]) == ("SIGKILL", "SIGTERM")
+    assert kill["last_answered_s"] >= kill["ready_s"] > 0 and term["last_answered_s"] >= term["ready_s"] > 0
     table = (tmp_path / "benchmarks.md").read_text()
-    for heading in ("## Context assembly", "## Load", "## Memory retrieval", "python -m bench --quick", "ceiling"):
+    for heading in (
+        "## Context assembly",
+        "## Load",
+        "## Open loop",
+        "## Recovery after a restart",
+        "## Memory retrieval",
+        "python -m bench --quick",
+        "ceiling",
+    ):
         assert heading in table
