@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["BackgroundWork"]
+__all__ = ["BackgroundWork", "every", "stop_tasks"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], *, timeout: float = 5.0) -> None:
+    """Cancel these tasks and wait for them, at most `timeout`: a task that swallows its cancellation (asyncio's
+    wait_for can, when what it waits for finishes in the same moment) must not hold a shutdown forever."""
+    live = [task for task in tasks if not task.done()]
+    for task in live:
+        task.cancel()
+    if live:
+        _, stuck = await asyncio.wait(live, timeout=timeout)
+        for task in stuck:
+            log.warning("%s did not stop within %.0fs; leaving it", task.get_name(), timeout)
+
+
+async def every(seconds: float, chore: Callable[[], Awaitable[None]], stopped: asyncio.Event) -> None:
+    """`chore` at once and then every `seconds`, until `stopped` is set (a failure is logged and the next round
+    tries again); the pause ends as soon as it is set, and the loop checks it, cancelled or not."""
+    while not stopped.is_set():
+        try:
+            await chore()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - tried again on the next round
+            log.debug("%s failed: %s", getattr(chore, "__qualname__", "a chore"), exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopped.wait(), seconds)
 
 
 class BackgroundWork:

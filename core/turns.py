@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from core.background import every, stop_tasks
 from core.entries import Entry, Incoming
 from core.ports import Accepted, Inbox
 from core.tracing import traced
@@ -66,6 +67,7 @@ class Turns:
         self._held: set[str] = set()
         self._lost: set[str] = set()
         self._closing = False
+        self._stopped = asyncio.Event()
         self._chores: list[asyncio.Task[None]] = []
 
     @property
@@ -151,10 +153,11 @@ class Turns:
     def start(self) -> None:
         """Resume what is waiting (after a restart, or left by a process that stopped), then keep sweeping."""
         self._closing = False
+        self._stopped.clear()
         self._chores = [
-            asyncio.create_task(self._every(self._sweep_every, self.sweep), name="turns-sweep"),
-            asyncio.create_task(self._every(self._lease / 3, self._renew), name="turns-renew"),
-            asyncio.create_task(self._every(PRUNE_EVERY, self._prune), name="inbox-prune"),
+            asyncio.create_task(every(self._sweep_every, self.sweep, self._stopped), name="turns-sweep"),
+            asyncio.create_task(every(self._lease / 3, self._renew, self._stopped), name="turns-renew"),
+            asyncio.create_task(every(PRUNE_EVERY, self._prune, self._stopped), name="inbox-prune"),
         ]
 
     async def sweep(self) -> None:
@@ -177,16 +180,6 @@ class Turns:
                 log.warning("the turn of %s lapsed while this process worked on it; another takes over", person)
                 self._lost.add(person)
 
-    async def _every(self, seconds: float, chore: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            try:
-                await chore()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - tried again on the next round
-                log.debug("%s failed: %s", getattr(chore, "__name__", "chore"), exc)
-            await asyncio.sleep(seconds)
-
     # --- shutdown ----------------------------------------------------------------------------------------
 
     async def stop_taking(self) -> None:
@@ -204,9 +197,8 @@ class Turns:
         """Shutdown, last step: stop what is still running (its entries stay in the inbox, where they got to) and
         hand every lease back, so that the next process takes them over at once."""
         self._closing = True
-        for task in [*self._chores, *self._serving.values()]:
-            task.cancel()
-        await asyncio.gather(*self._chores, *self._serving.values(), return_exceptions=True)
+        self._stopped.set()
+        await stop_tasks([*self._chores, *self._serving.values()])
         self._chores = []
         try:
             await asyncio.wait_for(self._inbox.release_all(self._owner), 5)
