@@ -90,7 +90,7 @@ def load_samples(path: Path) -> list[Sample]:
                         id=f"{sample_id}|{turn['dia_id']}",
                         user_key=user_key,
                         text=text,
-                        scope="private",
+                        scope="person",
                         conversation_id=f"{sample_id}:session_{number}",
                         created_at=when,
                         speaker=str(turn.get("speaker", "")),
@@ -141,7 +141,7 @@ async def evaluate(samples: Sequence[Sample], recalls: dict[str, Recall], embedd
                 started = time.perf_counter()
                 [vector] = await embedder.embed([str(qa["question"])])
                 hits = await recall.search(
-                    sample.user_key, str(qa["question"]), vector, scopes=("private", "shared"), limit=max(CUTOFFS)
+                    sample.user_key, str(qa["question"]), vector, scopes=None, limit=max(CUTOFFS)
                 )
                 latencies.append(time.perf_counter() - started)
                 ranked = [hit.memory.id.removeprefix(prefix) for hit in hits]

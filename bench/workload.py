@@ -10,9 +10,11 @@ import numpy as np
 
 from core.events import MessageReceived, UserRef
 from core.ports import Memory
+from core.privacy import Audience
 
 __all__ = ["message_for", "seed_memories"]
 
+PUBLIC = Audience.public("bench", "community", place="general")  # the benchmark's one public channel
 _SUBJECTS = "my sister|my boss|the new flat|our team|the dog|my knee|the garden|my landlord|the kids|my bike".split("|")
 _VERBS = "needs|broke|loves|hates|finished|started|forgot|fixed|painted|booked".split("|")
 _OBJECTS = (
@@ -40,7 +42,7 @@ def seed_memories(user_key: str, count: int, *, seed: int, dimension: int = 384)
             id=uuid.UUID(int=rng.getrandbits(128)).hex,
             user_key=user_key,
             text=" ".join(_sentence(rng) for _ in range(rng.randint(1, 3))),
-            scope="private" if rng.random() < 0.7 else "shared",
+            scope="person" if rng.random() < 0.7 else PUBLIC.code,
             conversation_id=f"{user_key}:conv{rng.randint(0, 20)}",
             created_at=start + timedelta(minutes=i * 15),
             speaker=user_key.rsplit(":", 1)[-1],
@@ -62,4 +64,5 @@ def message_for(user: UserRef, index: int, *, private: bool = True) -> MessageRe
         text=text,
         conversation_id=f"dm-{user.user_id}" if private else "general",
         private=private,
+        audience=None if private else PUBLIC,
     )

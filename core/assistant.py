@@ -40,7 +40,7 @@ from core.ports import (
     Telemetry,
     Turn,
 )
-from core.privacy import recallable_scopes
+from core.privacy import readable_in
 from core.remember import Job, MemoryWriter
 from core.turns import Outcomes
 
@@ -177,7 +177,8 @@ class Assistant:
         embedding: list[float] | None = None
         answer, placeholder = entry.answer, list(entry.refs)
         if entry.step < Step.ANSWERED or answer is None:
-            answer, embedding, placeholder = await self._answer(entry, event, delivery)
+            event, answer, embedding, placeholder = await self._answer(entry, event, delivery)
+            entry = replace(entry, event=event)
             await self._inbox.answered(entry, answer, placeholder)
         try:
             refs = await delivery.deliver(answer.text, placeholder=placeholder)
@@ -201,25 +202,26 @@ class Assistant:
 
     async def _answer(
         self, entry: Entry, event: MessageReceived, delivery: Delivery
-    ) -> tuple[Answer, list[float] | None, list[MessageRef]]:
-        """The reply to a message (context and Claude), or a short note where answering makes no sense."""
+    ) -> tuple[MessageReceived, Answer, list[float] | None, list[MessageRef]]:
+        """The reply to a message (context and Claude), or a short note where answering makes no sense; with the
+        event as the platform look-ups completed it (its audience included)."""
         started = time.perf_counter()
         settings = self._settings
         text = message_text(event.text, settings.limits)
         if not text:
-            return Answer(text=settings.empty_reply, ok=False, error="empty"), None, []
+            return event, Answer(text=settings.empty_reply, ok=False, error="empty"), None, []
         if entry.taken > settings.max_takes:
             log.error("%s was taken %d times without being answered; giving up on it", entry.key, entry.taken)
-            return Answer(text=settings.apology, ok=False, error="gave_up"), None, []
+            return event, Answer(text=settings.apology, ok=False, error="gave_up"), None, []
         age = (datetime.now(UTC) - event.sent_at).total_seconds()
         if age > settings.stale_after:
-            return Answer(text=settings.stale_note, ok=False, error="stale"), None, []
+            return event, Answer(text=settings.stale_note, ok=False, error="stale"), None, []
         async with delivery.working() as placeholder:
             event = await self._within("platform look-up", delivery.prepare(event), event)
             embedding, prompt = await self._assemble(event, text)
             self._telemetry.context_built(time.perf_counter() - started)
             answer = await self._ask(prompt, event.user.key, started)
-        return answer, embedding, list(placeholder)
+        return event, answer, embedding, list(placeholder)
 
     async def _ask(self, prompt: Prompt, user_key: str, started: float) -> Answer:
         asked = time.perf_counter()
@@ -263,7 +265,7 @@ class Assistant:
         reply."""
         user_key = event.user.key
         limits = self._settings.limits
-        scopes = recallable_scopes(event.private)
+        scopes = readable_in(event.where)
 
         async def embed() -> list[float]:
             [vector] = await self._embedder.embed([text])
@@ -361,7 +363,7 @@ class Assistant:
     async def insights(self, user_key: str) -> dict[str, Any] | None:
         """What Rapport knows about a person, or None for someone it has never met (a read: it does not queue)."""
         await self.writer.settle(user_key, timeout=self._settings.step_timeout)
-        profile, patterns = await self._records.known(user_key, scopes=("private", "shared"), patterns=10)
+        profile, patterns = await self._records.known(user_key, scopes=None, patterns=10)
         if profile is None and not await self._records.has_user(user_key):
             return None
         stats = await self._records.stats(user_key)

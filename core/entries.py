@@ -23,6 +23,7 @@ from core.events import (
     ReactionRemoved,
     UserRef,
 )
+from core.privacy import Audience
 
 __all__ = [
     "Answer",
@@ -158,6 +159,24 @@ def _ref_from(data: Mapping[str, Any]) -> MessageRef:
     )
 
 
+def _audience(audience: Audience | None) -> dict[str, str] | None:
+    if audience is None:
+        return None
+    return {"kind": audience.kind, "platform": audience.platform, "community": audience.community,
+            "place": audience.place}  # fmt: skip
+
+
+def _audience_from(data: Any) -> Audience | None:
+    if not isinstance(data, Mapping) or data.get("kind") not in ("person", "place", "public"):
+        return None
+    return Audience(
+        kind=data["kind"],
+        platform=str(data.get("platform", "")),
+        community=str(data.get("community", "")),
+        place=str(data.get("place", "")),
+    )
+
+
 def event_to_json(event: Event) -> dict[str, Any]:
     """The event as plain JSON values (the raw payload is not kept: the core never reads it)."""
     if isinstance(event, MessageReceived):
@@ -167,6 +186,7 @@ def event_to_json(event: Event) -> dict[str, Any]:
             "text": event.text,
             "conversation_id": event.conversation_id,
             "private": event.private,
+            "audience": _audience(event.audience),
             "display_name": event.display_name,
             "thread_id": event.thread_id,
             "message": _ref(event.message) if event.message else None,
@@ -194,6 +214,7 @@ def event_from_json(data: Mapping[str, Any]) -> Event:
             text=str(data["text"]),
             conversation_id=str(data["conversation_id"]),
             private=bool(data["private"]),
+            audience=_audience_from(data.get("audience")),
             display_name=str(data.get("display_name", "")),
             thread_id=data.get("thread_id"),
             message=_ref_from(message) if message else None,

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from core.privacy import PERSON, Audience
+
 __all__ = [
     "ChainMessage",
     "ForgetRequested",
@@ -57,13 +59,15 @@ class ChainMessage:
 class MessageReceived:
     """A person wrote to Rapport.
 
-    `private` is true for a DM (or the console): what is said there is never used in a shared channel.
+    `private` is true for a DM (or the console). `audience` is who can read the place otherwise (a private place,
+    or a community's public places: core.privacy); None while the adapter has not looked it up.
     """
 
     user: UserRef
     text: str
     conversation_id: str
     private: bool
+    audience: Audience | None = None
     display_name: str = ""
     thread_id: str | None = None
     message: MessageRef | None = None
@@ -76,6 +80,16 @@ class MessageReceived:
         """Where the short-term memory of this exchange lives: platform, channel and thread."""
         base = f"{self.user.platform}:{self.user.scope}:{self.conversation_id}"
         return f"{base}:{self.thread_id}" if self.thread_id else base
+
+    @property
+    def where(self) -> Audience:
+        """Who can read where this was said: the person alone in a DM; a place whose audience is not known is
+        private to itself."""
+        if self.private:
+            return PERSON
+        if self.audience is not None:
+            return self.audience
+        return Audience.private_place(self.user.platform, self.user.scope, self.conversation_id)
 
     @property
     def author_name(self) -> str:

@@ -20,6 +20,6 @@ def build_insights(profile: Profile, patterns: Sequence[Pattern], stats: Interac
         "total_interactions": stats.total_interactions,
         "average_satisfaction": (None if stats.average_satisfaction is None else round(stats.average_satisfaction, 3)),
         "topic_distribution": topic_distribution(profile),
-        "interests": interests_for(profile, ("private", "shared")),
+        "interests": interests_for(profile, None),
         "communication_style": describe_style(profile.style),
     }

@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from core.ports import Profile, Scope
+from core.ports import Profile, Scope, Scopes
 
 __all__ = [
     "TOPIC_KEYWORDS",
@@ -77,10 +77,11 @@ def update_profile(profile: Profile, *, text: str, topics: Iterable[str], scope:
         profile.display_name = display_name
 
 
-def interests_for(profile: Profile, scopes: Iterable[Scope], *, limit: int = 8) -> list[str]:
-    """Topics the person showed in these scopes, most frequent first."""
-    allowed = tuple(scopes)
-    counted = [(sum(c.get(s, 0) for s in allowed), topic) for topic, c in profile.interests.items()]
+def interests_for(profile: Profile, scopes: Scopes, *, limit: int = 8) -> list[str]:
+    """Topics the person showed where these audiences read (None: anywhere), most frequent first."""
+    counted = [
+        (sum(n for s, n in c.items() if scopes is None or s in scopes), topic) for topic, c in profile.interests.items()
+    ]
     ranked = sorted(((count, topic) for count, topic in counted if count > 0), key=lambda ct: (-ct[0], ct[1]))
     return [topic for _, topic in ranked[:limit]]
 

@@ -37,13 +37,17 @@ __all__ = [
     "Records",
     "ReplyLink",
     "Scope",
+    "Scopes",
     "ShortTermMemory",
     "Telemetry",
     "Turn",
     "VectorIndex",
 ]
 
-Scope = Literal["private", "shared"]
+# An audience code (core.privacy): who could read where something was said. A filter of `scopes` lets through
+# only memories, interests and patterns kept under one of them; None lets through all of the person's (a DM).
+Scope = str
+Scopes = Sequence[Scope] | None
 
 
 # --- records -------------------------------------------------------------------------------------
@@ -89,8 +93,8 @@ class MemoryHit:
 class Profile:
     """What Rapport has learned about a person.
 
-    `interests` counts topics per scope ({"python": {"shared": 2, "private": 1}}) so that a shared-channel
-    prompt only sees interests the person showed where everyone could read them.
+    `interests` counts topics per audience code ({"python": {"public:slack:T1": 2, "person": 1}}) so that a
+    prompt only sees interests the person showed where its readers could read them.
     """
 
     user_key: str
@@ -126,6 +130,7 @@ class InteractionRecord:
     latency_ms: int
     created_at: datetime
     display_name: str = ""  # learned into the profile, not kept with the interaction
+    audience: Scope = "person"  # where it was said (core.privacy): what is learned from it is kept under it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,7 +190,7 @@ class LongTermMemory(Protocol):
         query: str,
         embedding: Sequence[float] | Awaitable[Sequence[float]],
         *,
-        scopes: Sequence[Scope],
+        scopes: Scopes,
         limit: int,
     ) -> list[MemoryHit]:
         """The person's memories most relevant to `query`; `embedding` may still be on its way (the word search
@@ -210,7 +215,7 @@ class VectorIndex(Protocol):
         user_key: str,
         embedding: Sequence[float] | Awaitable[Sequence[float]],
         *,
-        scopes: Sequence[Scope],
+        scopes: Scopes,
         limit: int,
     ) -> list[tuple[str, float]]:
         """(memory id, cosine similarity), best first. The embedding may still be on its way (an awaitable): an
@@ -228,13 +233,13 @@ class MemoryStore(Protocol):
     async def add(self, memories: Sequence[Memory], terms: Sequence[Mapping[str, int]]) -> None: ...
 
     async def lexical(
-        self, user_key: str, terms: Sequence[str], *, scopes: Sequence[Scope], limit: int
+        self, user_key: str, terms: Sequence[str], *, scopes: Scopes, limit: int
     ) -> list[tuple[str, float]]:
         """(memory id, BM25 score), best first, over this person's memories in these scopes."""
         ...
 
     async def read(
-        self, user_key: str, memory_ids: Sequence[str], *, around: Sequence[str], scopes: Sequence[Scope]
+        self, user_key: str, memory_ids: Sequence[str], *, around: Sequence[str], scopes: Scopes
     ) -> tuple[list[Memory], dict[str, list[Memory]]]:
         """The memories with these ids, and for each id in `around` the memories just before and after it in the
         same conversation."""
@@ -291,9 +296,7 @@ class FeedbackStore(Protocol):
 class Records(ProfileStore, InteractionStore, FeedbackStore, Protocol):
     """The relational store: profiles, interactions, patterns and feedback, plus the person-wide chores."""
 
-    async def known(
-        self, user_key: str, *, scopes: Sequence[Scope], patterns: int
-    ) -> tuple[Profile | None, list[Pattern]]:
+    async def known(self, user_key: str, *, scopes: Scopes, patterns: int) -> tuple[Profile | None, list[Pattern]]:
         """The person's profile (None if never seen) and up to `patterns` of their most frequent patterns, with
         counts summed over `scopes`."""
         ...
@@ -345,7 +348,8 @@ class Inbox(Protocol):
         ...
 
     async def answered(self, entry: Entry, answer: Answer, refs: Sequence[MessageRef]) -> None:
-        """Keep the reply (and any placeholder already posted) before it is delivered."""
+        """Keep the reply (and any placeholder already posted) before it is delivered, with the entry's event as
+        the turn prepared it (names, thread, audience looked up): a resumed turn and the job use that one."""
         ...
 
     async def delivered(

@@ -18,7 +18,7 @@ from datetime import datetime
 import snowballstemmer
 
 from core.health import Health
-from core.ports import Memory, MemoryHit, MemoryStore, Scope, VectorIndex
+from core.ports import Memory, MemoryHit, MemoryStore, Scopes, VectorIndex
 
 __all__ = ["Recall", "RecallSettings", "document_of", "fuse", "terms_of", "wants_recent"]
 
@@ -145,10 +145,10 @@ class Recall:
         query: str,
         embedding: Sequence[float] | Awaitable[Sequence[float]],
         *,
-        scopes: Sequence[Scope],
+        scopes: Scopes,
         limit: int,
     ) -> list[MemoryHit]:
-        if limit <= 0 or not scopes:
+        if limit <= 0 or (scopes is not None and not scopes):
             return []
         settings = self._settings
 

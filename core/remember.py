@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from core.background import every, stop_tasks
 from core.context import ContextLimits, message_text
 from core.entries import Entry
 from core.events import MessageReceived, ReactionAdded, ReactionRemoved
@@ -35,7 +36,6 @@ from core.ports import (
     Records,
     Telemetry,
 )
-from core.privacy import scope_of
 from core.turns import Outcomes
 
 __all__ = ["Job", "MemoryWriter", "exchange_of", "learn"]
@@ -80,12 +80,13 @@ def exchange_of(entry: Entry, limits: ContextLimits) -> tuple[InteractionRecord,
         latency_ms=answer.latency_ms,
         created_at=event.sent_at,
         display_name=event.display_name,
+        audience=event.where.code,
     )
     memory = Memory(
         id=record.id,
         user_key=record.user_key,
         text=text,
-        scope=scope_of(event.private),
+        scope=event.where.code,
         conversation_id=event.conversation_key,
         created_at=event.sent_at,
         speaker=event.author_name,
@@ -102,7 +103,7 @@ def learn(records: Sequence[InteractionRecord], profiles: Mapping[str, Profile])
     }
     rows: list[tuple[str, str, str, str]] = []
     for record in records:
-        scope = scope_of(record.private)
+        scope = record.audience
         profile = updated.setdefault(record.user_key, Profile(user_key=record.user_key))
         update_profile(
             profile, text=record.user_text, topics=record.topics, scope=scope, display_name=record.display_name
@@ -168,23 +169,14 @@ class MemoryWriter:
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
         self._closed = False
 
-    def start(self, every: float = 5.0) -> None:
+    def start(self, seconds: float = 5.0) -> None:
         """Sweep for jobs nobody holds now and then (the first sweep at once: what a stopped process left)."""
-
-        async def sweeping() -> None:
-            while True:
-                try:
-                    await self.sweep()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - the next sweep tries again
-                    log.debug("sweeping for jobs failed: %s", exc)
-                await asyncio.sleep(every)
-
         self._closed = False
-        self._sweeper = asyncio.create_task(sweeping(), name="memory-writer-sweep")
+        self._stopped.clear()
+        self._sweeper = asyncio.create_task(every(seconds, self.sweep, self._stopped), name="memory-writer-sweep")
 
     @property
     def pending(self) -> int:
@@ -241,7 +233,7 @@ class MemoryWriter:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._closed:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self._window)  # let jobs finishing together join one batch
@@ -255,7 +247,7 @@ class MemoryWriter:
         traceback per message."""
         retry: list[tuple[Job, float]] = []
         pause = 0.2
-        while self._pending or retry:
+        while (self._pending or retry) and not self._closed:
             room = max(self._max_batch - len(retry), 0)
             batch, self._pending = retry + self._pending[:room], self._pending[room:]
             self._flushing = [job for job, _ in batch]
@@ -322,9 +314,7 @@ class MemoryWriter:
     async def close(self) -> None:
         """Stop (after `drain`): what is not done stays in the inbox, for the next process."""
         self._closed = True
-        for task in (self._sweeper, self._worker):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        self._stopped.set()
+        await stop_tasks(task for task in (self._sweeper, self._worker) if task is not None)
         self._sweeper = self._worker = None
         self._idle.set()

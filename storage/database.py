@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +16,7 @@ from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
 from tortoise.migrations.api import migrate as run_migrations
 
-__all__ = ["DEFAULT_DATABASE_URL", "Database", "Params", "as_datetime", "tortoise_config"]
+__all__ = ["DEFAULT_DATABASE_URL", "Database", "Params", "among", "as_datetime", "tortoise_config"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,13 @@ class Params:
         if self._numbered:
             return ", ".join(f"${first + i}" for i in range(len(items)))
         return ", ".join("?" for _ in items)
+
+
+def among(bind: Params, column: str, values: Sequence[str] | None) -> str:
+    """` AND column IN (...)`, or nothing for None (no filter): how audience filters are written."""
+    if values is None:
+        return ""
+    return f" AND {column} IN ({bind(*values)})" if values else " AND 1 = 0"
 
 
 class Database:

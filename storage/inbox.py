@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from core.background import stop_tasks
 from core.batching import Batcher
 from core.entries import (
     Answer,
@@ -46,7 +47,7 @@ T = TypeVar("T")
 PART = "database"
 _COLUMNS = "seq, key, event, route, step, answer, refs, taken"
 _FORGOTTEN = "{}"  # what a forgotten entry's event becomes: its key stays, for de-duplication
-_STEP_COLUMNS = ("step", "answer", "refs", "taken", "job_owner", "job_until")
+_STEP_COLUMNS = ("step", "answer", "refs", "event", "taken", "job_owner", "job_until")
 
 
 def now_ms() -> int:
@@ -119,6 +120,7 @@ class RelationalInbox:
         self._order = 0
         self._lock = asyncio.Lock()
         self._probe: asyncio.Task[None] | None = None
+        self._closed = False
         self._accepts: Batcher[dict[str, Any], Accepted | InboxFull] = Batcher(self._accept_rows)
         self._opens: Batcher[tuple[str, str, float], tuple[bool, Entry | None]] = Batcher(self._open_many)
         self._steps: Batcher[_StepWrite, bool] = Batcher(self._write_steps)
@@ -186,7 +188,7 @@ class RelationalInbox:
 
     async def _until_back(self) -> None:
         delay = 0.5
-        while True:
+        while not self._closed:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 5.0)
             if not await self._answers():
@@ -211,9 +213,9 @@ class RelationalInbox:
             self._watch()
 
     async def close(self) -> None:
+        self._closed = True
         if self._probe is not None:
-            self._probe.cancel()
-            await asyncio.gather(self._probe, return_exceptions=True)
+            await stop_tasks([self._probe])
 
     async def _keep(self, key: str, row: Mapping[str, Any], *, new: bool, links: Sequence[MessageRef] = ()) -> None:
         """Append to the spool (durable), then to what this process knows of it."""
@@ -443,6 +445,7 @@ class RelationalInbox:
             "step": int(Step.ANSWERED),
             "answer": json.dumps(answer_to_json(answer), ensure_ascii=False),
             "refs": json.dumps(refs_to_json(list(refs))),
+            "event": json.dumps(event_to_json(entry.event), ensure_ascii=False),
         }
         await self._step(entry, changes)
 
@@ -518,16 +521,16 @@ class RelationalInbox:
         bind = self._database.params()
         rows = ", ".join(
             f"({bind(entry.key)}::text, {bind(changes['step'])}::smallint, {bind(changes.get('answer'))}::text, "
-            f"{bind(changes.get('refs'))}::text, {bind(changes.get('job_owner'))}::text, "
-            f"{bind(changes.get('job_until'))}::bigint)"
+            f"{bind(changes.get('refs'))}::text, {bind(changes.get('event'))}::text, "
+            f"{bind(changes.get('job_owner'))}::text, {bind(changes.get('job_until'))}::bigint)"
             for entry, changes, _, _ in steps
         )
         parts = [
             "step AS (UPDATE inbox SET step = v.step, answer = COALESCE(v.answer, inbox.answer), "
-            "refs = COALESCE(v.refs, inbox.refs), job_owner = COALESCE(v.job_owner, inbox.job_owner), "
-            f"job_until = COALESCE(v.job_until, inbox.job_until) FROM (VALUES {rows}) "
-            "AS v (key, step, answer, refs, job_owner, job_until) WHERE inbox.key = v.key AND inbox.step < v.step "
-            "RETURNING inbox.seq)"
+            "refs = COALESCE(v.refs, inbox.refs), event = COALESCE(v.event, inbox.event), "
+            "job_owner = COALESCE(v.job_owner, inbox.job_owner), job_until = COALESCE(v.job_until, inbox.job_until) "
+            f"FROM (VALUES {rows}) AS v (key, step, answer, refs, event, job_owner, job_until) "
+            "WHERE inbox.key = v.key AND inbox.step < v.step RETURNING inbox.seq)"
         ]
         links = [
             f"({bind(ref.platform, ref.channel_id, ref.message_id, entry.interaction_id, entry.person)})"

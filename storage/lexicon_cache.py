@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.ports import Memory, Scope
+from core.ports import Memory, Scopes
 from storage.database import Database
 from storage.memory_store import K1, TERM_CHARS, B, RelationalMemory
-from storage.people_cache import SCOPE_CODE, People
+from storage.people_cache import AudienceCodes, People, allowed_mask
 
 __all__ = ["CachedLexicon"]
 
@@ -36,7 +36,8 @@ _COLD_LOAD = 300_000  # postings above which a person's first load runs behind t
 class _Person:
     ids: list[str] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
-    scopes: array[int] = field(default_factory=lambda: array("b"))
+    scopes: array[int] = field(default_factory=lambda: array("h"))  # each memory's audience, as `codes` numbers it
+    codes: AudienceCodes = field(default_factory=AudienceCodes)
     lengths: array[int] = field(default_factory=lambda: array("i"))
     # term -> (positions of the memories it occurs in, its frequency in each): 8 bytes a posting
     postings: dict[str, tuple[array[int], array[int]]] = field(default_factory=dict)
@@ -50,7 +51,7 @@ class _Person:
             return
         position = self.index[memory_id] = len(self.ids)
         self.ids.append(memory_id)
-        self.scopes.append(SCOPE_CODE[scope])
+        self.scopes.append(self.codes.number(scope))
         self.lengths.append(length)
         for term, tf in terms.items():
             entry = self.postings.get(term[:TERM_CHARS])
@@ -60,11 +61,11 @@ class _Person:
             entry[1].append(tf)
         self.size += len(terms)
 
-    def score(self, terms: Sequence[str], scopes: Sequence[Scope], limit: int) -> list[tuple[str, float]]:
+    def score(self, terms: Sequence[str], scopes: Scopes, limit: int) -> list[tuple[str, float]]:
         """BM25 as `RelationalMemory.lexical` computes it: the same statistics, formula and order."""
         if not self.ids:
             return []
-        allowed = np.isin(np.array(self.scopes, dtype=np.int8), [SCOPE_CODE[s] for s in scopes])
+        allowed = allowed_mask(np.array(self.scopes, dtype=np.int16), self.codes.allowed(scopes))
         lengths = np.array(self.lengths, dtype=np.float64)
         documents = float(allowed.sum())
         total = float(lengths[allowed].sum())
@@ -127,9 +128,9 @@ class CachedLexicon:
         self._people.evict()
 
     async def lexical(
-        self, user_key: str, terms: Sequence[str], *, scopes: Sequence[Scope], limit: int
+        self, user_key: str, terms: Sequence[str], *, scopes: Scopes, limit: int
     ) -> list[tuple[str, float]]:
-        if not terms or not scopes or limit <= 0:
+        if not terms or (scopes is not None and not scopes) or limit <= 0:
             return []
         person = await self._cached(user_key)
         if person is None:  # still loading, or more postings than one person may hold here: SQL scores them
@@ -155,7 +156,7 @@ class CachedLexicon:
         return await self._fresh(user_key)
 
     async def read(
-        self, user_key: str, memory_ids: Sequence[str], *, around: Sequence[str], scopes: Sequence[Scope]
+        self, user_key: str, memory_ids: Sequence[str], *, around: Sequence[str], scopes: Scopes
     ) -> tuple[list[Memory], dict[str, list[Memory]]]:
         return await self._store.read(user_key, memory_ids, around=around, scopes=scopes)
 

@@ -1,4 +1,9 @@
-"""Memory vectors in ChromaDB: one collection for everyone, filtered by person and scope on every query."""
+"""Memory vectors in ChromaDB: one collection for everyone, filtered by person on every query.
+
+Who may read a memory is decided by its row in the database (core.privacy's audience, which a migration can
+place anew): a search here is by person only, and every hit is read back through the database, filtered again
+(core.recall). The audience kept in Chroma's metadata is informative only.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.config import Settings as ChromaSettings
 
-from core.ports import Memory, Scope
+from core.ports import Memory, Scopes
 from storage.chroma_process import ChromaProcess
 
 __all__ = ["ChromaCollection", "ChromaVectors", "open_chroma", "resolved"]
@@ -74,10 +79,8 @@ async def resolved(embedding: Sequence[float] | Awaitable[Sequence[float]]) -> S
     return await embedding if inspect.isawaitable(embedding) else embedding
 
 
-def _where(user_key: str, scopes: Sequence[Scope] | None = None) -> dict[str, Any]:
-    if scopes is None:
-        return {"user_key": user_key}
-    return {"$and": [{"user_key": user_key}, {"scope": {"$in": list(scopes)}}]}
+def _where(user_key: str) -> dict[str, Any]:
+    return {"user_key": user_key}
 
 
 class ChromaVectors:
@@ -109,17 +112,19 @@ class ChromaVectors:
         user_key: str,
         embedding: Sequence[float] | Awaitable[Sequence[float]],
         *,
-        scopes: Sequence[Scope],
+        scopes: Scopes,
         limit: int,
     ) -> list[tuple[str, float]]:
+        """The person's nearest memories, whatever their audience (more of them when only some audiences may be
+        seen): the caller reads each back through the database, which filters by audience."""
         vector = await resolved(embedding)
-        if limit <= 0 or not scopes:
+        if limit <= 0 or (scopes is not None and not scopes):
             return []
         result = await self._collection.call(
             "query",
             query_embeddings=np.asarray([vector], dtype=np.float32),
-            n_results=limit,
-            where=_where(user_key, scopes),
+            n_results=limit if scopes is None else limit * 3,
+            where=_where(user_key),
             include=["metadatas", "distances"],
         )
         ids = result["ids"][0]
@@ -129,8 +134,8 @@ class ChromaVectors:
             (memory_id, 1.0 - float(distance))
             for memory_id, meta, distance in zip(ids, metadatas, distances, strict=True)
             # The where clause already filters; this re-check makes a leak impossible even if it were dropped.
-            if meta["user_key"] == user_key and meta["scope"] in scopes
-        ]
+            if meta["user_key"] == user_key
+        ][:limit]
 
     async def vectors(self, user_key: str, ids: Sequence[str] | None) -> tuple[list[str], list[str], np.ndarray]:
         """A person's stored vectors (all of them, or these ids): ids, scopes and a float32 matrix.

@@ -12,8 +12,8 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from core.ports import Memory, Scope
-from storage.database import Database, as_datetime
+from core.ports import Memory, Scopes
+from storage.database import Database, among, as_datetime
 from storage.models import MemoryItem, MemoryStats, MemoryTerm
 
 __all__ = ["B", "K1", "TERM_CHARS", "RelationalMemory"]
@@ -109,12 +109,12 @@ class RelationalMemory:
             )
 
     async def lexical(
-        self, user_key: str, terms: Sequence[str], *, scopes: Sequence[Scope], limit: int
+        self, user_key: str, terms: Sequence[str], *, scopes: Scopes, limit: int
     ) -> list[tuple[str, float]]:
         """BM25 over this person's memories in these scopes, in one statement: the collection's size and average
         length, each term's document frequency and the scores come from one round trip."""
         unique = sorted(set(terms))
-        if not unique or limit <= 0:
+        if not unique or limit <= 0 or (scopes is not None and not scopes):
             return []
         bind = self._database.params()
 
@@ -125,9 +125,9 @@ class RelationalMemory:
         sql = (
             f"WITH s AS (SELECT CAST(COALESCE(SUM(documents), 0) AS {real}) AS n, "
             f"CAST(COALESCE(SUM(total_length), 0) AS {real}) AS total "
-            f"FROM memory_stats WHERE user_key = {bind(user_key)} AND scope IN ({bind(*scopes)})), "
+            f"FROM memory_stats WHERE user_key = {bind(user_key)}{among(bind, 'scope', scopes)}), "
             f"p AS (SELECT memory_id, term, CAST(tf AS {real}) AS tf, CAST(length AS {real}) AS length "
-            f"FROM memory_term WHERE user_key = {bind(user_key)} AND scope IN ({bind(*scopes)}) "
+            f"FROM memory_term WHERE user_key = {bind(user_key)}{among(bind, 'scope', scopes)} "
             f"AND term IN ({bind(*unique)})), "
             f"d AS (SELECT p.term AS term, COUNT(*) AS df FROM p GROUP BY p.term), "
             f"w AS (SELECT d.term AS term, ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5)) AS idf, {average} AS avgl "
@@ -140,12 +140,12 @@ class RelationalMemory:
         return [(row["memory_id"], float(row["score"])) for row in rows]
 
     async def read(
-        self, user_key: str, memory_ids: Sequence[str], *, around: Sequence[str], scopes: Sequence[Scope]
+        self, user_key: str, memory_ids: Sequence[str], *, around: Sequence[str], scopes: Scopes
     ) -> tuple[list[Memory], dict[str, list[Memory]]]:
         """The memories with these ids, and the turns just before and after each of `around` in its conversation:
         one round trip for both (the search asks for them at the same point, and two statements cost the event
         loop and the database twice the work)."""
-        if not scopes or not (memory_ids or around):
+        if (scopes is not None and not scopes) or not (memory_ids or around):
             return [], {}
         bind = self._database.params()
         parts: list[str] = []
@@ -154,7 +154,7 @@ class RelationalMemory:
             def next_to(op: str, order: str) -> str:
                 return (
                     "(SELECT o.seq FROM memory o WHERE o.user_key = m.user_key "
-                    f"AND o.conversation_id = m.conversation_id AND o.seq {op} m.seq AND o.scope IN ({bind(*scopes)}) "
+                    f"AND o.conversation_id = m.conversation_id AND o.seq {op} m.seq{among(bind, 'o.scope', scopes)} "
                     f"ORDER BY o.seq {order} LIMIT 1)"
                 )
 
@@ -169,7 +169,7 @@ class RelationalMemory:
         if memory_ids:
             parts.append(
                 f"SELECT NULL AS anchor, n.seq AS seq, {_COLUMNS} FROM memory n WHERE n.user_key = {bind(user_key)} "
-                f"AND n.scope IN ({bind(*scopes)}) AND n.id IN ({bind(*memory_ids)})"
+                f"{among(bind, 'n.scope', scopes)} AND n.id IN ({bind(*memory_ids)})"
             )
         sql = " UNION ALL ".join(parts) + " ORDER BY anchor, seq"
         rows = await self._database.connection().execute_query_dict(sql, bind.values)

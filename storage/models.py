@@ -91,7 +91,7 @@ class LearnedPattern(Model):
     user_key = fields.CharField(max_length=191)
     kind = fields.CharField(max_length=32)
     value = fields.CharField(max_length=128)
-    scope = fields.CharField(max_length=8)
+    scope = fields.CharField(max_length=191)  # an audience code (core.privacy)
     count = fields.IntField(default=0)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -106,7 +106,7 @@ class MemoryItem(Model):
     seq = fields.BigIntField(primary_key=True)
     id = fields.CharField(max_length=64, unique=True)
     user_key = fields.CharField(max_length=191)
-    scope = fields.CharField(max_length=8)
+    scope = fields.CharField(max_length=191)  # an audience code (core.privacy)
     conversation_id = fields.CharField(max_length=191)
     speaker = fields.CharField(max_length=191, default="")
     text = fields.TextField()
@@ -124,7 +124,7 @@ class MemoryTerm(Model):
 
     id = fields.BigIntField(primary_key=True)
     user_key = fields.CharField(max_length=191)
-    scope = fields.CharField(max_length=8)
+    scope = fields.CharField(max_length=191)  # an audience code (core.privacy)
     term = fields.CharField(max_length=64)
     memory_id = fields.CharField(max_length=64, db_index=True)
     tf = fields.IntField()
@@ -142,7 +142,7 @@ class MemoryStats(Model):
 
     id = fields.IntField(primary_key=True)
     user_key = fields.CharField(max_length=191)
-    scope = fields.CharField(max_length=8)
+    scope = fields.CharField(max_length=191)  # an audience code (core.privacy)
     documents = fields.BigIntField(default=0)
     total_length = fields.BigIntField(default=0)
 

@@ -6,14 +6,39 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["SCOPE_CODE", "Held", "People"]
+import numpy as np
+
+from core.background import stop_tasks
+
+__all__ = ["AudienceCodes", "Held", "People", "allowed_mask"]
 
 log = logging.getLogger(__name__)
 
-SCOPE_CODE = {"private": 0, "shared": 1}  # how the caches store a memory's scope (one byte each)
+
+class AudienceCodes:
+    """One person's audiences (core.privacy codes) as small numbers, so that a cache keeps two bytes a memory."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[str, int] = {}
+
+    def number(self, code: str) -> int:
+        return self._numbers.setdefault(code, len(self._numbers))
+
+    def allowed(self, codes: Sequence[str] | None) -> list[int] | None:
+        """The numbers of these audiences (None: every audience)."""
+        if codes is None:
+            return None
+        return [self._numbers[code] for code in codes if code in self._numbers]
+
+
+def allowed_mask(numbers: np.ndarray, allowed: list[int] | None) -> np.ndarray:
+    """Which of a person's memories these audiences may see."""
+    if allowed is None:
+        return np.ones(len(numbers), dtype=bool)
+    return np.isin(numbers, allowed)
 
 
 class Held(Protocol):
@@ -102,6 +127,4 @@ class People(Generic[P]):
 
     async def close(self) -> None:
         """Stop the loads still running (before the stores they read close)."""
-        for task in self.loading.values():
-            task.cancel()
-        await asyncio.gather(*self.loading.values(), return_exceptions=True)
+        await stop_tasks(list(self.loading.values()))

@@ -13,8 +13,8 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from core.events import MessageRef
-from core.ports import InteractionRecord, InteractionStats, Learner, Pattern, Profile, ReplyLink, Scope
-from storage.database import Database
+from core.ports import InteractionRecord, InteractionStats, Learner, Pattern, Profile, ReplyLink, Scopes
+from storage.database import Database, among
 from storage.models import Feedback, Interaction, LearnedPattern, ReplyMessage, UserProfile
 
 __all__ = ["RelationalRecords"]
@@ -48,17 +48,15 @@ class RelationalRecords:
             message_count=row.message_count,
         )
 
-    async def known(
-        self, user_key: str, *, scopes: Sequence[Scope], patterns: int
-    ) -> tuple[Profile | None, list[Pattern]]:
+    async def known(self, user_key: str, *, scopes: Scopes, patterns: int) -> tuple[Profile | None, list[Pattern]]:
         """The profile and the most frequent patterns (counts summed over `scopes`), in one statement: it is on the
         path of every answer, where each round trip costs the event loop a socket write and a wake-up."""
         bind = self._database.params()
         top, patterns_part = "", ""
-        if scopes and patterns > 0:
+        if (scopes is None or scopes) and patterns > 0:
             top = (
                 "WITH top AS (SELECT kind, value, SUM(count) AS total FROM learned_pattern "
-                f"WHERE user_key = {bind(user_key)} AND scope IN ({bind(*scopes)}) "
+                f"WHERE user_key = {bind(user_key)}{among(bind, 'scope', scopes)} "
                 f"GROUP BY kind, value ORDER BY total DESC, kind, value LIMIT {int(patterns)}) "
             )
             patterns_part = " UNION ALL SELECT 'pattern', NULL, NULL, NULL, NULL, kind, value, total FROM top"

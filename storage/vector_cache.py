@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.ports import Memory, Scope
+from core.ports import Memory, Scopes
 from storage.database import Database
 from storage.long_term import ChromaVectors, resolved
-from storage.people_cache import SCOPE_CODE, People
+from storage.people_cache import AudienceCodes, People, allowed_mask
 
 __all__ = ["CachedVectors"]
 
@@ -34,7 +34,8 @@ _COLD_LOAD = 20_000
 class _Person:
     ids: list[str] = field(default_factory=list)
     known: set[str] = field(default_factory=set)
-    scopes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    scopes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))  # audiences, as `codes` has them
+    codes: AudienceCodes = field(default_factory=AudienceCodes)
     # float32, not float16: converting 10,000 float16 rows for each search cost 13 ms of the event loop, the
     # product itself 0.4 ms. Rows past len(ids) are room to grow into: appending one memory's vector must not
     # copy the whole matrix (15 MB at 10,000 memories, on the event loop, after every message).
@@ -63,15 +64,16 @@ class _Person:
                 grown[:used] = self.room[:used]
             self.room = grown
         self.room[used : used + len(new)] = new
-        self.scopes = np.concatenate([self.scopes, np.array([SCOPE_CODE[scopes[i]] for i in fresh], np.int8)])
+        numbers = np.array([self.codes.number(scopes[i]) for i in fresh], np.int16)
+        self.scopes = np.concatenate([self.scopes, numbers])
         for i in fresh:
             self.ids.append(ids[i])
             self.known.add(ids[i])
 
-    def nearest(self, query: np.ndarray, scopes: Sequence[Scope], limit: int) -> list[tuple[str, float]]:
+    def nearest(self, query: np.ndarray, scopes: Scopes, limit: int) -> list[tuple[str, float]]:
         if not self.ids:
             return []
-        allowed = np.isin(self.scopes, [SCOPE_CODE[s] for s in scopes])
+        allowed = allowed_mask(self.scopes, self.codes.allowed(scopes))
         scores = self.vectors @ query
         scores[~allowed] = -np.inf
         count = min(limit, int(allowed.sum()))
@@ -122,10 +124,10 @@ class CachedVectors:
         user_key: str,
         embedding: Sequence[float] | Awaitable[Sequence[float]],
         *,
-        scopes: Sequence[Scope],
+        scopes: Scopes,
         limit: int,
     ) -> list[tuple[str, float]]:
-        if limit <= 0 or not scopes:
+        if limit <= 0 or (scopes is not None and not scopes):
             await resolved(embedding)
             return []
         # The freshness check (a database round trip) runs while the message is still being embedded.
@@ -161,8 +163,12 @@ class CachedVectors:
                 self._people.load_behind(user_key, lambda: self._fresh(user_key, behind=True), "vectors")
                 return None
             if missing:
-                ids, scopes, vectors = await self._chroma.vectors(user_key, None if person.synced_seq < 0 else missing)
-                person.extend(ids, scopes, vectors)
+                ids, _, vectors = await self._chroma.vectors(user_key, None if person.synced_seq < 0 else missing)
+                # Audiences from the database's rows, never from Chroma's metadata: the rows are what a migration
+                # places, and what every read is filtered by again.
+                audiences = {row["id"]: row["scope"] for row in rows}
+                known = [i for i, memory_id in enumerate(ids) if memory_id in audiences]
+                person.extend([ids[i] for i in known], [audiences[ids[i]] for i in known], vectors[known])
             for row in rows:  # advance only past memories whose vectors arrived (one may still be on its way)
                 if row["id"] not in person.known:
                     break

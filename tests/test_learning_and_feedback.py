@@ -14,7 +14,10 @@ from core.learning import (
     update_profile,
 )
 from core.ports import Profile
-from core.privacy import recallable_scopes, scope_of
+from core.privacy import PERSON, Audience, narrowest, readable_in
+
+PUBLIC_T1 = Audience.public("slack", "T1", place="C1")
+TEAM_ONLY = Audience.private_place("slack", "T1", "G7")
 
 
 def test_topics_are_found_by_keyword() -> None:
@@ -25,19 +28,23 @@ def test_topics_are_found_by_keyword() -> None:
 
 def test_profile_counts_interests_per_scope_and_tracks_style() -> None:
     profile = Profile(user_key="x:1")
-    update_profile(profile, text="lol python is cool 😄", topics=["programming"], scope="private", display_name="X")
+    update_profile(profile, text="lol python is cool 😄", topics=["programming"], scope="person", display_name="X")
     update_profile(
         profile,
         text="Could you please review my python code?",
         topics=["programming"],
-        scope="shared",
+        scope=PUBLIC_T1.code,
         display_name="X",
     )
-    update_profile(profile, text="I love jazz", topics=["music"], scope="private", display_name="")
-    assert profile.interests == {"programming": {"private": 1, "shared": 1}, "music": {"private": 1}}
+    update_profile(profile, text="I love jazz", topics=["music"], scope=TEAM_ONLY.code, display_name="")
+    assert profile.interests == {
+        "programming": {"person": 1, "public:slack:T1": 1},
+        "music": {"place:slack:T1:G7": 1},
+    }
     assert profile.message_count == 3 and profile.display_name == "X"
-    assert interests_for(profile, ("shared",)) == ["programming"]
-    assert interests_for(profile, ("private", "shared")) == ["programming", "music"]
+    assert interests_for(profile, readable_in(PUBLIC_T1)) == ["programming"], "not what was said in G7"
+    assert interests_for(profile, readable_in(TEAM_ONLY)) == ["music", "programming"]
+    assert interests_for(profile, readable_in(PERSON)) == ["programming", "music"]
     assert topic_distribution(profile) == {"music": 1, "programming": 2}
     style = describe_style(profile.style)
     assert style["length"] == "brief" and style["emoji"] == "often"
@@ -70,7 +77,23 @@ def test_emoji_are_normalised_across_platforms() -> None:
     assert polarity(1.0) == "positive" and polarity(-0.5) == "negative" and polarity(0.0) == "neutral"
 
 
-def test_private_memories_only_come_back_in_private() -> None:
-    assert scope_of(True) == "private" and scope_of(False) == "shared"
-    assert recallable_scopes(private=False) == ("shared",)
-    assert set(recallable_scopes(private=True)) == {"private", "shared"}
+def test_a_reply_uses_only_what_its_readers_could_already_read() -> None:
+    other_team = Audience.public("slack", "T2", place="C9")
+    server_a, server_b = Audience.public("discord", "111", place="5"), Audience.public("discord", "222", place="6")
+    role_only = Audience.private_place("discord", "111", "7")
+    assert readable_in(PERSON) is None, "a DM: everything of the person's"
+    assert readable_in(PUBLIC_T1) == ("public:slack:T1",), "a public channel: its workspace's public places only"
+    assert readable_in(TEAM_ONLY) == ("place:slack:T1:G7", "public:slack:T1"), "a private place: itself, and those"
+    assert TEAM_ONLY.code not in (readable_in(PUBLIC_T1) or ()) and PERSON.code not in (readable_in(TEAM_ONLY) or ())
+    assert readable_in(other_team) == ("public:slack:T2",), "never across workspaces"
+    assert server_a.code not in (readable_in(server_b) or ()) and role_only.code not in (readable_in(server_a) or ())
+    assert Audience.public("slack", "T1", place="C2").code == PUBLIC_T1.code, "one workspace's public places: one"
+
+
+def test_what_is_learned_from_several_places_keeps_the_narrowest_audience_they_share() -> None:
+    assert narrowest([PUBLIC_T1.code, PUBLIC_T1.code]) == PUBLIC_T1.code
+    assert narrowest([PUBLIC_T1.code, TEAM_ONLY.code]) == TEAM_ONLY.code
+    assert narrowest([TEAM_ONLY.code, Audience.private_place("slack", "T1", "G8").code]) == "person"
+    assert narrowest([PUBLIC_T1.code, Audience.public("slack", "T2").code]) == "person"
+    assert narrowest([Audience.private_place("slack", "T2", "G1").code, PUBLIC_T1.code]) == "person"
+    assert narrowest(["person", PUBLIC_T1.code]) == "person"

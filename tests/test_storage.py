@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 from tortoise.context import TortoiseContext
+from tortoise.migrations.api import migrate as run_migrations
 from tortoise.migrations.autodetector import MigrationAutodetector
 
 from core.ports import InteractionRecord, Learned, Memory, Profile, ShortTermMemory, Turn
@@ -195,19 +197,23 @@ def chroma(tmp_path: Path) -> Iterator[ChromaVectors]:
     vectors.close()
 
 
-async def test_vectors_are_filtered_by_person_and_scope(chroma: ChromaVectors) -> None:
+async def test_chroma_searches_one_persons_vectors_and_leaves_audiences_to_the_database(
+    chroma: ChromaVectors,
+) -> None:
+    """Chroma's metadata is not where audiences are decided (a migration places rows in the database only): its
+    search is by person, and Recall reads every hit back through the database, filtered by audience."""
     vectors = chroma
     now = datetime.now(UTC)
     items = [
-        Memory(id="a1", user_key="t:a", text="a private", scope="private", conversation_id="c", created_at=now),
-        Memory(id="a2", user_key="t:a", text="a shared", scope="shared", conversation_id="c", created_at=now),
-        Memory(id="b1", user_key="t:b", text="b private", scope="private", conversation_id="c", created_at=now),
+        Memory(id="a1", user_key="t:a", text="a private", scope="person", conversation_id="c", created_at=now),
+        Memory(id="a2", user_key="t:a", text="a public", scope="public:t:x", conversation_id="c", created_at=now),
+        Memory(id="b1", user_key="t:b", text="b private", scope="person", conversation_id="c", created_at=now),
     ]
     await vectors.add(items, [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [1.0, 0.0, 0.0]])
-    assert [i for i, _ in await vectors.nearest("t:a", [1.0, 0.0, 0.0], scopes=("shared",), limit=10)] == ["a2"]
-    found = await vectors.nearest("t:a", [1.0, 0.0, 0.0], scopes=("private", "shared"), limit=10)
-    assert [i for i, _ in found] == ["a1", "a2"] and found[0][1] == pytest.approx(1.0)
-    assert await vectors.nearest("t:nobody", [1.0, 0.0, 0.0], scopes=("private",), limit=10) == []
+    found = await vectors.nearest("t:a", [1.0, 0.0, 0.0], scopes=("public:t:x",), limit=10)
+    assert [i for i, _ in found] == ["a1", "a2"] and found[0][1] == pytest.approx(1.0), "never b's"
+    assert await vectors.nearest("t:a", [1.0, 0.0, 0.0], scopes=(), limit=10) == []
+    assert await vectors.nearest("t:nobody", [1.0, 0.0, 0.0], scopes=None, limit=10) == []
     await vectors.forget_user("t:a")
     assert await vectors.count("t:a") == 0 and await vectors.count("t:b") == 1
 
@@ -509,3 +515,71 @@ async def test_a_long_history_loads_behind_while_chroma_answers(
     assert [i for i, _ in await cache.nearest("t:a", vectors[8], scopes=("shared",), limit=1)] == ["t:a-8"]
     await cache.forget_user("t:a")
     assert await cache.count("t:a") == 0
+
+
+async def test_the_audience_migration_places_the_rows_of_two_scopes(tmp_path: Path) -> None:
+    """Rows kept as "private" become the person's alone; "shared" ones, private to their own conversation; counts
+    without a conversation (interests, patterns) the person's alone."""
+    for url in (f"sqlite://{tmp_path}/old.sqlite3", None):
+        async with contextlib.AsyncExitStack() as stack:
+            if url is None:
+                url = await stack.enter_async_context(fresh_postgres())
+            async with TortoiseContext():
+                await run_migrations(config=tortoise_config(url), target="rapport.0005_inbox")
+            db = Database(url)
+            await db.open(migrate=False)
+            conn = db.connection()
+            bind = db.params()
+            now = datetime.now(UTC)
+            rows = [
+                ("m1", "person:a", "private", "slack:T1:D1"),
+                ("m2", "person:a", "shared", "slack:T1:C5:1712.0001"),
+                ("m3", "person:a", "shared", "discord::999"),
+            ]
+            values = ", ".join(
+                f"({bind(i, user, scope, conversation, '', 'x', '', now, 2)})" for i, user, scope, conversation in rows
+            )
+            await conn.execute_query(
+                "INSERT INTO memory (id, user_key, scope, conversation_id, speaker, text, reply, created_at, length) "
+                f"VALUES {values}",
+                bind.values,
+            )
+            bind = db.params()
+            terms = ", ".join(f"({bind('person:a', scope, 'x', i, 1, 2)})" for i, _, scope, _ in rows)
+            await conn.execute_query(
+                f"INSERT INTO memory_term (user_key, scope, term, memory_id, tf, length) VALUES {terms}", bind.values
+            )
+            bind = db.params()
+            patterns = f"({bind('person:a', 'topic', 'jazz', 'private', 2, now)}), "
+            patterns += f"({bind('person:a', 'topic', 'jazz', 'shared', 3, now)})"
+            await conn.execute_query(
+                f"INSERT INTO learned_pattern (user_key, kind, value, scope, count, updated_at) VALUES {patterns}",
+                bind.values,
+            )
+            await RelationalRecords(db).save_profiles(
+                [Profile(user_key="person:a", interests={"jazz": {"private": 2, "shared": 1}})]
+            )
+            await db.close()
+            db = Database(url)
+            await db.open()  # migrates to the latest
+            conn = db.connection()
+            placed = await conn.execute_query_dict("SELECT id, scope FROM memory ORDER BY id")
+            assert [(r["id"], r["scope"]) for r in placed] == [
+                ("m1", "person"),
+                ("m2", "place:slack:T1:C5"),
+                ("m3", "place:discord::999"),
+            ]
+            postings = await conn.execute_query_dict("SELECT memory_id, scope FROM memory_term ORDER BY memory_id")
+            assert [r["scope"] for r in postings] == ["person", "place:slack:T1:C5", "place:discord::999"]
+            stats = await conn.execute_query_dict("SELECT scope, documents FROM memory_stats ORDER BY scope")
+            assert [(r["scope"], r["documents"]) for r in stats] == [
+                ("person", 1),
+                ("place:discord::999", 1),
+                ("place:slack:T1:C5", 1),
+            ]
+            records = RelationalRecords(db)
+            profile, [pattern] = await records.known("person:a", scopes=None, patterns=5)
+            assert (pattern.value, pattern.count) == ("jazz", 5)
+            assert profile is not None and profile.interests == {"jazz": {"person": 3}}
+            assert await records.known("person:a", scopes=("public:slack:T1",), patterns=5) == (profile, [])
+            await db.close()

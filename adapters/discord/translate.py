@@ -17,10 +17,12 @@ import discord
 from adapters.discord.split import split_message
 from core.events import ChainMessage, MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, UserRef
 from core.feedback import normalise_emoji
+from core.privacy import PERSON, Audience
 
 __all__ = [
     "PLATFORM",
     "TEXT_ONLY_NOTE",
+    "audience_of",
     "MessageFacts",
     "Verdict",
     "chain_message",
@@ -162,10 +164,32 @@ def chain_message(message: discord.Message, *, bot_id: int, bot_name: str) -> Ch
     )
 
 
+def audience_of(message: discord.Message) -> Audience:
+    """Who can read the channel a message is in: a channel @everyone can view is the server's public places, any
+    other (and a private thread) only its members; a thread has its channel's audience. Unknown: private to itself."""
+    guild = message.guild
+    channel: Any = message.channel
+    if guild is None:
+        return PERSON
+    server = str(guild.id)
+    if isinstance(channel, discord.Thread):
+        if channel.is_private() or channel.parent is None:
+            return Audience.private_place(PLATFORM, server, str(channel.id))
+        channel = channel.parent
+    try:
+        everyone_sees = channel.permissions_for(guild.default_role).view_channel
+    except (AttributeError, TypeError):  # a channel discord.py knows only by id
+        return Audience.private_place(PLATFORM, server, str(channel.id))
+    if everyone_sees:
+        return Audience.public(PLATFORM, server, place=str(channel.id))
+    return Audience.private_place(PLATFORM, server, str(channel.id))
+
+
 def to_event(
     message: discord.Message, *, bot_id: int, bot_name: str, chain: Sequence[discord.Message] = ()
 ) -> MessageReceived:
-    """The neutral event for a message Rapport answers; `chain` is the reply chain, oldest first."""
+    """The neutral event for a message Rapport answers; `chain` is the reply chain, oldest first (only messages of
+    the same channel: a forwarded one from elsewhere may have had other readers)."""
     return MessageReceived(
         user=user_ref(message.author.id),
         display_name=message.author.display_name,
@@ -173,9 +197,14 @@ def to_event(
         conversation_id=str(message.channel.id),
         thread_id=None,  # a Discord thread is a channel of its own
         private=_is_private(message),
+        audience=None if _is_private(message) else audience_of(message),
         message=message_ref(message.channel.id, message.id),
         sent_at=message.created_at,
-        reply_chain=tuple(chain_message(m, bot_id=bot_id, bot_name=bot_name) for m in chain if m.content),
+        reply_chain=tuple(
+            chain_message(m, bot_id=bot_id, bot_name=bot_name)
+            for m in chain
+            if m.content and m.channel.id == message.channel.id
+        ),
     )
 
 

@@ -47,6 +47,8 @@ class SlackDelivery:
 
     async def prepare(self, event: MessageReceived) -> MessageReceived:
         event = replace(event, display_name=await self._outbox.display_name(event.user.user_id))
+        if not event.private and event.audience is None:  # an app_mention does not say what kind of channel
+            event = replace(event, audience=await self._outbox.audience(event.user.scope, self._channel))
         if self._entry.route.get("fetch_thread") and event.thread_id and event.message:
             chain = await self._outbox.thread_so_far(
                 self._channel, event.thread_id, event.message.message_id, self._bot_user_id

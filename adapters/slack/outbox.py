@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -14,14 +15,17 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack.mrkdwn import escape, to_mrkdwn
 from adapters.slack.split import split_message
-from adapters.slack.translate import chain_from_replies
+from adapters.slack.translate import PLATFORM, audience_from_info, chain_from_replies
 from core.events import ChainMessage
+from core.privacy import Audience
 
 __all__ = ["Outbox", "answer_chunks"]
 
 log = logging.getLogger(__name__)
 
 NAMES_CACHED = 10_000
+AUDIENCES_CACHED = 10_000
+AUDIENCE_TTL = 600.0  # seconds: a channel made private stops counting as public within this
 
 
 def answer_chunks(markdown: str) -> list[str]:
@@ -40,6 +44,7 @@ class Outbox:
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client
         self._names: OrderedDict[str, str] = OrderedDict()
+        self._audiences: OrderedDict[tuple[str, str], tuple[float, Audience]] = OrderedDict()
 
     def forget_name(self, user_id: str) -> None:
         self._names.pop(user_id, None)
@@ -131,6 +136,26 @@ class Outbox:
             return
         if sent.status_code >= 400:
             log.warning("Slack response_url answered %s: %s", sent.status_code, sent.body)
+
+    async def audience(self, team: str, channel: str) -> Audience:
+        """Who can read `channel` (conversations.info), cached for a while; private to itself when Slack will not
+        say."""
+        key = (team, channel)
+        cached = self._audiences.get(key)
+        if cached is not None and time.monotonic() - cached[0] < AUDIENCE_TTL:
+            self._audiences.move_to_end(key)
+            return cached[1]
+        try:
+            response = await self._client.conversations_info(channel=channel)
+            info = response.get("channel")
+            found = audience_from_info(team, channel, info if isinstance(info, Mapping) else {})
+        except Exception as exc:  # noqa: BLE001 - unknown: the narrowest audience, and asked again next time
+            log.info("conversations.info %s failed (%s): treated as private to itself", channel, exc)
+            return Audience.private_place(PLATFORM, team, channel)
+        self._audiences[key] = (time.monotonic(), found)
+        while len(self._audiences) > AUDIENCES_CACHED:
+            self._audiences.popitem(last=False)
+        return found
 
     async def display_name(self, user_id: str) -> str:
         """users.info once per person (cached); the id when Slack will not say."""

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from core.events import ChainMessage, MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, UserRef
+from core.privacy import PERSON, Audience
 
 __all__ = [
     "PLATFORM",
@@ -20,6 +21,8 @@ __all__ = [
     "Route",
     "action_key",
     "action_user",
+    "audience_from_info",
+    "audience_of",
     "chain_from_replies",
     "command_user",
     "decide_message",
@@ -48,11 +51,13 @@ class MalformedPayload(ValueError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Envelope:
-    """An Events API callback: which event, from which workspace."""
+    """An Events API callback: which event, from which workspace (and whether its channel is shared with another
+    organisation: Slack Connect)."""
 
     event_id: str
     team_id: str
     event: Mapping[str, Any]
+    shared_with_others: bool = False
 
     @property
     def type(self) -> str:
@@ -111,7 +116,12 @@ def envelope_of(body: Mapping[str, Any]) -> Envelope:
     team_id = body.get("team_id") or _authorized_team(body)
     if not isinstance(event_id, str) or not event_id or not isinstance(team_id, str) or not team_id:
         raise MalformedPayload(f"{event['type']} event without event_id or team_id")
-    return Envelope(event_id=_checked(event_id, "event_id"), team_id=_checked(team_id, "team_id"), event=event)
+    return Envelope(
+        event_id=_checked(event_id, "event_id"),
+        team_id=_checked(team_id, "team_id"),
+        event=event,
+        shared_with_others=body.get("is_ext_shared_channel") is True,
+    )
 
 
 def _authorized_team(body: Mapping[str, Any]) -> str | None:
@@ -230,6 +240,27 @@ def decide_message(envelope: Envelope, *, bot_user_id: str | None) -> Decision:
     )
 
 
+def audience_of(team: str, channel: str, *, channel_type: Any, shared_with_others: bool = False) -> Audience | None:
+    """Who can read a channel, from the event's `channel_type` (absent on `app_mention`: None, looked up later).
+    A channel shared with another organisation is read by people outside the workspace: private to itself."""
+    if channel_type == "channel" and not shared_with_others:
+        return Audience.public(PLATFORM, team, place=channel)
+    if channel_type in ("channel", "group", "mpim"):
+        return Audience.private_place(PLATFORM, team, channel)
+    return None
+
+
+def audience_from_info(team: str, channel: str, info: Mapping[str, Any]) -> Audience:
+    """Who can read a channel, from `conversations.info`: only a workspace's own public channels are public."""
+    if info.get("is_im"):
+        return PERSON
+    if info.get("is_private") or info.get("is_mpim") or info.get("is_ext_shared") or info.get("is_shared"):
+        return Audience.private_place(PLATFORM, team, channel)
+    if info.get("is_channel") or info.get("is_general"):
+        return Audience.public(PLATFORM, team, place=channel)
+    return Audience.private_place(PLATFORM, team, channel)  # not known: private to itself
+
+
 def _message(
     envelope: Envelope,
     user: str,
@@ -241,12 +272,16 @@ def _message(
     *,
     private: bool,
 ) -> MessageReceived:
+    kind = envelope.event.get("channel_type")
     return MessageReceived(
         user=UserRef(platform=PLATFORM, scope=envelope.team_id, user_id=user),
         text=plain_text(text, bot_user_id),
         conversation_id=channel,
         thread_id=thread_ts,
         private=private,
+        audience=None
+        if private
+        else audience_of(envelope.team_id, channel, channel_type=kind, shared_with_others=envelope.shared_with_others),
         message=MessageRef(platform=PLATFORM, channel_id=channel, message_id=ts),
         sent_at=sent_at(ts),
         raw=envelope.event,

@@ -14,8 +14,10 @@ from typing import Any
 from bot.wiring import Services
 from core.entries import Answer, Entry, Incoming, interaction_id_for
 from core.events import ForgetRequested, MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, Reply, UserRef
+from core.privacy import Audience
 
 WAIT = 30.0
+COMMUNITY = "community"  # the fake platform's one workspace: its channels are its public places
 
 
 @dataclass
@@ -97,8 +99,10 @@ class FakeChat:
         channel: str | None = None,
         thread: str | None = None,
         sent_at: datetime | None = None,
+        audience: Audience | None = None,
     ) -> Posted:
-        """`who` writes `text` in a DM (no channel) or in a shared channel (at `sent_at`), and gets the reply."""
+        """`who` writes `text` in a DM (no channel) or in a channel (at `sent_at`), and gets the reply. A channel is
+        one of the fake community's public places unless `audience` says otherwise."""
         private = channel is None
         conversation = f"dm-{who}" if private else channel
         assert conversation is not None
@@ -110,6 +114,7 @@ class FakeChat:
             conversation_id=conversation,
             thread_id=thread,
             private=private,
+            audience=None if private else audience or Audience.public(self.platform, COMMUNITY, place=conversation),
             message=MessageRef(platform=self.platform, channel_id=conversation, message_id=message_id),
             sent_at=sent_at or datetime.now(UTC),
         )

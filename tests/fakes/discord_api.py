@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 __all__ = ["Call", "FakeDiscord"]
 
 MESSAGE_CONTENT_INTENT = 1 << 15
+VIEW_CHANNEL = 1 << 10
 EPHEMERAL = 1 << 6
 
 
@@ -123,8 +124,15 @@ class FakeDiscord:
             "public_flags": 0,
         }
 
-    def add_guild(self, *, name: str = "Rapport Test Server", channels: Sequence[str] = ("general",)) -> dict[str, Any]:
-        """A server with text channels, a role for the bot, and the bot as a member (sent on IDENTIFY)."""
+    def add_guild(
+        self,
+        *,
+        name: str = "Rapport Test Server",
+        channels: Sequence[str] = ("general",),
+        members_only: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """A server with text channels, a role for the bot, and the bot as a member (sent on IDENTIFY). Channels
+        named in `members_only` deny @everyone VIEW_CHANNEL (a role-restricted channel)."""
         guild_id = self.snowflake()
         channel_payloads = []
         for position, channel_name in enumerate(channels):
@@ -137,7 +145,11 @@ class FakeDiscord:
                     "guild_id": guild_id,
                     "name": channel_name,
                     "position": position,
-                    "permission_overwrites": [],
+                    "permission_overwrites": (
+                        [{"id": guild_id, "type": 0, "allow": "0", "deny": str(VIEW_CHANNEL)}]
+                        if channel_name in members_only
+                        else []
+                    ),
                     "nsfw": False,
                     "parent_id": None,
                     "topic": None,

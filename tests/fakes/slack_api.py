@@ -33,6 +33,9 @@ class FakeSlackAPI:
 
     users: dict[str, str] = field(default_factory=lambda: {"U123": "Ada", "U456": "Grace"})
     replies: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    # conversations.info by channel id: the flags Slack gives (is_channel, is_private, is_mpim, is_im, is_ext_shared);
+    # a channel not here is "channel_not_found"
+    channels: dict[str, dict[str, Any]] = field(default_factory=dict)
     # what the bot posted, per channel, as conversations.history and .replies show it (metadata included)
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
@@ -109,7 +112,10 @@ class FakeSlackAPI:
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})
-        result: dict[str, Any] = handler(args)
+        try:
+            result: dict[str, Any] = handler(args)
+        except _SlackError as error:
+            return web.json_response({"ok": False, "error": str(error)})
         self.calls[-1].result = result
         return web.json_response({"ok": True, **result})
 
@@ -176,8 +182,18 @@ class FakeSlackAPI:
         top = [m for m in self.messages.get(channel, []) if "thread_ts" not in m and float(m["ts"]) > oldest]
         return {"messages": [_shown(m, args) for m in reversed(top)], "has_more": False}
 
+    def _conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel", ""))
+        if channel not in self.channels:
+            raise _SlackError("channel_not_found")
+        return {"channel": {"id": channel, **self.channels[channel]}}
+
     def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"url": self.socket_url}
+
+
+class _SlackError(Exception):
+    """A Web API error: answered as {"ok": false, "error": ...}."""
 
 
 def _json_arg(value: Any) -> Any:
