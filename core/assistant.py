@@ -313,7 +313,8 @@ class Assistant:
         """`work` within the step deadline; a failure or a timeout costs only this part. Reported once when it
         starts failing and once when it works again (Health), not on every message while it is down."""
         try:
-            result = await asyncio.wait_for(work, self._settings.step_timeout)
+            async with asyncio.timeout(self._settings.step_timeout):
+                result = await work
         except Exception as exc:  # noqa: BLE001 - reported, and the reply goes on without this part
             self._health.down(what, f"{type(exc).__name__}: {exc}".strip()[:200])
             log.debug("%s failed", what, exc_info=True)

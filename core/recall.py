@@ -183,7 +183,8 @@ class Recall:
     async def _vector_half(self, search: Awaitable[list[tuple[str, float]]]) -> list[tuple[str, float]]:
         """The vector index's answer; while it does not give one in time, recall is the word search alone."""
         try:
-            found = await asyncio.wait_for(search, self._vector_timeout)
+            async with asyncio.timeout(self._vector_timeout):
+                found = await search
         except Exception as exc:  # noqa: BLE001 - Chroma down or slow: the lexical half still answers
             self._health.down(VECTORS, f"{type(exc).__name__}: {exc}".strip()[:200])
             return []

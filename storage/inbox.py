@@ -167,7 +167,8 @@ class RelationalInbox:
         if self.down:
             raise DatabaseDown("the database is down")
         try:
-            return await asyncio.wait_for(work(), timeout or self._timeout)
+            async with asyncio.timeout(timeout or self._timeout):  # (not wait_for: no task of its own to wake)
+                return await work()
         except Exception as exc:  # noqa: BLE001 - sorted below: an outage, or a real error
             if await self._answers():
                 raise

@@ -138,7 +138,8 @@ class ResilientShortTerm:
 
     async def recent(self, conversation_key: str, limit: int) -> list[Turn]:
         try:
-            turns = await asyncio.wait_for(self._primary.recent(conversation_key, limit), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                turns = await self._primary.recent(conversation_key, limit)
         except Exception as exc:  # noqa: BLE001 - any failure: the database has the turns too
             self._health.down(PART, f"{type(exc).__name__}: {exc}".strip())
             return await self._fallback(conversation_key, limit)
@@ -147,7 +148,8 @@ class ResilientShortTerm:
 
     async def append(self, conversation_key: str, turns: Sequence[Turn]) -> None:
         try:
-            await asyncio.wait_for(self._primary.append(conversation_key, turns), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self._primary.append(conversation_key, turns)
         except Exception as exc:  # noqa: BLE001 - the inbox keeps the exchange; only Redis's copy lacks it
             self._health.down(PART, f"{type(exc).__name__}: {exc}".strip())
             return
