@@ -46,8 +46,13 @@ class _Printed:
         return event
 
     @asynccontextmanager
-    async def working(self) -> AsyncIterator[list[MessageRef]]:
+    async def working(self, *, streamed: bool = False) -> AsyncIterator[list[MessageRef]]:
         yield []
+
+    def stream(
+        self, placeholder: Sequence[MessageRef], started: Callable[[list[MessageRef]], Awaitable[None]]
+    ) -> None:
+        return None  # shown whole
 
     async def deliver(self, text: str, *, placeholder: Sequence[MessageRef]) -> list[MessageRef]:
         self._write(f"rapport> {text}")

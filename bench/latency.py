@@ -10,6 +10,7 @@ from bench.stats import summary_ms
 from bench.workload import message_for, seed_memories
 from bot.wiring import Services
 from core.events import UserRef
+from core.ports import Completion
 
 __all__ = ["ContextClock", "measure_context"]
 
@@ -26,7 +27,7 @@ class ContextClock:
     def context_built(self, seconds: float) -> None:
         self.context.append(seconds)
 
-    def claude_called(self, seconds: float, input_tokens: int, output_tokens: int) -> None: ...
+    def claude_called(self, seconds: float, completion: Completion) -> None: ...
 
     def feedback_recorded(self, polarity: str) -> None: ...
 

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     claude_timeout: float = Field(default=60.0, alias="CLAUDE_TIMEOUT", gt=0)
     claude_max_retries: int = Field(default=2, alias="CLAUDE_MAX_RETRIES", ge=0, le=10)
     claude_deadline: float = Field(default=60.0, alias="CLAUDE_DEADLINE", gt=0)
+    stream_answers: bool = Field(default=True, alias="STREAM_ANSWERS")
 
     database_url: str = Field(default=DEFAULT_DATABASE_URL, alias="DATABASE_URL")
     redis_url: str | None = Field(default=None, alias="REDIS_URL")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from core.ports import Completion
+
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -32,7 +34,12 @@ class Metrics:
         self.store_seconds = Histogram(
             "rapport_store_seconds", "Storing and learning behind one reply", buckets=_LATENCY_BUCKETS, registry=r
         )
-        self.claude_tokens = Counter("rapport_claude_tokens", "Claude tokens", ["direction"], registry=r)
+        self.claude_tokens = Counter(
+            "rapport_claude_tokens",
+            "Claude tokens: input (neither cached nor read from the cache), output, cache_write, cache_read",
+            ["direction"],
+            registry=r,
+        )
         self.feedback = Counter("rapport_feedback", "Feedback reactions by polarity", ["polarity"], registry=r)
         self.errors = Counter("rapport_errors", "Errors by kind", ["kind"], registry=r)
         self.pending_work = Gauge("rapport_pending_background_work", "Jobs (storing, feedback) held here", registry=r)
@@ -49,10 +56,12 @@ class Metrics:
     def context_built(self, seconds: float) -> None:
         self.context_seconds.observe(seconds)
 
-    def claude_called(self, seconds: float, input_tokens: int, output_tokens: int) -> None:
+    def claude_called(self, seconds: float, completion: Completion) -> None:
         self.claude_seconds.observe(seconds)
-        self.claude_tokens.labels(direction="input").inc(input_tokens)
-        self.claude_tokens.labels(direction="output").inc(output_tokens)
+        self.claude_tokens.labels(direction="input").inc(completion.input_tokens)
+        self.claude_tokens.labels(direction="output").inc(completion.output_tokens)
+        self.claude_tokens.labels(direction="cache_write").inc(completion.cache_write_tokens)
+        self.claude_tokens.labels(direction="cache_read").inc(completion.cache_read_tokens)
 
     def feedback_recorded(self, polarity: str) -> None:
         self.feedback.labels(polarity=polarity).inc()

@@ -204,7 +204,7 @@ async def build_services(
         owner=owner,
         health=health,
         telemetry=telemetry or metrics,
-        settings=AssistantSettings(stale_after=settings.stale_after_seconds),
+        settings=AssistantSettings(stale_after=settings.stale_after_seconds, stream=settings.stream_answers),
     )
     turns = Turns(inbox=inbox, handle=assistant.process, owner=owner, lease=settings.turn_lease_seconds)
     return Services(

@@ -25,6 +25,7 @@ from core.insights import build_insights
 from core.learning import describe_style, interests_for
 from core.llm import ClaudeError
 from core.ports import (
+    Completion,
     Delivery,
     DeliveryFactory,
     Embedder,
@@ -37,6 +38,7 @@ from core.ports import (
     Prompt,
     Records,
     ShortTermMemory,
+    Stream,
     Telemetry,
     Turn,
 )
@@ -63,6 +65,8 @@ class AssistantSettings:
     )
     empty_reply: str = "I can only read text. Send me a few words and I'll gladly answer."
     stale_note: str = "Sorry, I was restarting and missed this message. Could you send it again?"
+    cut_off: str = "_(I was cut off here: my language model stopped answering. Ask me to go on if you need the rest.)_"
+    stream: bool = True  # show answers as Claude writes them, where the platform can
     forgotten: str = "Done: I have forgotten everything about you."
     forget_failed: str = "Sorry, I couldn't delete everything just now; please try again in a minute."
     stale_after: float = 900.0  # seconds after which a message gets the stale note instead of a late answer
@@ -78,7 +82,7 @@ class NullTelemetry:
 
     def context_built(self, seconds: float) -> None: ...
 
-    def claude_called(self, seconds: float, input_tokens: int, output_tokens: int) -> None: ...
+    def claude_called(self, seconds: float, completion: Completion) -> None: ...
 
     def feedback_recorded(self, polarity: str) -> None: ...
 
@@ -176,12 +180,16 @@ class Assistant:
         started = time.perf_counter()
         embedding: list[float] | None = None
         answer, placeholder = entry.answer, list(entry.refs)
+        stream: Stream | None = None
         if entry.step < Step.ANSWERED or answer is None:
-            event, answer, embedding, placeholder = await self._answer(entry, event, delivery)
+            event, answer, embedding, placeholder, stream = await self._answer(entry, event, delivery)
             entry = replace(entry, event=event)
             await self._inbox.answered(entry, answer, placeholder)
         try:
-            refs = await delivery.deliver(answer.text, placeholder=placeholder)
+            if stream is not None:
+                refs = await stream.finish(answer.text)
+            else:
+                refs = await delivery.deliver(answer.text, placeholder=placeholder)
         except Exception:
             if entry.taken <= self._settings.max_takes:
                 raise  # the platform did not take it: the turn tries again a little later (Claude is not asked again)
@@ -202,40 +210,55 @@ class Assistant:
 
     async def _answer(
         self, entry: Entry, event: MessageReceived, delivery: Delivery
-    ) -> tuple[MessageReceived, Answer, list[float] | None, list[MessageRef]]:
-        """The reply to a message (context and Claude), or a short note where answering makes no sense; with the
-        event as the platform look-ups completed it (its audience included)."""
+    ) -> tuple[MessageReceived, Answer, list[float] | None, list[MessageRef], Stream | None]:
+        """The reply to a message (context and Claude, streamed where the platform can show it growing), or a short
+        note where answering makes no sense; with the event as the platform look-ups completed it (its audience
+        included), and the messages the reply is in so far."""
         started = time.perf_counter()
         settings = self._settings
         text = message_text(event.text, settings.limits)
         if not text:
-            return event, Answer(text=settings.empty_reply, ok=False, error="empty"), None, []
+            return event, Answer(text=settings.empty_reply, ok=False, error="empty"), None, [], None
         if entry.taken > settings.max_takes:
             log.error("%s was taken %d times without being answered; giving up on it", entry.key, entry.taken)
-            return event, Answer(text=settings.apology, ok=False, error="gave_up"), None, []
+            return event, Answer(text=settings.apology, ok=False, error="gave_up"), None, [], None
         age = (datetime.now(UTC) - event.sent_at).total_seconds()
         if age > settings.stale_after:
-            return event, Answer(text=settings.stale_note, ok=False, error="stale"), None, []
-        async with delivery.working() as placeholder:
+            return event, Answer(text=settings.stale_note, ok=False, error="stale"), None, [], None
+        # A resumed turn is not streamed: it finishes what an earlier one may have posted, in one go.
+        streamed = settings.stream and entry.taken <= 1
+        async with delivery.working(streamed=streamed) as placeholder:
             event = await self._within("platform look-up", delivery.prepare(event), event)
             embedding, prompt = await self._assemble(event, text)
             self._telemetry.context_built(time.perf_counter() - started)
-            answer = await self._ask(prompt, event.user.key, started)
-        return event, answer, embedding, list(placeholder)
+            shown: list[MessageRef] = list(placeholder)
 
-    async def _ask(self, prompt: Prompt, user_key: str, started: float) -> Answer:
+            async def started_in(refs: list[MessageRef]) -> None:
+                """Kept before anything else happens to them: a restart finishes these messages, never more."""
+                shown[:] = refs
+                await self._within("stream record", self._inbox.shown(entry, refs), None)
+
+            stream = delivery.stream(placeholder, started_in) if streamed else None
+            answer = await self._ask(prompt, event.user.key, started, stream)
+        return event, answer, embedding, shown, stream
+
+    async def _ask(self, prompt: Prompt, user_key: str, started: float, stream: Stream | None = None) -> Answer:
         asked = time.perf_counter()
         try:
-            completion = await self._llm.complete(prompt)
+            completion = await self._llm.complete(prompt, on_text=stream.show if stream is not None else None)
         except ClaudeError as exc:
             log.warning("Claude failed for %s: %s", user_key, exc)
             self._telemetry.error(f"claude_{exc.kind}")
+            if stream is not None and stream.shown.strip():
+                # An honest ending: what arrived stays, with a word on why it stops there.
+                cut = f"{stream.shown.rstrip()}\n\n{self._settings.cut_off}"
+                return Answer(text=cut, ok=True, error=f"cut_off_{exc.kind}", model=self._llm.model)
             return Answer(text=self._settings.apology, ok=False, error=exc.kind, model=self._llm.model)
         except Exception as exc:  # noqa: BLE001 - a broken model call must still leave the person an answer
             log.exception("Claude call failed unexpectedly for %s", user_key)
             self._telemetry.error("claude_unexpected")
             return Answer(text=self._settings.apology, ok=False, error=type(exc).__name__, model=self._llm.model)
-        self._telemetry.claude_called(time.perf_counter() - asked, completion.input_tokens, completion.output_tokens)
+        self._telemetry.claude_called(time.perf_counter() - asked, completion)
         return Answer(
             text=completion.text.strip() or "…",
             ok=True,

@@ -12,7 +12,7 @@ from anthropic.types import Message
 
 from core.ports import Completion, Prompt
 
-__all__ = ["DEFAULT_MODEL", "Claude", "ClaudeError", "ClaudeSettings", "error_kind"]
+__all__ = ["DEFAULT_MODEL", "Claude", "ClaudeError", "ClaudeSettings", "error_kind", "message_blocks", "system_blocks"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,30 @@ class ClaudeSettings:
     deadline: float = 60.0  # the whole answer, the SDK's retries included
     first_token: float = 20.0  # streamed: until the first text arrives
     gap: float = 20.0  # streamed: between two pieces of text
+
+
+_BREAKPOINT = {"type": "ephemeral"}
+
+
+def system_blocks(prompt: Prompt) -> list[dict[str, object]]:
+    """The system blocks, with a cache breakpoint after the last (Claude ignores one below its minimum length)."""
+    blocks: list[dict[str, object]] = [{"type": "text", "text": block} for block in prompt.system if block]
+    if blocks:
+        blocks[-1]["cache_control"] = _BREAKPOINT
+    return blocks
+
+
+def message_blocks(prompt: Prompt) -> list[dict[str, object]]:
+    """The messages, with a cache breakpoint after the conversation so far."""
+    messages: list[dict[str, object]] = [dict(m) for m in prompt.messages]
+    last_stable = prompt.stable_messages - 1
+    if 0 <= last_stable < len(messages):
+        stable = prompt.messages[last_stable]
+        messages[last_stable] = {
+            "role": stable["role"],
+            "content": [{"type": "text", "text": stable["content"], "cache_control": _BREAKPOINT}],
+        }
+    return messages
 
 
 class ClaudeError(Exception):
@@ -81,8 +105,8 @@ class Claude:
         request: dict[str, object] = {
             "model": self.model,
             "max_tokens": self._settings.max_tokens,
-            "system": prompt.system,
-            "messages": list(prompt.messages),
+            "system": system_blocks(prompt),
+            "messages": message_blocks(prompt),
         }
         if self._settings.temperature is not None:
             # The installed SDK no longer types `temperature`; extra_body is its escape hatch for such fields.
@@ -99,11 +123,14 @@ class Claude:
         except anthropic.APIError as exc:
             raise ClaudeError(error_kind(exc), str(exc)) from exc
         text = "".join(block.text for block in message.content if block.type == "text")
+        usage = message.usage
         return Completion(
             text=text,
             model=message.model,
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_write_tokens=usage.cache_creation_input_tokens or 0,
+            cache_read_tokens=usage.cache_read_input_tokens or 0,
             stop_reason=message.stop_reason,
         )
 

@@ -38,6 +38,7 @@ __all__ = [
     "ReplyLink",
     "Scope",
     "Scopes",
+    "Stream",
     "ShortTermMemory",
     "Telemetry",
     "Turn",
@@ -67,6 +68,7 @@ class Turn:
     user_key: str
     interaction_id: str
     at: float
+    number: int = -1  # its place in the conversation, counted from its first turn (-1: a store that does not count)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,18 +151,27 @@ class InteractionStats:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Prompt:
-    """A request ready for Claude: the system text and alternating user/assistant messages."""
+    """A request ready for Claude: system blocks (stable first) and alternating user/assistant messages, of which
+    the first `stable_messages` are the conversation so far. Claude's prompt cache may keep what comes before the
+    end of each (core.context says how it stays the same from turn to turn)."""
 
-    system: str
+    system: tuple[str, ...]
     messages: tuple[dict[str, str], ...]
+    stable_messages: int = 0
+
+    @property
+    def system_text(self) -> str:
+        return "\n\n".join(self.system)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Completion:
     text: str
     model: str
-    input_tokens: int = 0
+    input_tokens: int = 0  # not read from the cache nor written to it
     output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
     stop_reason: str | None = None
 
 
@@ -347,6 +358,10 @@ class Inbox(Protocol):
         """The person's oldest entry whose turn is not over, counted as taken once more."""
         ...
 
+    async def shown(self, entry: Entry, refs: Sequence[MessageRef]) -> None:
+        """A streamed reply has started in these messages: a resumed turn finishes them instead of posting more."""
+        ...
+
     async def answered(self, entry: Entry, answer: Answer, refs: Sequence[MessageRef]) -> None:
         """Keep the reply (and any placeholder already posted) before it is delivered, with the entry's event as
         the turn prepared it (names, thread, audience looked up): a resumed turn and the job use that one."""
@@ -415,8 +430,16 @@ class Delivery(Protocol):
         """The event with what only the platform can add (names, the thread so far), fetched in the turn."""
         ...
 
-    def working(self) -> AbstractAsyncContextManager[list[MessageRef]]:
-        """While the answer is prepared: a typing indicator, or a placeholder (whose refs fill the list)."""
+    def working(self, *, streamed: bool = False) -> AbstractAsyncContextManager[list[MessageRef]]:
+        """While the answer is prepared: a typing indicator, or a placeholder (whose refs fill the list) where the
+        reply will not stream into a message of its own (`streamed`: it will be offered a stream)."""
+        ...
+
+    def stream(
+        self, placeholder: Sequence[MessageRef], started: Callable[[list[MessageRef]], Awaitable[None]]
+    ) -> Stream | None:
+        """The reply shown as Claude writes it, or None where the platform shows it whole (then `deliver`).
+        `started` is called with the first messages the stream posts, before anything else happens to them."""
         ...
 
     async def deliver(self, text: str, *, placeholder: Sequence[MessageRef]) -> list[MessageRef]:
@@ -425,6 +448,23 @@ class Delivery(Protocol):
 
     async def notify(self, text: str) -> None:
         """Tell the person how a command of theirs went (only to them)."""
+        ...
+
+
+class Stream(Protocol):
+    """One reply as it is written: shown at the platform's pace, and finished with exactly the whole text."""
+
+    @property
+    def shown(self) -> str:
+        """The text the person sees now (what an honest ending starts from)."""
+        ...
+
+    async def show(self, so_far: str) -> None:
+        """The reply so far; returns at once (the edits keep their own pace)."""
+        ...
+
+    async def finish(self, text: str) -> list[MessageRef]:
+        """End with exactly `text` in the messages shown (and more if it needs them); every message it uses."""
         ...
 
 
@@ -448,7 +488,7 @@ class Telemetry(Protocol):
 
     def context_built(self, seconds: float) -> None: ...
 
-    def claude_called(self, seconds: float, input_tokens: int, output_tokens: int) -> None: ...
+    def claude_called(self, seconds: float, completion: Completion) -> None: ...
 
     def feedback_recorded(self, polarity: str) -> None: ...
 

@@ -441,6 +441,23 @@ class RelationalInbox:
             row["taken"] = row.get("taken", 0) + 1
             return _entry({**row, "seq": -row["order"]})
 
+    async def shown(self, entry: Entry, refs: Sequence[MessageRef]) -> None:
+        refs_json = json.dumps(refs_to_json(list(refs)))
+        if entry.key not in self._spooled:
+            bind = self._database.params()
+            sql = (
+                f"UPDATE inbox SET refs = {bind(refs_json)} WHERE key = {bind(entry.key)} "
+                f"AND step = {int(Step.RECEIVED)}"
+            )
+            try:
+                await self._db(lambda: self._database.connection().execute_query(sql, bind.values))
+                return
+            except DatabaseDown:
+                pass
+        async with self._lock:
+            if entry.key in self._spooled:  # (a step of an entry the database has must wait: it would need a step)
+                await self._keep(entry.key, {"refs": refs_json}, new=False)
+
     async def answered(self, entry: Entry, answer: Answer, refs: Sequence[MessageRef]) -> None:
         changes = {
             "step": int(Step.ANSWERED),

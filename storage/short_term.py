@@ -7,7 +7,7 @@ import json
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from redis.asyncio import Redis
 
@@ -17,6 +17,27 @@ from core.ports import ShortTermMemory, Turn
 __all__ = ["InProcessShortTerm", "RedisShortTerm", "ResilientShortTerm"]
 
 PART = "short-term memory"
+
+
+# KEYS: the conversation's list, its count, then each person's set of conversations.
+# ARGV: max turns, ttl, the conversation key, how many turns, then the turns as JSON.
+_APPEND = """
+local count = tonumber(ARGV[4])
+local first = redis.call('INCRBY', KEYS[2], count) - count
+for i = 1, count do
+  local turn = cjson.decode(ARGV[4 + i])
+  turn['number'] = first + i - 1
+  redis.call('RPUSH', KEYS[1], cjson.encode(turn))
+end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+for i = 3, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[3])
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+return first
+"""
 
 
 def _dump(turn: Turn) -> str:
@@ -35,6 +56,7 @@ class InProcessShortTerm:
         self._ttl = ttl_seconds
         self._max_conversations = max_conversations
         self._conversations: OrderedDict[str, tuple[float, deque[Turn]]] = OrderedDict()
+        self._counted: dict[str, int] = {}  # turns each conversation has had, for their numbers
 
     async def ping(self) -> None:
         return None
@@ -51,11 +73,15 @@ class InProcessShortTerm:
 
     async def append(self, conversation_key: str, turns: Sequence[Turn]) -> None:
         entry = self._conversations.pop(conversation_key, None)
-        stored = entry[1] if entry and time.monotonic() - entry[0] <= self._ttl else deque(maxlen=self._max_turns)
-        stored.extend(turns)
+        alive = entry is not None and time.monotonic() - entry[0] <= self._ttl
+        stored = entry[1] if entry is not None and alive else deque(maxlen=self._max_turns)
+        first = self._counted.get(conversation_key, 0) if alive else 0
+        stored.extend(replace(turn, number=first + i) for i, turn in enumerate(turns))
+        self._counted[conversation_key] = first + len(turns)
         self._conversations[conversation_key] = (time.monotonic(), stored)
         while len(self._conversations) > self._max_conversations:
-            self._conversations.popitem(last=False)
+            gone, _ = self._conversations.popitem(last=False)
+            self._counted.pop(gone, None)
 
     async def forget_user(self, user_key: str) -> None:
         for key, (touched, turns) in list(self._conversations.items()):
@@ -76,12 +102,16 @@ class RedisShortTerm:
         self._prefix = prefix
         self._max_turns = max_turns
         self._ttl = ttl_seconds
+        self._append = redis.register_script(_APPEND)
 
     def _conversation(self, conversation_key: str) -> str:
         return f"{self._prefix}:st:conv:{conversation_key}"
 
     def _person(self, user_key: str) -> str:
         return f"{self._prefix}:st:user:{user_key}"
+
+    def _count(self, conversation_key: str) -> str:
+        return f"{self._prefix}:st:count:{conversation_key}"
 
     async def ping(self) -> None:
         await self._redis.ping()
@@ -93,17 +123,15 @@ class RedisShortTerm:
         return [_load(item) for item in raw]
 
     async def append(self, conversation_key: str, turns: Sequence[Turn]) -> None:
+        """One script: the turns numbered from the conversation's count (atomically, whichever replica appends),
+        pushed, the list trimmed, the people noted; all with the expiry."""
         if not turns:
             return
-        key = self._conversation(conversation_key)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, *(_dump(turn) for turn in turns))
-            pipe.ltrim(key, -self._max_turns, -1)
-            pipe.expire(key, self._ttl)
-            for user_key in {turn.user_key for turn in turns}:
-                pipe.sadd(self._person(user_key), conversation_key)
-                pipe.expire(self._person(user_key), self._ttl)
-            await pipe.execute()
+        people = sorted({turn.user_key for turn in turns})
+        keys = [self._conversation(conversation_key), self._count(conversation_key), *map(self._person, people)]
+        await self._append(
+            keys=keys, args=[self._max_turns, self._ttl, conversation_key, len(turns), *map(_dump, turns)]
+        )
 
     async def forget_user(self, user_key: str) -> None:
         person = self._person(user_key)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -19,10 +19,11 @@ import discord
 from discord.http import Route
 
 from adapters.discord.translate import chain_message, message_ref, reply_chunks
+from adapters.streaming import Paced, with_closed_fences
 from core.entries import Entry
 from core.events import ChainMessage, MessageReceived, MessageRef
 
-__all__ = ["CHAIN_DEPTH", "DiscordDelivery", "nonce_for"]
+__all__ = ["CHAIN_DEPTH", "DiscordDelivery", "DiscordStream", "nonce_for"]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class DiscordDelivery:
         return replace(event, reply_chain=(*older, *event.reply_chain))
 
     @contextlib.asynccontextmanager
-    async def working(self) -> AsyncIterator[list[MessageRef]]:
+    async def working(self, *, streamed: bool = False) -> AsyncIterator[list[MessageRef]]:
         """ "Rapport is typing…" while the answer is prepared; a refused typing call costs nothing."""
         client = self._client()
         if client is None:
@@ -101,21 +102,40 @@ class DiscordDelivery:
         finally:
             task.cancel()
 
+    def stream(
+        self, placeholder: Sequence[MessageRef], started: Callable[[list[MessageRef]], Awaitable[None]]
+    ) -> DiscordStream:
+        return DiscordStream(self, started)
+
+    async def send_part(self, part: int, chunk: str) -> discord.Message:
+        """One part of a reply: the first as a reply that does not ping the person again. Sent with the entry's
+        nonce for that part, so sending it again (a resumed turn) gets the message sent before, made current."""
+        channel = self._channel_object(self._logged_in())
+        options: dict[str, Any] = {"nonce": nonce_for(self._message, part)}
+        if part == 0 and self._message:
+            options["reference"] = discord.MessageReference(
+                message_id=int(self._message), channel_id=self._channel, fail_if_not_exists=False
+            )
+            options["mention_author"] = False
+        posted = await channel.send(chunk, **options)
+        if posted.content != chunk:  # Discord gave back the message an earlier attempt sent with that nonce
+            posted = await posted.edit(content=chunk)
+        return posted
+
     async def deliver(self, text: str, *, placeholder: Sequence[MessageRef]) -> list[MessageRef]:
-        """The first part as a reply that does not ping the person again, the rest after it; raises when not one
-        part could be posted (the turn tries again)."""
+        """Each part into the message an earlier attempt posted for it (a streamed reply cut short by a restart),
+        else sent; raises when not one part could be posted (the turn tries again)."""
         channel = self._channel_object(self._logged_in())
         chunks = reply_chunks(text)
         refs: list[MessageRef] = []
         for part, chunk in enumerate(chunks):
-            options: dict[str, Any] = {"nonce": nonce_for(self._message, part)}
-            if part == 0 and self._message:
-                options["reference"] = discord.MessageReference(
-                    message_id=int(self._message), channel_id=self._channel, fail_if_not_exists=False
-                )
-                options["mention_author"] = False
             try:
-                posted = await channel.send(chunk, **options)
+                if part < len(placeholder):
+                    message = channel.get_partial_message(int(placeholder[part].message_id))
+                    await message.edit(content=chunk)
+                    refs.append(placeholder[part])
+                    continue
+                posted = await self.send_part(part, chunk)
             except discord.HTTPException as exc:
                 sent = f"{part} of {len(chunks)} parts sent"
                 log.error("could not post to Discord channel %s (%s); %s", self._channel, exc, sent)
@@ -123,6 +143,9 @@ class DiscordDelivery:
                     raise
                 break
             refs.append(message_ref(posted.channel.id, posted.id))
+        for extra in placeholder[len(chunks) :]:  # an earlier, longer attempt's parts
+            with contextlib.suppress(discord.HTTPException):
+                await channel.get_partial_message(int(extra.message_id)).delete()
         return refs
 
     async def notify(self, text: str) -> None:
@@ -141,3 +164,51 @@ class DiscordDelivery:
             await client.http.request(route, json={"content": text})
         except discord.HTTPException as exc:
             log.warning("could not tell the person how their command went: %s", exc)
+
+
+class DiscordStream:
+    """A reply shown as Claude writes it: the first text at once as a reply, then edits at most once a second
+    (discord.py waits out a 429 by itself), into further messages past 2,000 characters with code fences whole;
+    the last edit is exactly the whole reply."""
+
+    def __init__(self, delivery: DiscordDelivery, started: Callable[[list[MessageRef]], Awaitable[None]]) -> None:
+        self._delivery = delivery
+        self._started = started
+        self._posted: list[discord.Message] = []
+        self._shown = ""
+        self._paced = Paced(self._render)
+
+    @property
+    def shown(self) -> str:
+        return self._shown
+
+    @property
+    def edits(self) -> int:
+        return self._paced.renders
+
+    def _refs(self) -> list[MessageRef]:
+        return [message_ref(m.channel.id, m.id) for m in self._posted]
+
+    async def show(self, so_far: str) -> None:
+        self._paced.offer(so_far)
+
+    async def _render(self, text: str, *, final: bool = False) -> None:
+        chunks = reply_chunks(text) if final else [with_closed_fences(c) for c in reply_chunks(text)]
+        for part, chunk in enumerate(chunks):
+            if part < len(self._posted):
+                if self._posted[part].content != chunk:
+                    self._posted[part] = await self._posted[part].edit(content=chunk)
+                continue
+            self._posted.append(await self._delivery.send_part(part, chunk))
+            await self._started(self._refs())
+        if final:
+            for extra in self._posted[len(chunks) :]:
+                with contextlib.suppress(discord.HTTPException):
+                    await extra.delete()
+            del self._posted[len(chunks) :]
+        self._shown = text
+
+    async def finish(self, text: str) -> list[MessageRef]:
+        await self._paced.close()
+        await self._render(text, final=True)
+        return self._refs()

@@ -7,15 +7,19 @@ posted (conversations.replies or .history with include_all_metadata) and finishe
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
+from slack_sdk.web.async_chat_stream import AsyncChatStream
+
 from adapters.slack.outbox import Outbox, answer_chunks
+from adapters.streaming import Paced, with_closed_fences
 from adapters.slack.translate import PLATFORM
 from core.entries import Entry
 from core.events import MessageReceived, MessageRef
+from core.ports import Stream
 
 __all__ = ["REPLY_EVENT", "THINKING", "SlackDelivery"]
 
@@ -27,55 +31,169 @@ class SlackDelivery:
     """Implements core.ports.Delivery for Slack entries."""
 
     def __init__(self, entry: Entry, outbox: Outbox, *, bot_user_id: str | None) -> None:
-        self._entry = entry
-        self._outbox = outbox
+        self.entry = entry
+        self.outbox = outbox
         self._bot_user_id = bot_user_id
-        self._channel = str(entry.route.get("channel") or "")
-        self._thread = entry.route.get("thread_ts") or None
+        self.channel = str(entry.route.get("channel") or "")
+        self.thread: str | None = entry.route.get("thread_ts") or None
         self._resumed = entry.taken > 1  # an earlier turn may have posted some of it already
 
-    def _metadata(self, part: int) -> dict[str, Any]:
-        return {"event_type": REPLY_EVENT, "event_payload": {"entry": self._entry.key, "part": part}}
+    def metadata(self, part: int) -> dict[str, Any]:
+        return {"event_type": REPLY_EVENT, "event_payload": {"entry": self.entry.key, "part": part}}
 
-    def _ref(self, ts: str) -> MessageRef:
-        return MessageRef(platform=PLATFORM, channel_id=self._channel, message_id=ts)
+    def ref(self, ts: str) -> MessageRef:
+        return MessageRef(platform=PLATFORM, channel_id=self.channel, message_id=ts)
 
     async def _earlier(self) -> dict[int, str]:
-        event = self._entry.event
+        event = self.entry.event
         oldest = event.message.message_id if isinstance(event, MessageReceived) and event.message else "0"
-        return await self._outbox.posted_for(self._channel, self._thread, oldest, REPLY_EVENT, self._entry.key)
+        return await self.outbox.posted_for(self.channel, self.thread, oldest, REPLY_EVENT, self.entry.key)
 
     async def prepare(self, event: MessageReceived) -> MessageReceived:
-        event = replace(event, display_name=await self._outbox.display_name(event.user.user_id))
+        event = replace(event, display_name=await self.outbox.display_name(event.user.user_id))
         if not event.private and event.audience is None:  # an app_mention does not say what kind of channel
-            event = replace(event, audience=await self._outbox.audience(event.user.scope, self._channel))
-        if self._entry.route.get("fetch_thread") and event.thread_id and event.message:
-            chain = await self._outbox.thread_so_far(
-                self._channel, event.thread_id, event.message.message_id, self._bot_user_id
+            event = replace(event, audience=await self.outbox.audience(event.user.scope, self.channel))
+        if self.entry.route.get("fetch_thread") and event.thread_id and event.message:
+            chain = await self.outbox.thread_so_far(
+                self.channel, event.thread_id, event.message.message_id, self._bot_user_id
             )
             event = replace(event, reply_chain=chain)
         return event
 
     @asynccontextmanager
-    async def working(self) -> AsyncIterator[list[MessageRef]]:
-        """The placeholder, posted once: a resumed turn takes up the one an earlier attempt posted."""
+    async def working(self, *, streamed: bool = False) -> AsyncIterator[list[MessageRef]]:
+        """The placeholder, posted once (a resumed turn takes up the one an earlier attempt posted); none in a
+        thread where the reply streams into a message of its own."""
+        if streamed and self.thread:
+            yield []
+            return
         earlier = await self._earlier() if self._resumed else {}
         ts = earlier.get(0)
         if ts is None:
             try:
-                ts = await self._outbox.post(self._channel, THINKING, self._thread, metadata=self._metadata(0))
+                ts = await self.outbox.post(self.channel, THINKING, self.thread, metadata=self.metadata(0))
             except Exception:  # noqa: BLE001 - the reply is posted without it
                 ts = None
-        yield [self._ref(ts)] if ts else []
+        yield [self.ref(ts)] if ts else []
+
+    def stream(
+        self, placeholder: Sequence[MessageRef], started: Callable[[list[MessageRef]], Awaitable[None]]
+    ) -> Stream | None:
+        """In a thread, Slack's streaming methods; at the top level of a DM, the placeholder edited as it grows."""
+        if self.thread:
+            return _ThreadStream(self, started)
+        if placeholder:
+            return _EditedStream(self, list(placeholder), started)
+        return None
 
     async def deliver(self, text: str, *, placeholder: Sequence[MessageRef]) -> list[MessageRef]:
         existing = await self._earlier() if self._resumed else {}
-        if placeholder:
-            existing.setdefault(0, placeholder[0].message_id)
-        posted = await self._outbox.deliver(self._channel, self._thread, answer_chunks(text), existing, self._metadata)
-        return [self._ref(ts) for ts in posted]
+        for part, ref in enumerate(placeholder):
+            existing.setdefault(part, ref.message_id)
+        posted = await self.outbox.deliver(self.channel, self.thread, answer_chunks(text), existing, self.metadata)
+        return [self.ref(ts) for ts in posted]
 
     async def notify(self, text: str) -> None:
-        url = self._entry.route.get("response_url")
+        url = self.entry.route.get("response_url")
         if url:
-            await self._outbox.respond(str(url), text)
+            await self.outbox.respond(str(url), text)
+
+
+class _ThreadStream:
+    """chat.startStream / appendStream / stopStream through the SDK's AsyncChatStream, one append a second at most
+    (Slack renders the Markdown itself); its ts is kept as soon as the stream starts, and the metadata naming the
+    entry goes on with the stop."""
+
+    def __init__(self, delivery: SlackDelivery, started: Callable[[list[MessageRef]], Awaitable[None]]) -> None:
+        self._delivery = delivery
+        self._started = started
+        self._chat: AsyncChatStream | None = None
+        self._sent = ""
+        self._paced = Paced(self._append)
+
+    async def _opened(self) -> AsyncChatStream:
+        if self._chat is None:
+            event = self._delivery.entry.event
+            user = event.user if isinstance(event, MessageReceived) else None
+            self._chat = await self._delivery.outbox.client.chat_stream(
+                channel=self._delivery.channel,
+                thread_ts=str(self._delivery.thread),
+                recipient_team_id=user.scope if user else None,
+                recipient_user_id=user.user_id if user else None,
+                buffer_size=1,  # the pace is ours (Paced), not the helper's buffer's
+            )
+        return self._chat
+
+    @property
+    def shown(self) -> str:
+        return self._sent
+
+    async def show(self, so_far: str) -> None:
+        self._paced.offer(so_far)
+
+    async def _append(self, text: str) -> None:
+        delta = text[len(self._sent) :] if text.startswith(self._sent) else ""
+        if not delta:
+            return
+        chat = await self._opened()
+        await chat.append(markdown_text=delta)
+        if not self._sent and chat.ts:
+            await self._started([self._delivery.ref(chat.ts)])
+        self._sent = text
+
+    async def finish(self, text: str) -> list[MessageRef]:
+        await self._paced.close()
+        chat = self._chat
+        if chat is None or chat.ts is None:  # nothing was shown yet: posted as a whole
+            return await self._delivery.deliver(text, placeholder=[])
+        ref = self._delivery.ref(chat.ts)
+        for shown in (self._sent, self._sent.rstrip()):
+            if text.startswith(shown):
+                rest = text[len(shown) :]
+                break
+        else:  # the whole reply differs from what was shown (it never should): made exact with an edit
+            await chat.stop(metadata=self._delivery.metadata(0))
+            return await self._delivery.deliver(text, placeholder=[ref])
+        await chat.stop(markdown_text=rest or None, metadata=self._delivery.metadata(0))
+        self._sent = text
+        return [ref]
+
+
+class _EditedStream:
+    """At the top level of a DM: the placeholder edited with the reply so far (and parts past Slack's length
+    posted after it), one edit a second at most; never an empty edit."""
+
+    def __init__(
+        self,
+        delivery: SlackDelivery,
+        placeholder: list[MessageRef],
+        started: Callable[[list[MessageRef]], Awaitable[None]],
+    ) -> None:
+        self._delivery = delivery
+        self._started = started
+        self._parts = {part: ref.message_id for part, ref in enumerate(placeholder)}
+        self._shown = ""
+        self._paced = Paced(self._edit)
+
+    @property
+    def shown(self) -> str:
+        return self._shown
+
+    async def show(self, so_far: str) -> None:
+        self._paced.offer(so_far)
+
+    async def _edit(self, text: str) -> None:
+        chunks = [with_closed_fences(chunk) for chunk in answer_chunks(text)]
+        before = len(self._parts)
+        posted = await self._delivery.outbox.deliver(
+            self._delivery.channel, None, chunks, self._parts, self._delivery.metadata, delete_surplus=False
+        )
+        self._parts = dict(enumerate(posted))
+        if len(self._parts) > before:
+            await self._started([self._delivery.ref(ts) for ts in posted])
+        self._shown = text
+
+    async def finish(self, text: str) -> list[MessageRef]:
+        await self._paced.close()
+        placeholder = [self._delivery.ref(ts) for _, ts in sorted(self._parts.items())]
+        return await self._delivery.deliver(text, placeholder=placeholder)

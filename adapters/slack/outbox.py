@@ -46,6 +46,10 @@ class Outbox:
         self._names: OrderedDict[str, str] = OrderedDict()
         self._audiences: OrderedDict[tuple[str, str], tuple[float, Audience]] = OrderedDict()
 
+    @property
+    def client(self) -> AsyncWebClient:
+        return self._client
+
     def forget_name(self, user_id: str) -> None:
         self._names.pop(user_id, None)
 
@@ -56,6 +60,8 @@ class Outbox:
         chunks: Sequence[str],
         existing: Mapping[int, str],
         metadata: Callable[[int], dict[str, Any]],
+        *,
+        delete_surplus: bool = True,
     ) -> list[str]:
         """Each chunk into the message already posted for its part (the placeholder is part 0), else as a new
         message in the thread; parts an earlier, longer attempt posted beyond these are deleted. Returns every
@@ -78,7 +84,7 @@ class Outbox:
                     failure = exc
             if ts is not None:
                 posted.append(ts)
-        for part, ts in existing.items():
+        for part, ts in existing.items() if delete_surplus else ():
             if part >= len(chunks) or ts not in posted:
                 with contextlib.suppress(Exception):
                     await self._client.chat_delete(channel=channel, ts=ts)

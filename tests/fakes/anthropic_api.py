@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ class Say:
     text: str
     delay: float = 0.0
     pause: float = 0.0
+    break_after: int | None = None  # streamed: an overloaded error after this many pieces (mid-answer)
 
 
 @dataclass
@@ -40,12 +43,76 @@ _ERROR_TYPES = {
 }
 
 
+def _text(content: Any) -> str:
+    return content if isinstance(content, str) else " ".join(b.get("text", "") for b in content)
+
+
 def _last_user_text(body: dict[str, Any]) -> str:
+    """What the person wrote last: the last paragraph of the last user message (the memories recalled for the
+    turn, and the messages it answers, come before it)."""
     for message in reversed(body.get("messages", [])):
         if message["role"] == "user":
-            content = message["content"]
-            return content if isinstance(content, str) else " ".join(b.get("text", "") for b in content)
+            return _text(message["content"]).rsplit("\n\n", 1)[-1]
     return ""
+
+
+def _tokens(part: Any) -> int:
+    return len(json.dumps(part, ensure_ascii=False)) // 4 + 1
+
+
+class PromptCache:
+    """Claude's prompt cache as documented: a prefix up to a breakpoint (`cache_control`) is written when at least
+    `minimum` tokens long and read by a later request that starts with exactly it, within `ttl` seconds of its
+    last use. Usage is reported the way the Messages API does."""
+
+    def __init__(self, *, minimum: int = 1024, ttl: float = 300.0) -> None:
+        self.minimum = minimum
+        self.ttl = ttl
+        self._kept: dict[str, tuple[int, float]] = {}
+        self.now = time.monotonic
+
+    def usage(self, body: dict[str, Any]) -> dict[str, int]:
+        system = body.get("system") or []
+        system = [{"type": "text", "text": system}] if isinstance(system, str) else list(system)
+        parts: list[Any] = [*system, *body.get("messages", [])]
+        plain = [_without_breakpoints(part) for part in parts]
+        total = sum(_tokens(part) for part in plain)
+        ends = [i + 1 for i, part in enumerate(parts) if _has_breakpoint(part)]
+        read = 0
+        written = 0
+        now = self.now()
+        for end in ends:
+            key = hashlib.sha256(json.dumps(plain[:end], sort_keys=True).encode()).hexdigest()
+            size = sum(_tokens(part) for part in plain[:end])
+            kept = self._kept.get(key)
+            if kept is not None and kept[1] > now:
+                read = size
+            elif size >= self.minimum:
+                written = size - read
+            if size >= self.minimum:
+                self._kept[key] = (size, now + self.ttl)
+        return {
+            "input_tokens": max(total - read - written, 0),
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+        }
+
+
+def _has_breakpoint(part: Any) -> bool:
+    if isinstance(part, dict) and "cache_control" in part:
+        return True
+    content = part.get("content") if isinstance(part, dict) else None
+    return isinstance(content, list) and any(isinstance(b, dict) and "cache_control" in b for b in content)
+
+
+def _without_breakpoints(part: Any) -> Any:
+    if not isinstance(part, dict):
+        return part
+    clean = {k: v for k, v in part.items() if k != "cache_control"}
+    content = clean.get("content")
+    if isinstance(content, list):
+        clean["content"] = _text(content)  # a message of one text block is that text, with or without a breakpoint
+    return clean
 
 
 class FakeAnthropic:
@@ -54,6 +121,9 @@ class FakeAnthropic:
     def __init__(self, *, default: Callable[[dict[str, Any]], str] | None = None, latency: float = 0.0) -> None:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.cache = PromptCache()
+        self.first_pieces: list[float] = []  # when each streamed answer's first text went out (time.monotonic)
+        self.usages: list[dict[str, int]] = []  # the usage each answer reported (the prompt cache's figures)
         self.script: deque[Say | Fail] = deque()
         self.default = default or (lambda body: f"Noted: {_last_user_text(body)[:80]}")
         self.latency = latency
@@ -65,6 +135,9 @@ class FakeAnthropic:
     def reset(self) -> None:
         self.requests.clear()
         self.headers.clear()
+        self.cache = PromptCache()
+        self.first_pieces: list[float] = []  # when each streamed answer's first text went out (time.monotonic)
+        self.usages: list[dict[str, int]] = []  # the usage each answer reported (the prompt cache's figures)
         self.script.clear()
         self.latency = 0.0
         self.in_flight = self.max_in_flight = 0
@@ -105,11 +178,8 @@ class FakeAnthropic:
                 "error": {"type": _ERROR_TYPES.get(step.status, "api_error"), "message": "fake"},
             }
             return web.json_response(error, status=step.status, headers={"retry-after-ms": "5"})
-        usage = {
-            "input_tokens": sum(len(m["content"]) for m in body["messages"]) // 4 + 1,
-            "output_tokens": 0,
-        }
-        usage["output_tokens"] = len(step.text) // 4 + 1
+        usage = self.cache.usage(body) | {"output_tokens": len(step.text) // 4 + 1}
+        self.usages.append(usage)
         message = {
             "id": f"msg_{len(self.requests)}",
             "type": "message",
@@ -122,10 +192,15 @@ class FakeAnthropic:
         }
         if not body.get("stream"):
             return web.json_response(message)
-        return await self._stream(request, message, step.text, step.pause)
+        return await self._stream(request, message, step.text, step.pause, step.break_after)
 
     async def _stream(
-        self, request: web.Request, message: dict[str, Any], text: str, pause: float = 0.0
+        self,
+        request: web.Request,
+        message: dict[str, Any],
+        text: str,
+        pause: float = 0.0,
+        break_after: int | None = None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -139,9 +214,16 @@ class FakeAnthropic:
             "content_block_start",
             {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
         )
-        for i in range(0, len(text), 16):
+        for number, i in enumerate(range(0, len(text), 16)):
+            if break_after is not None and number >= break_after:
+                error = {"type": "overloaded_error", "message": "Overloaded (fake, mid-stream)"}
+                await send("error", {"type": "error", "error": error})
+                await response.write_eof()
+                return response
             if pause and i:
                 await asyncio.sleep(pause)
+            if number == 0:
+                self.first_pieces.append(time.monotonic())
             await send(
                 "content_block_delta",
                 {
@@ -163,11 +245,14 @@ class FakeAnthropic:
         await response.write_eof()
         return response
 
+    def system_text(self, index: int = -1) -> str:
+        system = self.requests[index].get("system") or ""
+        return system if isinstance(system, str) else "\n\n".join(b.get("text", "") for b in system)
+
     def prompt_text(self, index: int = -1) -> str:
         """Everything Claude was shown in one request: system and messages, as one string."""
         body = self.requests[index]
-        parts = [body.get("system", "")] + [m["content"] for m in body["messages"]]
-        return "\n".join(p if isinstance(p, str) else json.dumps(p) for p in parts)
+        return "\n".join([self.system_text(index)] + [_text(m["content"]) for m in body["messages"]])
 
 
 async def _serve(latency: float) -> None:

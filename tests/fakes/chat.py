@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,8 +56,13 @@ class FakeDelivery:
         return event
 
     @asynccontextmanager
-    async def working(self) -> AsyncIterator[list[MessageRef]]:
+    async def working(self, *, streamed: bool = False) -> AsyncIterator[list[MessageRef]]:
         yield []
+
+    def stream(
+        self, placeholder: Sequence[MessageRef], started: Callable[[list[MessageRef]], Awaitable[None]]
+    ) -> None:
+        return None  # shown whole
 
     async def deliver(self, text: str, *, placeholder: Sequence[MessageRef]) -> list[MessageRef]:
         self._platform.show(self._entry.key, text)

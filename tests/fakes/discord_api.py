@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class Call:
     path: str  # after /api/v10
     body: Any
     query: dict[str, str] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -52,7 +54,8 @@ class FakeDiscord:
         self.messages: dict[str, dict[str, Any]] = {}
         self.created: list[dict[str, Any]] = []  # messages the bot posted through REST, in order
         self.nonces: dict[tuple[str, str], dict[str, Any]] = {}
-        self.refuse_posts = 0  # the next N message posts are refused  # (channel, nonce) -> the message it created
+        self.refuse_posts = 0  # the next N message posts are refused
+        self.limit_edits = 0  # the next N edits get a 429  # (channel, nonce) -> the message it created
         self.identifies: list[dict[str, Any]] = []
         self.resumes: list[dict[str, Any]] = []
         self.replayed: list[dict[str, Any]] = []  # frames sent again on RESUME
@@ -462,6 +465,8 @@ class FakeDiscord:
             ("POST", r"/channels/(?P<channel>\d+)/messages", self._create_message),
             ("POST", r"/channels/(?P<channel>\d+)/typing", self._typing),
             ("GET", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", self._get_message),
+            ("PATCH", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", self._edit_message),
+            ("DELETE", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", self._delete_message),
             ("POST", r"/interactions/(?P<interaction>\d+)/(?P<token>[^/]+)/callback", self._callback),
             ("POST", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)", self._followup),
             ("PATCH", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<message>[^/]+)", self._edit_webhook),
@@ -539,6 +544,30 @@ class FakeDiscord:
 
     async def _typing(self, _: Any, channel: str) -> web.Response:
         return web.Response(status=204)
+
+    async def _edit_message(self, body: Any, channel: str, message: str) -> web.Response:
+        if self.limit_edits > 0:  # Discord's rate limit: discord.py waits retry_after and sends the edit again
+            self.limit_edits -= 1
+            return _json({"message": "You are being rate limited.", "retry_after": 0.3, "global": False}, status=429)
+        found = self.messages.get(message)
+        if found is None or found["channel_id"] != channel:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        found["content"] = (body or {}).get("content", found["content"])
+        found["edited_timestamp"] = _now()
+        return _json(found)
+
+    async def _delete_message(self, _: Any, channel: str, message: str) -> web.Response:
+        found = self.messages.pop(message, None)
+        if found is not None:
+            self.created = [m for m in self.created if m["id"] != message]
+        return web.Response(status=204)
+
+    def shown(self, channel_id: str) -> list[str]:
+        """The bot's messages in a channel as people see them now (after edits and deletions), oldest first."""
+        return [m["content"] for m in self.created if m["channel_id"] == channel_id]
+
+    def edits(self, channel_id: str | None = None) -> list[Call]:
+        return self.rest("PATCH", rf"/channels/{channel_id or '[0-9]+'}/messages/[0-9]+")
 
     async def _get_message(self, _: Any, channel: str, message: str) -> web.Response:
         found = self.messages.get(message)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
@@ -25,6 +26,7 @@ class Call:
     args: dict[str, Any]
     token: str
     result: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -72,6 +74,10 @@ class FakeSlackAPI:
 
     def called(self, method: str) -> list[dict[str, Any]]:
         return [call.args for call in self.calls if call.method == method]
+
+    def first_calls(self, method: str) -> float:
+        """When `method` was first called (time.monotonic)."""
+        return next(call.at for call in self.calls if call.method == method)
 
     def results(self, method: str) -> list[dict[str, Any]]:
         """What the fake answered to each call of `method` (e.g. the `ts` of each message posted)."""
@@ -141,6 +147,34 @@ class FakeSlackAPI:
             message["metadata"] = _json_arg(args["metadata"])
         self.messages.setdefault(str(args.get("channel")), []).append(message)
         return {"channel": args.get("channel"), "ts": ts, "message": {"text": args.get("text"), "ts": ts}}
+
+    def _chat_startStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("thread_ts"):
+            raise _SlackError("invalid_arguments")  # streams are replies in a thread
+        ts = self._next_ts()
+        message = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "text": args.get("markdown_text") or "",
+                   "ts": ts, "thread_ts": args["thread_ts"], "streaming": True}  # fmt: skip
+        self.messages.setdefault(str(args.get("channel")), []).append(message)
+        return {"channel": args.get("channel"), "ts": ts}
+
+    def _streaming(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._find(str(args.get("channel")), str(args.get("ts")))
+        if message is None or not message.get("streaming"):
+            raise _SlackError("message_not_in_streaming_state")
+        return message
+
+    def _chat_appendStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._streaming(args)
+        message["text"] += args.get("markdown_text") or ""
+        return {"channel": args.get("channel"), "ts": args.get("ts")}
+
+    def _chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._streaming(args)
+        message["text"] += args.get("markdown_text") or ""
+        message["streaming"] = False
+        if args.get("metadata"):
+            message["metadata"] = _json_arg(args["metadata"])
+        return {"channel": args.get("channel"), "ts": args.get("ts"), "message": dict(message)}
 
     def _find(self, channel: str, ts: str) -> dict[str, Any] | None:
         return next((m for m in self.messages.get(channel, []) if m["ts"] == ts), None)
