@@ -27,7 +27,7 @@ from tests.fakes.anthropic_api import FakeAnthropic, Say
 from tests.fakes.chat import FakeChat
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.private_services import PrivateChroma, PrivatePostgres, PrivateRedis, missing_tools
-from tests.slackside import deliver, dm, reaction, slack_env
+from tests.slackside import deliver, dm, event, now_ts, reaction, slack_env
 from tests.workers import Running, worker
 
 APOLOGY = AssistantSettings().apology
@@ -128,6 +128,36 @@ async def test_sigkill_with_20_events_acknowledged_answers_each_exactly_once_aft
     placeholders = [args for args in slack_api.called("chat.postMessage") if args.get("text") == THINKING]
     assert len(placeholders) == 20, "the restarted process took up the placeholders it found, posting none"
     assert recovered_in < 30
+
+
+async def test_sigkill_mid_stream_leaves_one_complete_message_per_reply_after_restart(
+    tmp_path: Path, env: dict[str, str], fake_claude: FakeAnthropic, slack_api: FakeSlackAPI
+) -> None:
+    slow = "A reply that takes its time to arrive, piece by piece, as Claude writes it. " * 8
+    fake_claude.script += [Say(slow, pause=0.25), Say(slow, pause=0.25)]  # ~40 pieces: ~10 s each
+    mention = event("app_mention", event_id="EvSTREAM", text="<@UBOT> tell me slowly", ts=now_ts(), user="U1")
+    thread = str(mention["event"]["ts"])
+    async with worker(tmp_path, **env) as first:
+        assert await send(first, [dm(0, "question 0"), mention]) == [200, 200]
+        # both replies are visible and growing: the DM's placeholder edited, the thread's message streaming
+        await slack_api.wait_for(
+            lambda: bool(slack_api.called("chat.update") and slack_api.called("chat.appendStream")), 30
+        )
+        await asyncio.sleep(1.5)  # a few more pieces shown
+        first.process.kill()
+        await first.exited(10)
+    [streaming] = [m for m in slack_api.shown("C1") if m.get("thread_ts") == thread]
+    assert streaming.get("streaming") and streaming["text"] and shown(slack_api, 0) != [THINKING]
+    async with worker(tmp_path, **env):
+        await slack_api.wait_for(lambda: len(slack_api.replied()) == 2, timeout=30)
+        await asyncio.sleep(1.0)  # room for a second message to show, if there were one
+    assert shown(slack_api, 0) == ["Noted: question 0"], "the DM's one message, edited to the whole reply"
+    in_thread = [m for m in slack_api.shown("C1") if m.get("thread_ts") == thread]
+    assert [m["text"] for m in in_thread] == ["Noted: [U1] tell me slowly"], "the streamed message, finished"
+    assert in_thread[0]["ts"] == streaming["ts"] and not in_thread[0].get("streaming")
+    assert len(slack_api.called("chat.startStream")) == 1 and not [
+        c for c in slack_api.called("chat.postMessage") if c.get("channel") == "C1"
+    ], "nothing posted again"
 
 
 async def test_sigterm_while_claude_takes_15s_exits_zero_in_time_and_the_next_process_finishes_all(
@@ -231,9 +261,8 @@ async def test_a_hung_claude_gets_the_apology_within_its_deadline_and_the_next_m
         started = time.monotonic()
         first, second = dm(0, "question 0"), dm(0, "question 1")
         assert await send(running, [first, second]) == [200, 200]
-        await slack_api.wait_for(lambda: len(shown(slack_api, 0)) == 2 and THINKING not in shown(slack_api, 0))
+        await slack_api.wait_for(lambda: shown(slack_api, 0) == [APOLOGY, "Noted: question 1"], timeout=30)
         elapsed = time.monotonic() - started
-    assert shown(slack_api, 0) == [APOLOGY, "Noted: question 1"]
     assert elapsed < 3 + 3, "the apology at the deadline, and the next message just after it"
 
 

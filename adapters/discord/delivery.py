@@ -98,7 +98,8 @@ class DiscordDelivery:
 
         task = asyncio.create_task(keep_typing(), name="discord-typing")
         try:
-            yield []
+            # a resumed turn finishes the messages an earlier process streamed into, rather than posting more
+            yield list(self._entry.refs) if self._entry.taken > 1 else []
         finally:
             task.cancel()
 
@@ -176,11 +177,12 @@ class DiscordStream:
         self._started = started
         self._posted: list[discord.Message] = []
         self._shown = ""
+        self._arrived = ""
         self._paced = Paced(self._render)
 
     @property
     def shown(self) -> str:
-        return self._shown
+        return self._arrived
 
     @property
     def edits(self) -> int:
@@ -190,6 +192,7 @@ class DiscordStream:
         return [message_ref(m.channel.id, m.id) for m in self._posted]
 
     async def show(self, so_far: str) -> None:
+        self._arrived = so_far
         self._paced.offer(so_far)
 
     async def _render(self, text: str, *, final: bool = False) -> None:

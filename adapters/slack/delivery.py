@@ -7,6 +7,7 @@ posted (conversations.replies or .history with include_all_metadata) and finishe
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -15,8 +16,8 @@ from typing import Any
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 
 from adapters.slack.outbox import Outbox, answer_chunks
-from adapters.streaming import Paced, with_closed_fences
 from adapters.slack.translate import PLATFORM
+from adapters.streaming import Paced, with_closed_fences
 from core.entries import Entry
 from core.events import MessageReceived, MessageRef
 from core.ports import Stream
@@ -25,6 +26,8 @@ __all__ = ["REPLY_EVENT", "THINKING", "SlackDelivery"]
 
 THINKING = "_Thinking…_"
 REPLY_EVENT = "rapport_reply"  # the metadata event type on every message of a reply
+STREAM_LIMIT = 12_000  # characters of Markdown one streamed message takes (Slack's limit for markdown_text)
+FENCE = "```"
 
 
 class SlackDelivery:
@@ -69,6 +72,11 @@ class SlackDelivery:
             return
         earlier = await self._earlier() if self._resumed else {}
         ts = earlier.get(0)
+        if ts is None and self._resumed and self.entry.refs:  # a streamed reply an earlier process began
+            ts = self.entry.refs[0].message_id
+            if self.thread:  # its stream is ended first, so that the message can be edited to the whole reply
+                with contextlib.suppress(Exception):
+                    await self.outbox.client.chat_stopStream(channel=self.channel, ts=ts)
         if ts is None:
             try:
                 ts = await self.outbox.post(self.channel, THINKING, self.thread, metadata=self.metadata(0))
@@ -109,6 +117,7 @@ class _ThreadStream:
         self._started = started
         self._chat: AsyncChatStream | None = None
         self._sent = ""
+        self._arrived = ""
         self._paced = Paced(self._append)
 
     async def _opened(self) -> AsyncChatStream:
@@ -126,12 +135,14 @@ class _ThreadStream:
 
     @property
     def shown(self) -> str:
-        return self._sent
+        return self._arrived
 
     async def show(self, so_far: str) -> None:
+        self._arrived = so_far
         self._paced.offer(so_far)
 
     async def _append(self, text: str) -> None:
+        text = _streamable(text)
         delta = text[len(self._sent) :] if text.startswith(self._sent) else ""
         if not delta:
             return
@@ -147,16 +158,37 @@ class _ThreadStream:
         if chat is None or chat.ts is None:  # nothing was shown yet: posted as a whole
             return await self._delivery.deliver(text, placeholder=[])
         ref = self._delivery.ref(chat.ts)
+        head = _streamable(text)
         for shown in (self._sent, self._sent.rstrip()):
-            if text.startswith(shown):
-                rest = text[len(shown) :]
+            if head.startswith(shown):
+                rest = head[len(shown) :]
                 break
         else:  # the whole reply differs from what was shown (it never should): made exact with an edit
             await chat.stop(metadata=self._delivery.metadata(0))
             return await self._delivery.deliver(text, placeholder=[ref])
+        if head != text and head.count(FENCE) % 2:
+            rest += "\n" + FENCE  # the message ends inside a code block that goes on in the next one
         await chat.stop(markdown_text=rest or None, metadata=self._delivery.metadata(0))
-        self._sent = text
-        return [ref]
+        self._sent = head
+        if head == text:
+            return [ref]
+        after = text[len(head) :].lstrip("\n")
+        if head.count(FENCE) % 2:
+            after = head[head.rfind(FENCE) :].split("\n", 1)[0] + "\n" + after  # reopened, with its language
+        delivery = self._delivery
+        more = await delivery.outbox.deliver(
+            delivery.channel, delivery.thread, answer_chunks(after), {}, lambda part: delivery.metadata(part + 1)
+        )
+        return [ref, *(delivery.ref(ts) for ts in more)]
+
+
+def _streamable(text: str) -> str:
+    """What of a reply one streamed message holds: all of it up to Slack's limit for Markdown text, else up to the
+    last paragraph break before it (the rest is posted after it, in the thread, when the reply is done)."""
+    if len(text) <= STREAM_LIMIT:
+        return text
+    cut = text.rfind("\n\n", 0, STREAM_LIMIT)
+    return text[:cut] if cut > STREAM_LIMIT // 2 else text[:STREAM_LIMIT]
 
 
 class _EditedStream:
@@ -173,13 +205,15 @@ class _EditedStream:
         self._started = started
         self._parts = {part: ref.message_id for part, ref in enumerate(placeholder)}
         self._shown = ""
+        self._arrived = ""
         self._paced = Paced(self._edit)
 
     @property
     def shown(self) -> str:
-        return self._shown
+        return self._arrived
 
     async def show(self, so_far: str) -> None:
+        self._arrived = so_far
         self._paced.offer(so_far)
 
     async def _edit(self, text: str) -> None:
