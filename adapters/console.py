@@ -49,9 +49,7 @@ class _Printed:
     async def working(self, *, streamed: bool = False) -> AsyncIterator[list[MessageRef]]:
         yield []
 
-    def stream(
-        self, placeholder: Sequence[MessageRef], started: Callable[[list[MessageRef]], Awaitable[None]]
-    ) -> None:
+    def stream(self, placeholder: Sequence[MessageRef], started: Callable[[list[MessageRef]], Awaitable[None]]) -> None:
         return None  # shown whole
 
     async def deliver(self, text: str, *, placeholder: Sequence[MessageRef]) -> list[MessageRef]:

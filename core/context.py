@@ -84,12 +84,12 @@ def _persona(event: MessageReceived) -> str:
 def _profile_lines(interests: Sequence[str], style: dict[str, str], patterns: Sequence[Pattern]) -> list[str]:
     """What is known of the person, without counts (they move every turn and would spoil the cache)."""
     lines: list[str] = []
-    if interests:
-        lines.append("Interests: " + ", ".join(interests))
+    if interests:  # in a fixed order: their ranking shifts as counts grow, and the cache wants the same text
+        lines.append("Interests: " + ", ".join(sorted(interests)))
     if style:
         lines.append("Communication style: " + ", ".join(f"{k} {v}" for k, v in style.items()))
     if patterns:
-        lines.append("Recurring patterns: " + "; ".join(f"{p.kind} {p.value}" for p in patterns))
+        lines.append("Recurring patterns: " + "; ".join(sorted(f"{p.kind} {p.value}" for p in patterns)))
     return lines
 
 
@@ -155,9 +155,7 @@ def _alternate(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
 def _chain_lines(chain: Sequence[ChainMessage], history: Sequence[Turn]) -> list[str]:
     """The messages this one replies to (or the thread it was called into) that the conversation so far lacks."""
     seen = {turn.text for turn in history}
-    return [
-        f"[{'you' if m.from_assistant else m.author}] {m.text}" for m in chain if m.text and m.text not in seen
-    ]
+    return [f"[{'you' if m.from_assistant else m.author}] {m.text}" for m in chain if m.text and m.text not in seen]
 
 
 def build_prompt(

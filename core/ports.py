@@ -456,7 +456,8 @@ class Stream(Protocol):
 
     @property
     def shown(self) -> str:
-        """The text the person sees now (what an honest ending starts from)."""
+        """The reply as far as it has arrived (what an honest ending starts from: the person sees it all once the
+        stream is finished)."""
         ...
 
     async def show(self, so_far: str) -> None:

@@ -44,6 +44,14 @@ def test_quick_benchmarks_write_tables_and_raw_figures(tmp_path: Path) -> None:
     kill, term = raw["parts"]["recovery"]["runs"]
     assert (kill["stopped_by"], term["stopped_by"]) == ("SIGKILL", "SIGTERM")
     assert kill["last_answered_s"] >= kill["ready_s"] > 0 and term["last_answered_s"] >= term["ready_s"] > 0
+    streaming = raw["parts"]["streaming"]
+    assert all(
+        streaming["first_visible"][k]["first_visible_ms"]["n"] == 3 for k in ("discord", "slack_thread", "slack_dm")
+    )
+    assert all(streaming["long_answer"][k]["edits_per_answer"] >= 1 for k in ("discord", "slack_thread", "slack_dm"))
+    assert streaming["cache"]["turns"] == 4 and streaming["cache"]["input_tokens"] > 0
+    runs = raw["parts"]["streaming_cpu"]["runs"]
+    assert [r["streaming"] for r in runs] == [False, True] and all(r["answers"] > 0 for r in runs)
     table = (tmp_path / "benchmarks.md").read_text()
     for heading in (
         "## Context assembly",
@@ -51,6 +59,8 @@ def test_quick_benchmarks_write_tables_and_raw_figures(tmp_path: Path) -> None:
         "## Open loop",
         "## Recovery after a restart",
         "## Memory retrieval",
+        "## Streaming",
+        "## What streaming costs",
         "python -m bench --quick",
         "ceiling",
     ):

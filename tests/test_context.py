@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from core.context import ContextLimits, build_prompt, clean_text, estimate_tokens, truncate
 from core.events import ChainMessage, MessageReceived, UserRef
 from core.ports import Memory, MemoryHit, Pattern, Turn
+from core.privacy import Audience
 
 
 def _event(text: str = "hi", *, private: bool = True, chain: tuple[ChainMessage, ...] = ()) -> MessageReceived:
@@ -16,6 +17,7 @@ def _event(text: str = "hi", *, private: bool = True, chain: tuple[ChainMessage,
         text=text,
         conversation_id="c",
         private=private,
+        audience=None if private else Audience.public("discord", "g1", place="c"),
         reply_chain=chain,
     )
 
@@ -101,7 +103,8 @@ def test_memories_stop_at_their_share_of_the_budget() -> None:
 def test_the_messages_it_answers_that_history_lacks_come_with_it() -> None:
     chain = (ChainMessage(author="Bo", text="Which one?"), ChainMessage(author="Rapport", text="Try the blue one.",
              from_assistant=True))  # fmt: skip
-    prompt = _prompt(_event("why that one?", chain=chain), [_turn("user", "Which one?", number=0)])
+    history = [_turn("user", "Which one?", number=0), _turn("assistant", "Two kinds.", number=1)]
+    prompt = _prompt(_event("why that one?", chain=chain), history)
     assert prompt.messages[-1]["content"] == (
         "[The messages this one answers:\n[you] Try the blue one.]\n\nwhy that one?"
     ), "a reply to Rapport's own message keeps that message; what history has is not repeated"
@@ -112,7 +115,7 @@ def test_the_history_window_moves_half_a_window_at_a_time() -> None:
     shown = []
     for total in range(1, 45):
         history = [_turn("user" if n % 2 == 0 else "assistant", f"turn {n}", number=n) for n in range(total)][-20:]
-        shown.append(_prompt(_event("next"), history, limits).messages[0]["content"])
+        shown.append(_prompt(_event("next"), history, limits).messages[0]["content"].split("\n\n")[0])
     starts = [s for i, s in enumerate(shown) if i == 0 or s != shown[i - 1]]
     assert starts == ["turn 0", "turn 10", "turn 20", "turn 30"], "the first turn shown changes every 10 turns"
 

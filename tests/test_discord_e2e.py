@@ -19,7 +19,7 @@ from adapters.discord import DiscordAdapter, DiscordConfig
 from adapters.discord.split import split_pieces
 from bot.wiring import Services
 from core.assistant import AssistantSettings
-from tests.conftest import eventually
+from tests.conftest import eventually, settled
 from tests.fakes.anthropic_api import FakeAnthropic, Say
 from tests.fakes.discord_api import EPHEMERAL, MESSAGE_CONTENT_INTENT, FakeDiscord
 
@@ -83,10 +83,9 @@ async def test_a_dm_is_answered_as_a_reply_while_typing(
     alice = discord_fake.user(discord_fake.snowflake(), "Alice")
     dm = discord_fake.dm_channel(alice)
     asked = await discord_fake.say(alice, "Hello Rapport, I love hiking.", channel_id=dm)
-    await discord_fake.until(lambda: discord_fake.posted(dm))
+    await discord_fake.until(lambda: discord_fake.shown(dm) == ["Noted: Hello Rapport, I love hiking."])
 
-    (post,) = discord_fake.posted(dm)
-    assert post.body["content"] == "Noted: Hello Rapport, I love hiking."
+    (post,) = discord_fake.posted(dm)  # posted as soon as the answer began, then edited to the whole of it
     assert post.body["message_reference"]["message_id"] == int(asked["id"])
     assert post.body["allowed_mentions"] == {"parse": [], "replied_user": False}  # nobody is pinged
     typing = discord_fake.rest("POST", rf"/channels/{dm}/typing")
@@ -146,19 +145,17 @@ async def test_a_long_answer_is_split_and_every_part_counts_for_feedback(
     alice = discord_fake.user(discord_fake.snowflake(), "Alice")
     dm = discord_fake.dm_channel(alice)
     await discord_fake.say(alice, "Write me a long script please", channel_id=dm)
-    await discord_fake.until(
-        lambda: discord_fake.posted(dm) and discord_fake.posted(dm)[-1].body["content"].endswith("Enjoy!")
-    )
+    pieces = split_pieces(answer)
+    await discord_fake.until(lambda: discord_fake.shown(dm) == [piece.text for piece in pieces])
+    await settled(services)
 
     posts = [call.body for call in discord_fake.posted(dm)]
-    assert len(posts) >= 3
-    assert all(len(post["content"]) <= 2000 for post in posts)
+    shown = discord_fake.shown(dm)
+    assert len(posts) == len(shown) >= 3, "each part posted once (and edited as it grew)"
+    assert all(len(part) <= 2000 and part.count("```") % 2 == 0 for part in shown)
     assert "message_reference" in posts[0] and all("message_reference" not in post for post in posts[1:])
-    assert all(post["content"].count("```") % 2 == 0 for post in posts)
-    pieces = split_pieces(answer)
-    assert [post["content"] for post in posts] == [piece.text for piece in pieces]
     assert "".join(piece.body for piece in pieces) == answer  # nothing lost or reordered, fences aside
-    assert posts[1]["content"].startswith("```python\n") or posts[2]["content"].startswith("```python\n")
+    assert shown[1].startswith("```python\n") or shown[2].startswith("```python\n")
 
     middle = discord_fake.created[1]  # a reaction on any part of the answer is feedback on it
     await discord_fake.react(alice, middle, "👍")
@@ -214,12 +211,13 @@ async def _equals(value: Any, expected: Any) -> bool:
 
 
 async def test_slash_insights_answers_with_an_ephemeral_embed(
-    rapport: DiscordAdapter, discord_fake: FakeDiscord
+    rapport: DiscordAdapter, discord_fake: FakeDiscord, services: Services
 ) -> None:
     alice = discord_fake.user(discord_fake.snowflake(), "Alice")
     dm = discord_fake.dm_channel(alice)
     await discord_fake.say(alice, "I enjoy python and hiking", channel_id=dm)
     await discord_fake.until(lambda: discord_fake.posted(dm))
+    await settled(services)  # learned by the turn's job, just behind the answer
 
     interaction = await discord_fake.slash(alice, "insights", channel_id=general(discord_fake))
     token = interaction["token"]
@@ -242,6 +240,7 @@ async def test_slash_forget_confirms_with_buttons_then_deletes_everything(
     dm = discord_fake.dm_channel(alice)
     await discord_fake.say(alice, "Remember that I like tea", channel_id=dm)
     await discord_fake.until(lambda: discord_fake.posted(dm))
+    await settled(services)  # kept by the turn's job, just behind the answer
     user_key = f"discord:{alice['id']}"
     assert await services.assistant.insights(user_key) is not None
 

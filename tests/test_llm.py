@@ -14,7 +14,7 @@ from core.llm import DEFAULT_MODEL, Claude, ClaudeError, ClaudeSettings
 from core.ports import Prompt
 from tests.fakes.anthropic_api import Fail, FakeAnthropic, Say
 
-PROMPT = Prompt(system="be brief", messages=({"role": "user", "content": "hi"},))
+PROMPT = Prompt(system=("be brief",), messages=({"role": "user", "content": "hi"},))
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -36,7 +36,8 @@ async def test_plain_request_carries_model_system_and_messages(fake_claude: Fake
         completion = await claude.complete(PROMPT)
     assert completion.text == "Hello!" and completion.output_tokens > 0
     body = fake_claude.requests[0]
-    assert body["model"] == "claude-haiku-4-5" and body["max_tokens"] == 77 and body["system"] == "be brief"
+    assert body["model"] == "claude-haiku-4-5" and body["max_tokens"] == 77
+    assert body["system"] == [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}]
     assert "temperature" not in body
     sent = fake_claude.headers[0]
     assert sent.get("x-api-key") == "sk-test" or sent.get("authorization") == "Bearer sk-test"
@@ -154,4 +155,26 @@ async def test_a_stream_that_goes_silent_is_cut_at_the_gap_deadline(fake_claude:
     with pytest.raises(ClaudeError) as caught:
         await claude.complete(PROMPT, on_text=on_text)
     assert caught.value.kind == "timeout" and seen == ["x" * 16], "what arrived before the silence was handed on"
+    await claude.close()
+
+
+async def test_the_conversation_so_far_ends_with_a_cache_breakpoint(fake_claude: FakeAnthropic) -> None:
+    prompt = Prompt(
+        system=("persona", "what you know"),
+        messages=(
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "now"},
+        ),
+        stable_messages=2,
+    )
+    claude = _claude(fake_claude)
+    await claude.complete(prompt)
+    body = fake_claude.requests[0]
+    assert [b.get("cache_control") for b in body["system"]] == [None, {"type": "ephemeral"}]
+    assert body["messages"][1] == {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "b", "cache_control": {"type": "ephemeral"}}],
+    }
+    assert body["messages"][0] == {"role": "user", "content": "a"} and body["messages"][2]["content"] == "now"
     await claude.close()

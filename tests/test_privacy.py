@@ -106,11 +106,11 @@ async def test_slack_an_interest_shown_in_a_private_channel_is_not_in_a_public_p
     client, api = slack
     await _say(client, api, services, "G1", "I love jazz piano concerts")
     await _say(client, api, services, "C1", "hello")
-    assert "music" not in fake_claude.requests[-1]["system"]
+    assert "music" not in fake_claude.system_text()
     await _say(client, api, services, "G1", "hello again")
-    assert "Interests: music" in fake_claude.requests[-1]["system"]
+    assert "Interests: music" in fake_claude.system_text()
     await _say(client, api, services, "D1", "hi")
-    assert "Interests: music" in fake_claude.requests[-1]["system"]
+    assert "Interests: music" in fake_claude.system_text()
 
 
 @pytest_asyncio.fixture

@@ -99,12 +99,14 @@ async def client(services: Services, adapter: SlackAdapter) -> AsyncIterator[Tes
 
 
 def answers(api: FakeSlackAPI) -> list[dict[str, Any]]:
-    """What replaced the placeholders and every message after them: the answers as people see them."""
-    return [args for args in api.posted() if args.get("text") != THINKING]
+    """The answers as people see them: what replaced the placeholders, the messages after them, finished streams."""
+    return api.replied()
 
 
-async def answered(api: FakeSlackAPI, count: int = 1) -> list[dict[str, Any]]:
+async def answered(api: FakeSlackAPI, services: Services, count: int = 1) -> list[dict[str, Any]]:
+    """The answers once `count` of them are there and the turns are through (a DM's reply grows by edits)."""
     await api.wait_for(lambda: len(answers(api)) >= count)
+    await settled(services)
     return answers(api)
 
 
@@ -163,34 +165,31 @@ async def test_malformed_payloads_get_an_error_status_not_a_crash(client: TestCl
 
 
 async def test_a_mention_is_answered_in_a_thread_and_acknowledged_first(
-    client: TestClient, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic
+    client: TestClient, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic, services: Services
 ) -> None:
     fake_claude.latency = 1.0
     started = time.monotonic()
     await send_event(client, payload("app_mention"))
     assert time.monotonic() - started < 3.0
-    assert not slack_api.called("chat.update")  # acknowledged before the answer exists
+    assert not slack_api.called("chat.startStream")  # acknowledged before the answer exists
 
-    [answer] = await answered(slack_api)
-    [placeholder] = slack_api.called("chat.postMessage")
-    assert {k: placeholder[k] for k in ("channel", "text", "thread_ts")} == {
-        "channel": "C1",
-        "text": THINKING,
-        "thread_ts": MENTION_TS,
-    }
-    assert placeholder["metadata"]["event_type"] == "rapport_reply", "named, so a resumed turn finds it"
-    assert answer["channel"] == "C1" and answer["ts"] == "1800000000.000001"
-    assert answer["text"].startswith("Noted: [Ada] what's a good book about jazz &amp; improvisation?")
+    [answer] = await answered(slack_api, services)
+    [stream] = slack_api.called("chat.startStream")  # a reply in the thread, streamed: no placeholder
+    assert {k: stream[k] for k in ("channel", "thread_ts")} == {"channel": "C1", "thread_ts": MENTION_TS}
+    assert not slack_api.called("chat.postMessage")
+    assert answer["metadata"]["event_type"] == "rapport_reply", "named, so a resumed turn finds it"
+    assert answer["channel"] == "C1" and answer["ts"] == "1800000000.000001" and answer["thread_ts"] == MENTION_TS
+    assert answer["text"].startswith("Noted: [Ada] what's a good book about jazz & improvisation?")  # Markdown
     prompt = fake_claude.prompt_text()
     assert "<@UBOT>" not in prompt and "[Ada] what's a good book about jazz & improvisation?" in prompt
     assert slack_api.called("users.info") == [{"user": "U123"}]
 
 
 async def test_follow_ups_in_its_thread_are_answered_without_a_mention(
-    client: TestClient, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic
+    client: TestClient, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic, services: Services
 ) -> None:
     await send_event(client, payload("app_mention"))
-    await answered(slack_api)
+    await answered(slack_api, services)
     await send_event(client, payload("message_mention"))  # the same mention, as a message event: not again
     await send_event(client, payload("message_thread_reply"))
     other_thread = payload("message_thread_reply")
@@ -199,9 +198,8 @@ async def test_follow_ups_in_its_thread_are_answered_without_a_mention(
     await send_event(client, other_thread)  # a thread Rapport is not in
     await send_event(client, payload("message_channel"))  # a channel message without a mention
 
-    first, follow_up = await answered(slack_api, 2)
-    placeholders = [args for args in slack_api.called("chat.postMessage") if args["text"] == THINKING]
-    assert [p["thread_ts"] for p in placeholders] == [MENTION_TS, MENTION_TS]
+    first, follow_up = await answered(slack_api, services, 2)
+    assert [m["thread_ts"] for m in (first, follow_up)] == [MENTION_TS, MENTION_TS]
     assert "and one for beginners?" in follow_up["text"]
     assert "and one for beginners?" in fake_claude.prompt_text()
     assert "jazz" in fake_claude.prompt_text()  # the thread's earlier exchange is in its short-term memory
@@ -209,7 +207,7 @@ async def test_follow_ups_in_its_thread_are_answered_without_a_mention(
 
 
 async def test_a_mention_inside_someone_elses_thread_reads_the_thread(
-    client: TestClient, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic
+    client: TestClient, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic, services: Services
 ) -> None:
     slack_api.replies[("C1", "1712345600.000200")] = [
         {
@@ -221,15 +219,14 @@ async def test_a_mention_inside_someone_elses_thread_reads_the_thread(
         {"type": "message", "user": "U456", "text": "what do you think, <@UBOT|rapport>?", "ts": "1712345700.000300"},
     ]
     await send_event(client, payload("app_mention_in_thread"))
-    [answer] = await answered(slack_api)
-    [placeholder] = slack_api.called("chat.postMessage")
-    assert placeholder["thread_ts"] == "1712345600.000200"
+    [answer] = await answered(slack_api, services)
+    assert answer["thread_ts"] == "1712345600.000200"
     assert "[Ada] which saxophonist should I start with?" in fake_claude.prompt_text()
 
 
 async def test_a_dm_is_answered_directly(client: TestClient, slack_api: FakeSlackAPI, services: Services) -> None:
     await send_event(client, payload("message_im"))
-    [answer] = await answered(slack_api)
+    [answer] = await answered(slack_api, services)
     [placeholder] = slack_api.called("chat.postMessage")
     assert placeholder["text"] == THINKING and "thread_ts" not in placeholder  # at the top level of the DM
     assert answer["channel"] == "D1" and "modal" in answer["text"]
@@ -253,10 +250,11 @@ async def test_a_retried_event_is_answered_once(
     fake_claude.latency = 0.5
     await send_event(client, payload("app_mention"))
     await send_event(client, payload("app_mention"), retry=1)  # Slack did not see the first ack in time
-    await answered(slack_api)
+    await answered(slack_api, services)
     await send_event(client, payload("app_mention"), retry=2)  # and once more, after the answer
     await settled(services)
-    assert len(slack_api.called("chat.postMessage")) == 1 and len(slack_api.called("chat.update")) == 1
+    assert len(slack_api.called("chat.startStream")) == 1 and len(slack_api.called("chat.stopStream")) == 1
+    assert not slack_api.called("chat.postMessage") and len(answers(slack_api)) == 1
     assert len(fake_claude.requests) == 1
 
 
@@ -271,14 +269,17 @@ async def test_a_long_answer_is_split_into_messages_in_the_thread(
     fake_claude.script.append(Say("\n\n".join(sections) + "\n\n" + code + "\n\nThe end."))
     await send_event(client, payload("app_mention"))
     await slack_api.wait_for(lambda: any("The end." in a.get("text", "") for a in answers(slack_api)))
+    await settled(services)
     chunks = answers(slack_api)
-    assert len(chunks) >= 4
+    assert len(chunks) >= 3
     first, *rest = chunks
-    assert first["text"].startswith("*Part 0*")  # the placeholder became the first part
-    assert all(args["thread_ts"] == MENTION_TS for args in rest)
-    assert all(len(args["text"]) <= 3000 and args["text"].count("```") % 2 == 0 for args in chunks)
+    [stream] = slack_api.called("chat.startStream")
+    assert first["text"].startswith("## Part 0") and len(first["text"]) <= 12_000, "streamed, as Markdown"
+    assert all(args["thread_ts"] == MENTION_TS for args in chunks)
+    assert all(len(args["text"]) <= 3000 for args in rest), "past one stream's limit, in messages after it"
+    assert all(args["text"].count("```") % 2 == 0 for args in chunks)
     text = "".join(args["text"] for args in chunks)
-    assert all(f"*Part {i}*" in text for i in range(8)) and all(f"print({i})" in text for i in range(300))
+    assert all(f"Part {i}" in text for i in range(8)) and all(f"print({i})" in text for i in range(300))
     # every part points back at the interaction: a reaction on the last one is feedback too
     await settled(services)  # the parts are linked to the interaction once all are posted
     last = payload("reaction_added")
@@ -298,7 +299,7 @@ async def test_a_reaction_by_the_asker_is_feedback_and_removing_it_undoes_it(
     client: TestClient, slack_api: FakeSlackAPI, services: Services, adapter: SlackAdapter
 ) -> None:
     await send_event(client, payload("app_mention"))
-    [answer] = await answered(slack_api)
+    [answer] = await answered(slack_api, services)
     await settled(services)  # a person reacts to what they see: after the answer is fully delivered
     assert payload("reaction_added")["event"]["item"]["ts"] == answer["ts"]
 
@@ -317,7 +318,7 @@ async def test_insights_are_answered_ephemerally(
     client: TestClient, slack_api: FakeSlackAPI, services: Services
 ) -> None:
     await send_event(client, payload("message_im"))
-    await answered(slack_api)
+    await answered(slack_api, services)
     await settled(services)
     command = dict(payload("command_insights"), response_url=slack_api.response_url("insights"))
     response = await send_command(client, command)
@@ -333,7 +334,7 @@ async def test_forget_asks_first_then_deletes_everything(
     client: TestClient, slack_api: FakeSlackAPI, services: Services
 ) -> None:
     await send_event(client, payload("message_im"))
-    await answered(slack_api)
+    await answered(slack_api, services)
     await settled(services)
     assert await services.assistant.insights(ASKER) is not None
 

@@ -65,7 +65,7 @@ def _async(check: Any) -> Any:
 
 
 def answers(api: FakeSlackAPI) -> list[dict[str, Any]]:
-    return [args for args in api.posted() if args.get("text") != THINKING]
+    return api.replied()
 
 
 async def test_socket_mode_connects_with_the_app_token(adapter: SlackAdapter, slack_api: FakeSlackAPI) -> None:
@@ -92,9 +92,10 @@ async def test_a_dm_over_the_socket_is_acknowledged_and_answered_once(
     await slack_api.wait_for(lambda: len(answers(slack_api)) == 1)
     await settled(services)
     [placeholder] = slack_api.called("chat.postMessage")
-    [answer] = slack_api.called("chat.update")
     assert placeholder["channel"] == "D1" and placeholder["text"] == THINKING
+    [answer] = answers(slack_api)  # the placeholder, edited as the answer grew
     assert answer["ts"] == slack_api.results("chat.postMessage")[0]["ts"] and "modal" in answer["text"]
+    assert {u["ts"] for u in slack_api.called("chat.update")} == {answer["ts"]}
     assert len(fake_claude.requests) == 1
 
 

@@ -105,4 +105,5 @@ async def remembered(pg: str, word: str) -> bool:
 
 
 def answered_texts(api: FakeSlackAPI) -> list[str]:
-    return [str(args.get("text")) for args in api.posted() if str(args.get("text", "")).startswith("Noted:")]
+    """The answers people see now (a DM's grows by edits of one message)."""
+    return [str(m.get("text")) for m in api.replied() if str(m.get("text", "")).startswith("Noted:")]

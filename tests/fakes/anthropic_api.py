@@ -60,10 +60,14 @@ def _tokens(part: Any) -> int:
     return len(json.dumps(part, ensure_ascii=False)) // 4 + 1
 
 
+LOOKBACK = 20  # blocks before a breakpoint that Claude checks for an earlier cached prefix
+
+
 class PromptCache:
     """Claude's prompt cache as documented: a prefix up to a breakpoint (`cache_control`) is written when at least
     `minimum` tokens long and read by a later request that starts with exactly it, within `ttl` seconds of its
-    last use. Usage is reported the way the Messages API does."""
+    last use; a breakpoint also finds a prefix cached up to one of the 20 blocks before it. Usage is reported the
+    way the Messages API does."""
 
     def __init__(self, *, minimum: int = 1024, ttl: float = 300.0) -> None:
         self.minimum = minimum
@@ -82,20 +86,25 @@ class PromptCache:
         written = 0
         now = self.now()
         for end in ends:
-            key = hashlib.sha256(json.dumps(plain[:end], sort_keys=True).encode()).hexdigest()
+            for start in range(end, max(end - LOOKBACK, 0), -1):  # the longest prefix kept, looking back
+                kept = self._kept.get(_key(plain[:start]))
+                if kept is not None and kept[1] > now:
+                    read = max(read, kept[0])
+                    self._kept[_key(plain[:start])] = (kept[0], now + self.ttl)
+                    break
             size = sum(_tokens(part) for part in plain[:end])
-            kept = self._kept.get(key)
-            if kept is not None and kept[1] > now:
-                read = size
-            elif size >= self.minimum:
-                written = size - read
             if size >= self.minimum:
-                self._kept[key] = (size, now + self.ttl)
+                written = max(written, size - read)
+                self._kept[_key(plain[:end])] = (size, now + self.ttl)
         return {
             "input_tokens": max(total - read - written, 0),
             "cache_creation_input_tokens": written,
             "cache_read_input_tokens": read,
         }
+
+
+def _key(parts: list[Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 def _has_breakpoint(part: Any) -> bool:
@@ -255,14 +264,21 @@ class FakeAnthropic:
         return "\n".join([self.system_text(index)] + [_text(m["content"]) for m in body["messages"]])
 
 
-async def _serve(latency: float) -> None:
-    server = FakeAnthropic(latency=latency)
+async def _serve(latency: float, chars: int = 0) -> None:
+    """`chars` > 0: every answer is the usual one, lengthened to about that many characters (streamed in pieces)."""
+    filler = " And a few more words, so that the answer is as long as a real one tends to be."
+
+    def answer(body: dict[str, Any]) -> str:
+        text = f"Noted: {_last_user_text(body)[:80]}."
+        return text + (filler * (max(chars - len(text), 0) // len(filler) + 1))[: max(chars - len(text), 0)]
+
+    server = FakeAnthropic(latency=latency, default=answer if chars else None)
     await server.start()
     print(server.url, flush=True)
     await asyncio.Event().wait()
 
 
-if __name__ == "__main__":  # a separate process for benchmarks: `python -m tests.fakes.anthropic_api 1.0`
+if __name__ == "__main__":  # a separate process for benchmarks: `python -m tests.fakes.anthropic_api 1.0 [chars]`
     import sys
 
-    asyncio.run(_serve(float(sys.argv[1]) if len(sys.argv) > 1 else 0.0))
+    asyncio.run(_serve(float(sys.argv[1]) if len(sys.argv) > 1 else 0.0, int(sys.argv[2]) if len(sys.argv) > 2 else 0))

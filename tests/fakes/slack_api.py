@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from adapters.slack.delivery import THINKING
+
 __all__ = ["Call", "FakeSlackAPI"]
 
 TEAM = "T1"
@@ -84,8 +86,13 @@ class FakeSlackAPI:
         return [call.result for call in self.calls if call.method == method]
 
     def posted(self) -> list[dict[str, Any]]:
-        """Every message Rapport posted or edited into, in order (chat.postMessage and chat.update)."""
-        return [call.args for call in self.calls if call.method in ("chat.postMessage", "chat.update")]
+        """Every message Rapport posted or edited into, in order (chat.postMessage and chat.update), and each
+        streamed message once it is finished, as it then reads (channel, ts, thread_ts, text, metadata)."""
+        return [
+            _finished(call) if call.method == "chat.stopStream" else call.args
+            for call in self.calls
+            if call.method in ("chat.postMessage", "chat.update") or (call.method == "chat.stopStream" and call.result)
+        ]
 
     async def wait_for(self, check: Callable[[], bool], timeout: float = 15.0) -> None:
         """Wait until `check()` holds, woken by every recorded call."""
@@ -152,8 +159,8 @@ class FakeSlackAPI:
         if not args.get("thread_ts"):
             raise _SlackError("invalid_arguments")  # streams are replies in a thread
         ts = self._next_ts()
-        message = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "text": args.get("markdown_text") or "",
-                   "ts": ts, "thread_ts": args["thread_ts"], "streaming": True}  # fmt: skip
+        message = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "text": _streamed(args), "ts": ts,
+                   "thread_ts": args["thread_ts"], "streaming": True}  # fmt: skip
         self.messages.setdefault(str(args.get("channel")), []).append(message)
         return {"channel": args.get("channel"), "ts": ts}
 
@@ -165,12 +172,12 @@ class FakeSlackAPI:
 
     def _chat_appendStream(self, args: dict[str, Any]) -> dict[str, Any]:
         message = self._streaming(args)
-        message["text"] += args.get("markdown_text") or ""
+        message["text"] += _streamed(args)
         return {"channel": args.get("channel"), "ts": args.get("ts")}
 
     def _chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
         message = self._streaming(args)
-        message["text"] += args.get("markdown_text") or ""
+        message["text"] += _streamed(args)
         message["streaming"] = False
         if args.get("metadata"):
             message["metadata"] = _json_arg(args["metadata"])
@@ -195,6 +202,17 @@ class FakeSlackAPI:
     def shown(self, channel: str) -> list[dict[str, Any]]:
         """What people see of the bot in `channel` now (after edits and deletions), oldest first."""
         return list(self.messages.get(channel, []))
+
+    def replied(self) -> list[dict[str, Any]]:
+        """Rapport's replies as people see them now, oldest first, each with its channel: the bot's messages but
+        a placeholder still thinking and a stream not yet stopped."""
+        shown = [
+            {"channel": channel, **{k: v for k, v in m.items() if k not in ("type", "streaming")}}
+            for channel, messages in self.messages.items()
+            for m in messages
+            if not m.get("streaming") and m.get("text") != THINKING
+        ]
+        return sorted(shown, key=lambda m: m["ts"])
 
     def _chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"message_ts": self._next_ts()}
@@ -226,8 +244,21 @@ class FakeSlackAPI:
         return {"url": self.socket_url}
 
 
+def _streamed(args: dict[str, Any]) -> str:
+    """The text a streaming call adds: `markdown_text`, or its markdown_text chunks (how slack_sdk sends it)."""
+    chunks = _json_arg(args.get("chunks") or [])
+    return str(args.get("markdown_text") or "") + "".join(
+        str(c.get("text", "")) for c in chunks if isinstance(c, dict) and c.get("type") == "markdown_text"
+    )
+
+
 class _SlackError(Exception):
     """A Web API error: answered as {"ok": false, "error": ...}."""
+
+
+def _finished(call: Call) -> dict[str, Any]:
+    message = call.result["message"]
+    return {"channel": call.result["channel"], **{k: v for k, v in message.items() if k not in ("type", "streaming")}}
 
 
 def _json_arg(value: Any) -> Any:
