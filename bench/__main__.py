@@ -28,6 +28,8 @@ FULL: dict[str, dict[str, Any]] = {
     "openloop": {"shares": [0.3, 0.6, 0.9], "seconds": 30.0, "people": 2_000, "claude_latency": 1.0, "calibrate": 20.0},
     "recovery": {"events": 200, "lease": 20.0, "claude_latency": 1.0},
     "memory": {"dataset": "bench/data/locomo_mini.json"},
+    "streaming": {"answers": 40, "turns": 40, "long_chars": 6_000, "long_seconds": 10.0},
+    "streaming_cpu": {"people": 200, "seconds": 20.0, "claude_latency": 1.0, "answer_chars": 800, "rounds": 2},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "context": {"tiers": [0, 200], "others": 1_000, "messages": 5},
@@ -35,6 +37,8 @@ QUICK: dict[str, dict[str, Any]] = {
     "openloop": {"shares": [0.3], "seconds": 2.0, "people": 50, "claude_latency": 0.2, "calibrate": 2.0},
     "recovery": {"events": 3, "lease": 3.0, "claude_latency": 0.2},
     "memory": {"dataset": "bench/data/locomo_mini.json"},
+    "streaming": {"answers": 3, "turns": 4, "long_chars": 600, "long_seconds": 1.0},
+    "streaming_cpu": {"people": 10, "seconds": 2.0, "claude_latency": 0.2, "answer_chars": 200, "rounds": 1},
 }
 # Not part of a plain run: it needs a revision to compare with (python -m bench --only compare --before REV).
 OPTIONAL: dict[str, dict[str, Any]] = {"compare": {"people": 200, "seconds": 20.0, "rounds": 2}}
@@ -48,6 +52,7 @@ async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
     from bench.openloop import measure_open_loop
     from bench.recovery import measure_recovery
     from bench.stack import real_stack
+    from bench.streaming import measure_streaming, measure_streaming_cpu
 
     if name == "context":
         clock = ContextClock()
@@ -104,6 +109,10 @@ async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
         return await measure_compare(
             before=config["before"], people=config["people"], seconds=config["seconds"], rounds=config["rounds"]
         )
+    if name == "streaming":
+        return await measure_streaming(**config)
+    if name == "streaming_cpu":
+        return await measure_streaming_cpu(**config)
     if name == "memory":
         return await run_memory(ROOT / config["dataset"], compare=True, database_url=None)
     raise ValueError(name)
@@ -259,12 +268,71 @@ def _md(results: dict[str, Any], command: str) -> str:
                     f"| {parts} | {c.get('total')} |"
                 )
         out.append("")
+    out += _streaming_md(results["parts"])
     memory = results["parts"].get("memory")
     if memory:
         from bench.memory import _table
 
         out += ["## Memory retrieval", "", _table(memory), ""]
     return "\n".join(out)
+
+
+def _streaming_md(parts: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    streaming = parts.get("streaming")
+    if streaming:
+        first, long, cache = streaming["first_visible"], streaming["long_answer"], streaming["cache"]
+        places = (("Discord (DM)", "discord"), ("Slack thread (streaming methods)", "slack_thread"),
+                  ("Slack DM (placeholder edited)", "slack_dm"))  # fmt: skip
+        out += [
+            "## Streaming",
+            "",
+            "The real discord.py and slack-bolt against the local fakes, a fake Claude streaming 16-character pieces. "
+            "First visible = from Claude's first piece leaving the fake to the first call that shows text at the "
+            f"fake platform (target p95 ≤ {first['target_p95_ms']} ms). Edits: a {long['chars']:,}-character answer "
+            f"streamed over {long['seconds']} s.",
+            "",
+            "| where | first visible p50 / p95 / max ms | edits per answer (long) | edits per second (long) "
+            "| messages (long) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for label, key in places:
+            f, e = first[key]["first_visible_ms"], long[key]
+            out.append(
+                f"| {label} | {f['p50']} / {f['p95']} / {f['max']} | {e['edits_per_answer']} | "
+                f"{e['edits_per_second']} | {e.get('messages_per_answer', 1)} |"
+            )
+        out += [
+            "",
+            f"Prompt caching over a {cache['turns']}-turn conversation (the fake's cache as documented: a prefix up "
+            "to a breakpoint or up to 20 blocks before one, 5 minutes, at least "
+            f"{cache['cache_minimum_tokens']:,} tokens): {cache['read_from_cache_share']:.1%} of "
+            f"{cache['input_tokens']:,} input tokens read from the cache, {cache['written_to_cache_share']:.1%} "
+            f"written to it (target read ≥ {cache['target_read_share']:.0%}).",
+            "",
+        ]
+    cpu = parts.get("streaming_cpu")
+    if cpu:
+        out += [
+            "## What streaming costs",
+            "",
+            f"The closed-loop load benchmark at {cpu['people']} people, answers of about {cpu['answer_chars']} "
+            f"characters (16-character pieces), Claude {cpu['claude_latency_s']} s; streaming off and on taking "
+            "turns on one stack.",
+            "",
+            "| run | answers/s | added p50 / p95 ms | CPU ms per answer: loop / threads / PostgreSQL / Redis / Chroma "
+            "| total |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in cpu["runs"]:
+            c = r.get("cpu_ms_per_answer") or {}
+            split = " / ".join(str(c.get(k)) for k in ("event_loop", "worker_threads", "postgres", "redis", "chroma"))
+            out.append(
+                f"| {'on' if r['streaming'] else 'off'} {r['round'] + 1} | {r['answers_per_second']} "
+                f"| {r['added_ms']['p50']} / {r['added_ms']['p95']} | {split} | {c.get('total')} |"
+            )
+        out.append("")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,9 +29,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @asynccontextmanager
-async def fake_claude(latency: float) -> AsyncIterator[str]:
+async def fake_claude(latency: float, answer_chars: int = 0) -> AsyncIterator[str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.fakes.anthropic_api", str(latency), cwd=ROOT, stdout=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "tests.fakes.anthropic_api",
+        str(latency),
+        str(answer_chars),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert process.stdout is not None
@@ -44,13 +50,19 @@ async def fake_claude(latency: float) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def real_stack(
-    *, latency: float, model: object = None, postgres: bool = True, telemetry: Telemetry | None = None
+    *,
+    latency: float,
+    model: object = None,
+    postgres: bool = True,
+    telemetry: Telemetry | None = None,
+    answer_chars: int = 0,
 ) -> AsyncIterator[Services]:
-    """Services on PostgreSQL + Redis + embedded Chroma (or all embedded with postgres=False)."""
+    """Services on PostgreSQL + Redis + embedded Chroma (or all embedded with postgres=False); `answer_chars` > 0
+    makes Claude's answers about that long (the usual ones are a short echo)."""
     name = f"rapport_bench_{uuid.uuid4().hex[:10]}"
     prefix = f"rapport-bench-{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="rapport-bench-") as scratch:
-        async with fake_claude(latency) as url:
+        async with fake_claude(latency, answer_chars) as url:
             values: dict[str, Any] = {
                 "ANTHROPIC_API_KEY": "sk-bench",
                 "ANTHROPIC_BASE_URL": url,
