@@ -239,3 +239,25 @@ async def test_a_turn_opens_with_its_first_entry_and_closes_with_its_last_step(
     assert second is not None and second.key == "t:message:dm:2"
     assert await inbox.delivered(second, [], job_owner="a", job_ttl=60, release=True), "the last: handed back"
     assert await inbox.take_turn(ADA.key, "b", 10), "free for anyone at once"
+
+
+async def test_the_messages_a_stream_began_in_are_kept_for_a_resumed_turn(database: Database, tmp_path: Path) -> None:
+    inbox = inbox_on(database, tmp_path)
+    people = [ADA, BEA, UserRef(platform="t", user_id="cy")]
+    for person in people:
+        await inbox.accept(message(person, f"hi from {person.user_id}", ts=person.user_id))
+        assert await inbox.take_turn(person.key, "a", 10)
+    entries = [await inbox.next_entry(person.key) for person in people]
+    assert all(entry is not None for entry in entries)
+    refs = [MessageRef(platform="t", channel_id="dm", message_id=f"s{i}") for i in range(3)]
+    # several streams begin at once: on PostgreSQL the first is kept at once, the others by one statement after it
+    await asyncio.gather(*(inbox.shown(entry, [ref]) for entry, ref in zip(entries, refs, strict=True) if entry))
+    again = [await inbox.next_entry(person.key) for person in people]
+    assert [e.refs if e else None for e in again] == [(ref,) for ref in refs]
+    assert all(e is not None and e.taken == 2 and e.step is Step.RECEIVED for e in again)
+    first = again[0]
+    assert first is not None
+    await inbox.answered(first, Answer(text="done", ok=True, model="m"), [refs[0]])
+    await inbox.shown(first, [MessageRef(platform="t", channel_id="dm", message_id="late")])
+    later = await inbox.next_entry(ADA.key)
+    assert later is not None and later.refs == (refs[0],), "an answered entry's messages are not overwritten"
