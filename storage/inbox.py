@@ -124,7 +124,6 @@ class RelationalInbox:
         self._accepts: Batcher[dict[str, Any], Accepted | InboxFull] = Batcher(self._accept_rows)
         self._opens: Batcher[tuple[str, str, float], tuple[bool, Entry | None]] = Batcher(self._open_many)
         self._steps: Batcher[_StepWrite, bool] = Batcher(self._write_steps)
-        self._shows: Batcher[tuple[str, str], None] = Batcher(self._write_shown)
         self._load()
 
     # --- the database, or the spool --------------------------------------------------------------------
@@ -446,10 +445,9 @@ class RelationalInbox:
         refs_json = json.dumps(refs_to_json(list(refs)))
         if entry.key not in self._spooled:
             try:
-                if self._database.dialect == "postgres":  # kept together with the other streams' (core.batching)
-                    await self._shows((entry.key, refs_json))
-                else:
-                    await self._write_shown([(entry.key, refs_json)])
+                # One row per statement, never batched: a batch of these and one of steps (core.batching) lock the
+                # same rows in no set order, and deadlocked under load.
+                await self._write_shown(entry.key, refs_json)
                 return
             except DatabaseDown:
                 pass
@@ -457,20 +455,11 @@ class RelationalInbox:
             if entry.key in self._spooled:  # (a step of an entry the database has must wait: it would need a step)
                 await self._keep(entry.key, {"refs": refs_json}, new=False)
 
-    async def _write_shown(self, shown: list[tuple[str, str]]) -> list[None]:
-        """The messages streamed replies began in, in one statement, for entries not yet answered."""
+    async def _write_shown(self, key: str, refs_json: str) -> None:
+        """The messages a streamed reply began in, for an entry not yet answered."""
         bind = self._database.params()
-        if len(shown) == 1:
-            [(key, refs_json)] = shown
-            sql = f"UPDATE inbox SET refs = {bind(refs_json)} WHERE key = {bind(key)} AND step = {int(Step.RECEIVED)}"
-        else:
-            rows = ", ".join(f"({bind(key)}, {bind(refs_json)})" for key, refs_json in shown)
-            sql = (
-                f"UPDATE inbox SET refs = v.refs FROM (VALUES {rows}) AS v (key, refs) "
-                f"WHERE inbox.key = v.key AND inbox.step = {int(Step.RECEIVED)}"
-            )
+        sql = f"UPDATE inbox SET refs = {bind(refs_json)} WHERE key = {bind(key)} AND step = {int(Step.RECEIVED)}"
         await self._db(lambda: self._database.connection().execute_query(sql, bind.values))
-        return [None] * len(shown)
 
     async def answered(self, entry: Entry, answer: Answer, refs: Sequence[MessageRef]) -> None:
         changes = {

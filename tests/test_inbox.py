@@ -250,7 +250,7 @@ async def test_the_messages_a_stream_began_in_are_kept_for_a_resumed_turn(databa
     entries = [await inbox.next_entry(person.key) for person in people]
     assert all(entry is not None for entry in entries)
     refs = [MessageRef(platform="t", channel_id="dm", message_id=f"s{i}") for i in range(3)]
-    # several streams begin at once: on PostgreSQL the first is kept at once, the others by one statement after it
+    # several streams begin at once
     await asyncio.gather(*(inbox.shown(entry, [ref]) for entry, ref in zip(entries, refs, strict=True) if entry))
     again = [await inbox.next_entry(person.key) for person in people]
     assert [e.refs if e else None for e in again] == [(ref,) for ref in refs]
