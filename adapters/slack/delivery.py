@@ -204,6 +204,7 @@ class _EditedStream:
         self._delivery = delivery
         self._started = started
         self._parts = {part: ref.message_id for part, ref in enumerate(placeholder)}
+        self._chunks: list[str] = []  # what each part shows now
         self._shown = ""
         self._arrived = ""
         self._paced = Paced(self._edit)
@@ -220,9 +221,16 @@ class _EditedStream:
         chunks = [with_closed_fences(chunk) for chunk in answer_chunks(text)]
         before = len(self._parts)
         posted = await self._delivery.outbox.deliver(
-            self._delivery.channel, None, chunks, self._parts, self._delivery.metadata, delete_surplus=False
+            self._delivery.channel,
+            None,
+            chunks,
+            self._parts,
+            self._delivery.metadata,
+            delete_surplus=False,
+            shown=self._chunks,
         )
         self._parts = dict(enumerate(posted))
+        self._chunks = chunks if len(posted) == len(chunks) else []
         if len(self._parts) > before:
             await self._started([self._delivery.ref(ts) for ts in posted])
         self._shown = text

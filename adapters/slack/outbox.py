@@ -62,6 +62,7 @@ class Outbox:
         metadata: Callable[[int], dict[str, Any]],
         *,
         delete_surplus: bool = True,
+        shown: Sequence[str] = (),
     ) -> list[str]:
         """Each chunk into the message already posted for its part (the placeholder is part 0), else as a new
         message in the thread; parts an earlier, longer attempt posted beyond these are deleted. Returns every
@@ -70,6 +71,9 @@ class Outbox:
         failure: Exception | None = None
         for part, chunk in enumerate(chunks):
             ts = existing.get(part)
+            if ts is not None and part < len(shown) and shown[part] == chunk:  # unchanged since the last edit
+                posted.append(ts)
+                continue
             if ts is not None:
                 try:
                     await self._client.chat_update(channel=channel, ts=ts, text=chunk, metadata=metadata(part))
