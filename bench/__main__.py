@@ -300,7 +300,7 @@ def _streaming_md(parts: dict[str, Any]) -> list[str]:
             f, e = first[key]["first_visible_ms"], long[key]
             out.append(
                 f"| {label} | {f['p50']} / {f['p95']} / {f['max']} | {e['edits_per_answer']} | "
-                f"{e['edits_per_second']} | {e.get('messages_per_answer', 1)} |"
+                f"{e['edits_per_second']} | {e.get('messages_per_answer', '–')} |"
             )
         out += [
             "",
