@@ -36,6 +36,11 @@ class Paced:
         self._closed = False
         self.renders = 0
 
+    @property
+    def latest(self) -> str:
+        """The text last offered: the reply as far as it has arrived."""
+        return self._latest
+
     def offer(self, text: str) -> None:
         if self._closed:
             return

@@ -32,12 +32,11 @@ class BenchStream:
         self._started = started
         self._ref = ref
         self._shown = ""
-        self._arrived = ""
         self._paced = Paced(self._render)
 
     @property
     def shown(self) -> str:
-        return self._arrived
+        return self._paced.latest
 
     async def _render(self, text: str) -> None:
         if not self._shown:
@@ -45,7 +44,6 @@ class BenchStream:
         self._shown = text
 
     async def show(self, so_far: str) -> None:
-        self._arrived = so_far
         self._paced.offer(so_far)
 
     async def finish(self, text: str) -> list[MessageRef]:

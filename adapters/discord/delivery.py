@@ -177,12 +177,11 @@ class DiscordStream:
         self._started = started
         self._posted: list[discord.Message] = []
         self._shown = ""
-        self._arrived = ""
         self._paced = Paced(self._render)
 
     @property
     def shown(self) -> str:
-        return self._arrived
+        return self._paced.latest
 
     @property
     def edits(self) -> int:
@@ -192,7 +191,6 @@ class DiscordStream:
         return [message_ref(m.channel.id, m.id) for m in self._posted]
 
     async def show(self, so_far: str) -> None:
-        self._arrived = so_far
         self._paced.offer(so_far)
 
     async def _render(self, text: str, *, final: bool = False) -> None:

@@ -117,7 +117,6 @@ class _ThreadStream:
         self._started = started
         self._chat: AsyncChatStream | None = None
         self._sent = ""
-        self._arrived = ""
         self._paced = Paced(self._append)
 
     async def _opened(self) -> AsyncChatStream:
@@ -135,10 +134,9 @@ class _ThreadStream:
 
     @property
     def shown(self) -> str:
-        return self._arrived
+        return self._paced.latest
 
     async def show(self, so_far: str) -> None:
-        self._arrived = so_far
         self._paced.offer(so_far)
 
     async def _append(self, text: str) -> None:
@@ -206,15 +204,13 @@ class _EditedStream:
         self._parts = {part: ref.message_id for part, ref in enumerate(placeholder)}
         self._chunks: list[str] = []  # what each part shows now
         self._shown = ""
-        self._arrived = ""
         self._paced = Paced(self._edit)
 
     @property
     def shown(self) -> str:
-        return self._arrived
+        return self._paced.latest
 
     async def show(self, so_far: str) -> None:
-        self._arrived = so_far
         self._paced.offer(so_far)
 
     async def _edit(self, text: str) -> None:
