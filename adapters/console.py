@@ -21,7 +21,12 @@ from core.turns import Turns
 
 __all__ = ["ConsoleAdapter"]
 
-HELP = "Type a message and press Enter. Commands: /insights, /forget, /help, /quit (or Ctrl-D)."
+LEARNING_PAUSED = "Learning paused: I'll keep answering, and nothing you say from now on is learned from."
+LEARNING_RESUMED = "Learning resumed."
+HELP = (
+    "Type a message and press Enter. Commands: /insights, /forget, /learning pause, /learning resume, /help, "
+    "/quit (or Ctrl-D)."
+)
 PLATFORM = "console"
 WAIT = 300.0  # seconds the console waits for one answer (Claude's own deadline comes first)
 
@@ -98,6 +103,10 @@ class ConsoleAdapter:
                 await self._insights()
             elif text == "/forget":
                 await self._forget()
+            elif text in ("/learning pause", "/learning resume"):
+                paused = text.endswith("pause")
+                await self._assistant.set_learning(self._user.key, paused=paused)
+                self._write(LEARNING_PAUSED if paused else LEARNING_RESUMED)
             elif text:
                 await self._answer(text)
         self._write("Bye.")

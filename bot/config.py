@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.llm import DEFAULT_MODEL
+from core.assistant import AssistantSettings
+from core.llm import DEFAULT_MEMORY_MODEL, DEFAULT_MODEL
 from storage.database import DEFAULT_DATABASE_URL
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
@@ -30,6 +31,13 @@ class Settings(BaseSettings):
     claude_max_retries: int = Field(default=2, alias="CLAUDE_MAX_RETRIES", ge=0, le=10)
     claude_deadline: float = Field(default=60.0, alias="CLAUDE_DEADLINE", gt=0)
     stream_answers: bool = Field(default=True, alias="STREAM_ANSWERS")
+    claude_memory_model: str = Field(default=DEFAULT_MEMORY_MODEL, alias="CLAUDE_MEMORY_MODEL", min_length=1)
+    learning: bool = Field(default=True, alias="LEARNING")
+    learn_batch: int = Field(default=6, alias="LEARN_BATCH", ge=1, le=50)
+    learn_quiet_seconds: float = Field(default=60.0, alias="LEARN_QUIET_SECONDS", gt=0)
+    learn_cooldown_seconds: float = Field(default=900.0, alias="LEARN_COOLDOWN_SECONDS", ge=0)
+    learn_daily_tokens: int = Field(default=60_000, alias="LEARN_DAILY_TOKENS", ge=0)
+    consent_note: str = Field(default=AssistantSettings().consent_note, alias="CONSENT_NOTE", max_length=1_000)
 
     database_url: str = Field(default=DEFAULT_DATABASE_URL, alias="DATABASE_URL")
     redis_url: str | None = Field(default=None, alias="REDIS_URL")

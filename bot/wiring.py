@@ -19,6 +19,7 @@ from bot.config import Settings
 from bot.metrics import Metrics
 from core.assistant import Assistant, AssistantSettings
 from core.health import Health
+from core.learner import LearningSettings
 from core.llm import Claude, ClaudeSettings
 from core.ports import LanguageModel, ShortTermMemory, Telemetry
 from core.recall import Recall
@@ -204,7 +205,19 @@ async def build_services(
         owner=owner,
         health=health,
         telemetry=telemetry or metrics,
-        settings=AssistantSettings(stale_after=settings.stale_after_seconds, stream=settings.stream_answers),
+        settings=AssistantSettings(
+            stale_after=settings.stale_after_seconds,
+            stream=settings.stream_answers,
+            consent_note=settings.consent_note.strip(),
+            learning=LearningSettings(
+                enabled=settings.learning,
+                model=settings.claude_memory_model,
+                batch=settings.learn_batch,
+                quiet=settings.learn_quiet_seconds,
+                cooldown=settings.learn_cooldown_seconds,
+                daily_tokens=settings.learn_daily_tokens,
+            ),
+        ),
     )
     turns = Turns(inbox=inbox, handle=assistant.process, owner=owner, lease=settings.turn_lease_seconds)
     return Services(

@@ -22,6 +22,7 @@ from core.events import ForgetRequested, MessageReceived, MessageRef
 from core.feedback import DEFAULT_EMOJI_SCORES
 from core.health import Health
 from core.insights import build_insights
+from core.learner import LearningSettings, PersonLearner
 from core.learning import describe_style, interests_for
 from core.llm import ClaudeError
 from core.ports import (
@@ -30,10 +31,10 @@ from core.ports import (
     DeliveryFactory,
     Embedder,
     Inbox,
+    Known,
     LanguageModel,
     LongTermMemory,
     MemoryHit,
-    Pattern,
     Profile,
     Prompt,
     Records,
@@ -60,6 +61,12 @@ class AssistantSettings:
     limits: ContextLimits = field(default_factory=ContextLimits)
     emoji_scores: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_EMOJI_SCORES))
     patterns_in_context: int = 5
+    items_in_context: int = 60  # of the person's model (the token budget cuts further)
+    consent_note: str = (
+        "_I remember what you tell me so that I can help you better: `/insights` shows what I know about you, "
+        "`/forget` erases it, and `/learning pause` stops me learning._"
+    )
+    learning: LearningSettings = field(default_factory=LearningSettings)
     apology: str = (
         "Sorry, I can't reach my language model right now. I've kept your message; please try again in a minute."
     )
@@ -132,6 +139,9 @@ class Assistant:
             emoji_scores=self._settings.emoji_scores,
             job_ttl=self._settings.job_ttl,
         )
+        self.learner = PersonLearner(
+            store=records, llm=llm, owner=owner, settings=self._settings.learning, health=self._health
+        )
 
     @property
     def pending(self) -> int:
@@ -139,8 +149,10 @@ class Assistant:
         return self.writer.pending
 
     def start(self) -> None:
-        """Take up jobs that stopped processes left (storing, feedback), and keep looking for such."""
+        """Take up jobs that stopped processes left (storing, feedback), and keep looking for such; learn in the
+        background."""
         self.writer.start()
+        self.learner.start()
 
     def deliver_with(self, platform: str, factory: DeliveryFactory) -> None:
         """An adapter's delivery port for its platform's entries (one per platform and process)."""
@@ -229,7 +241,7 @@ class Assistant:
         streamed = settings.stream and entry.taken <= 1
         async with delivery.working(streamed=streamed) as placeholder:
             event = await self._within("platform look-up", delivery.prepare(event), event)
-            embedding, prompt = await self._assemble(event, text)
+            embedding, prompt, newcomer = await self._assemble(event, text)
             self._telemetry.context_built(time.perf_counter() - started)
             shown: list[MessageRef] = list(placeholder)
 
@@ -240,6 +252,10 @@ class Assistant:
 
             stream = delivery.stream(placeholder, started_in) if streamed else None
             answer = await self._ask(prompt, event.user.key, started, stream)
+            if newcomer and answer.ok and settings.consent_note:
+                # Said once, to someone Rapport has never met: the first answer ends with it.
+                if await self._within("first meeting", self._records.greet_once(event.user.key), False):
+                    answer = replace(answer, text=f"{answer.text}\n\n{settings.consent_note}")
         return event, answer, embedding, shown, stream
 
     async def _ask(self, prompt: Prompt, user_key: str, started: float, stream: Stream | None = None) -> Answer:
@@ -283,7 +299,7 @@ class Assistant:
         turns = [said, replace(said, role="assistant", author=ASSISTANT_NAME, text=answer.text)]
         await self._within(SHORT_TERM, self._short_term.append(event.conversation_key, turns), None)
 
-    async def _assemble(self, event: MessageReceived, text: str) -> tuple[list[float] | None, Prompt]:
+    async def _assemble(self, event: MessageReceived, text: str) -> tuple[list[float] | None, Prompt, bool]:
         """Gather context concurrently; a store that fails or is slow costs its part of the context, not the
         reply."""
         user_key = event.user.key
@@ -307,19 +323,25 @@ class Assistant:
                 raise
             return await embedding_task, hits
 
-        nothing_known: tuple[Profile | None, list[Pattern]] = (None, [])
-        (embedding, hits), history, (profile, patterns) = await asyncio.gather(
+        unread = Known(profile=Profile(user_key=user_key), patterns=[], items=[])  # not read: not a newcomer either
+        (embedding, hits), history, known = await asyncio.gather(
             self._within("memory recall", recall(), (None, [])),
             self._within(SHORT_TERM, self._short_term.recent(event.conversation_key, limits.history_turns), []),
             self._within(
                 "profile read",
-                self._records.known(user_key, scopes=scopes, patterns=self._settings.patterns_in_context),
-                nothing_known,
+                self._records.person_context(
+                    user_key,
+                    scopes=scopes,
+                    patterns=self._settings.patterns_in_context,
+                    items=self._settings.items_in_context,
+                ),
+                unread,
             ),
         )
         in_history = {turn.interaction_id for turn in history}
         memories = [hit for hit in hits if hit.memory.id not in in_history][: limits.memory_results]
-        profile = profile or Profile(user_key=user_key)
+        newcomer = known.profile is None and not known.items
+        profile = known.profile or Profile(user_key=user_key)
         prompt = build_prompt(
             event,
             text,
@@ -327,10 +349,11 @@ class Assistant:
             memories=memories,
             interests=interests_for(profile, scopes),
             style=describe_style(profile.style),
-            patterns=patterns,
+            patterns=known.patterns,
             limits=limits,
+            known=known.items,
         )
-        return embedding, prompt
+        return embedding, prompt, newcomer
 
     async def _within(self, what: str, work: Awaitable[T], default: T) -> T:
         """`work` within the step deadline; a failure or a timeout costs only this part. Reported once when it
@@ -391,7 +414,15 @@ class Assistant:
         if profile is None and not await self._records.has_user(user_key):
             return None
         stats = await self._records.stats(user_key)
-        return build_insights(profile or Profile(user_key=user_key), patterns, stats)
+        items = await self._records.person_items(user_key, scopes=None, current=False)
+        paused = await self._records.is_paused(user_key)
+        return build_insights(profile or Profile(user_key=user_key), patterns, stats, items, learning_paused=paused)
+
+    async def set_learning(self, user_key: str, *, paused: bool) -> None:
+        """Pause learning about a person (what they say meanwhile is never learned from) or resume it; answers go
+        on either way."""
+        await self._records.set_paused(user_key, paused)
+        log.info("learning %s for %s", "paused" if paused else "resumed", user_key)
 
     # --- shutdown -------------------------------------------------------------------------------------------
 
@@ -400,4 +431,5 @@ class Assistant:
         return await self.writer.drain(timeout)
 
     async def close(self) -> None:
+        await self.learner.close()
         await self.writer.close()

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.events import ChainMessage, MessageReceived
+from core.person import Item, model_lines
 from core.ports import MemoryHit, Pattern, Prompt, Turn
 
 __all__ = [
@@ -38,6 +39,7 @@ class ContextLimits:
     memory_results: int = 5
     token_budget: int = 6_000
     memory_share: float = 0.3
+    model_share: float = 0.15  # of the budget, for what is known of the person (their model)
     reply_in_memory_chars: int = 300
 
 
@@ -81,10 +83,14 @@ def _persona(event: MessageReceived) -> str:
     return "\n".join(lines)
 
 
-def _profile_lines(interests: Sequence[str], style: dict[str, str], patterns: Sequence[Pattern]) -> list[str]:
-    """What is known of the person, without counts (they move every turn and would spoil the cache)."""
-    lines: list[str] = []
-    if interests:  # in a fixed order: their ranking shifts as counts grow, and the cache wants the same text
+def _profile_lines(
+    interests: Sequence[str], style: dict[str, str], patterns: Sequence[Pattern], known: Sequence[Item], budget: int
+) -> list[str]:
+    """What is known of the person, without counts (they move every turn and would spoil the cache): their model
+    first; the keyword topics only while the model has no interests of theirs."""
+    lines = model_lines(known, budget)
+    if interests and not any(item.kind == "interest" for item in known):
+        # in a fixed order: their ranking shifts as counts grow, and the cache wants the same text
         lines.append("Interests: " + ", ".join(sorted(interests)))
     if style:
         lines.append("Communication style: " + ", ".join(f"{k} {v}" for k, v in style.items()))
@@ -168,13 +174,18 @@ def build_prompt(
     style: dict[str, str],
     patterns: Sequence[Pattern],
     limits: ContextLimits,
+    known: Sequence[Item] = (),
 ) -> Prompt:
-    """Everything Claude sees for this reply, within `limits.token_budget` (the message itself aside)."""
+    """Everything Claude sees for this reply, within `limits.token_budget` (the message itself aside). `known` are
+    the current items of the person's model that may be read here (core.person)."""
     shared = not event.private
     system = [_persona(event)]
-    profile = _profile_lines(interests, style, patterns)
+    profile = _profile_lines(interests, style, patterns, known, int(limits.token_budget * limits.model_share))
     if profile:
-        system.append(f"What you know about {event.author_name}:\n" + "\n".join(profile))
+        system.append(
+            f"What you know about {event.author_name} (use it where it helps; follow their preferences):\n"
+            + "\n".join(profile)
+        )
     memory_budget = int(limits.token_budget * limits.memory_share)
     recalled = _memory_lines(memories, memory_budget, limits.reply_in_memory_chars)
     fixed = sum(estimate_tokens(block) for block in system) + sum(estimate_tokens(line) for line in recalled)

@@ -69,6 +69,7 @@ class MessageReceived:
     private: bool
     audience: Audience | None = None
     display_name: str = ""
+    tz: str = ""  # the person's IANA time zone, where the platform says (Slack's users.info)
     thread_id: str | None = None
     message: MessageRef | None = None
     sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))

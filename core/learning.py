@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.ports import Profile, Scope, Scopes
 
@@ -104,15 +105,28 @@ def describe_style(style: Mapping[str, float]) -> dict[str, str]:
     }
 
 
+def _local(when: datetime, tz: str) -> datetime | None:
+    if not tz:
+        return None
+    try:
+        return when.astimezone(ZoneInfo(tz))
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
 def _time_of_day(when: datetime) -> str:
     hour = when.hour
     return "morning" if 5 <= hour < 12 else "afternoon" if hour < 17 else "evening" if hour < 22 else "night"
 
 
-def patterns_of(*, text: str, topics: Iterable[str], when: datetime) -> list[tuple[str, str]]:
-    """The (kind, value) patterns one message shows; counted over time they become learned patterns."""
+def patterns_of(*, text: str, topics: Iterable[str], when: datetime, tz: str = "") -> list[tuple[str, str]]:
+    """The (kind, value) patterns one message shows; counted over time they become learned patterns. The time of
+    day only in the person's own time zone, where the platform gives it: in UTC it would claim a morning person
+    of someone who writes in their evening."""
     found = [("topic", topic) for topic in topics]
-    found.append(("active", _time_of_day(when)))
+    local = _local(when, tz)
+    if local is not None:
+        found.append(("active", _time_of_day(local)))
     if "?" in text:
         found.append(("asks", "questions"))
     if "```" in text:

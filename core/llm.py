@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import anthropic
 from anthropic.types import Message, RawMessageStartEvent
 
-from core.ports import Completion, Prompt
+from core.ports import Completion, Prompt, ToolCall
 
-__all__ = ["DEFAULT_MODEL", "Claude", "ClaudeError", "ClaudeSettings", "error_kind", "message_blocks", "system_blocks"]
+__all__ = [
+    "DEFAULT_MEMORY_MODEL",
+    "DEFAULT_MODEL",
+    "Claude",
+    "ClaudeError",
+    "ClaudeSettings",
+    "error_kind",
+    "message_blocks",
+    "system_blocks",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
+DEFAULT_MEMORY_MODEL = "claude-haiku-5-5"  # learning: small, current, not flagged deprecated by the SDK
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,6 +186,32 @@ class Claude:
             cache_write_tokens=usage.cache_creation_input_tokens or 0,
             cache_read_tokens=usage.cache_read_input_tokens or 0,
             stop_reason=stop_reason,
+        )
+
+    async def use_tool(
+        self, *, system: str, user: str, tool: Mapping[str, object], model: str, max_tokens: int, deadline: float
+    ) -> ToolCall:
+        """One unstreamed call that must answer through `tool` (tool_choice forces it), on the same client."""
+        try:
+            async with asyncio.timeout(deadline):
+                message = await self._client.messages.create(  # type: ignore[call-overload]
+                    model=model,
+                    max_tokens=max_tokens,
+                    system=system,
+                    messages=[{"role": "user", "content": user}],
+                    tools=[dict(tool)],
+                    tool_choice={"type": "tool", "name": str(tool["name"])},
+                )
+        except TimeoutError as exc:
+            raise ClaudeError("timeout", f"no answer within {deadline:.0f}s") from exc
+        except anthropic.APIError as exc:
+            raise ClaudeError(error_kind(exc), str(exc)) from exc
+        found = next((b.input for b in message.content if b.type == "tool_use" and b.name == tool["name"]), None)
+        return ToolCall(
+            input=found,
+            model=message.model,
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
         )
 
     async def close(self) -> None:

@@ -6,10 +6,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from core.entries import Answer, Entry, Incoming
 from core.events import MessageReceived, MessageRef
+
+if TYPE_CHECKING:
+    from core.feedback import Reaction
+    from core.person import Exchange, Item, Plan
 
 __all__ = [
     "Accepted",
@@ -20,6 +24,10 @@ __all__ = [
     "FeedbackStore",
     "Inbox",
     "InboxFull",
+    "Known",
+    "LearningState",
+    "PersonModels",
+    "ToolCall",
     "InteractionRecord",
     "InteractionStats",
     "InteractionStore",
@@ -132,6 +140,7 @@ class InteractionRecord:
     latency_ms: int
     created_at: datetime
     display_name: str = ""  # learned into the profile, not kept with the interaction
+    tz: str = ""  # the person's time zone where the platform gives it (the time of day is learned in it)
     audience: Scope = "person"  # where it was said (core.privacy): what is learned from it is kept under it
 
 
@@ -304,12 +313,96 @@ class FeedbackStore(Protocol):
     async def clear_feedback(self, interaction_id: str, emoji: str) -> bool: ...
 
 
-class Records(ProfileStore, InteractionStore, FeedbackStore, Protocol):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Known:
+    """What an answer reads of the person: profile, top patterns, and the current items of their model, all within
+    the audiences of the place."""
+
+    profile: Profile | None
+    patterns: list[Pattern]
+    items: list[Item]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LearningState:
+    """One person's learning, as the scheduler sees it: exchanges waiting, when the newest came, and the state
+    kept for them (times are epoch seconds; 0 is never)."""
+
+    user_key: str
+    pending: int
+    newest: float
+    paused: bool = False
+    held_until: float = 0.0
+    retry_at: float = 0.0
+    last_quiet_call: float = 0.0
+    day: str = ""
+    tokens_today: int = 0
+    failures: int = 0
+
+
+class PersonModels(Protocol):
+    """The person models and their learning: items, exchanges waiting, and each person's learning state (a lease,
+    so that one process learns about a person at a time; pause; a daily token count; failures)."""
+
+    async def learning_due(self, limit: int) -> list[LearningState]:
+        """People with exchanges waiting to be learned from, with their state."""
+        ...
+
+    async def take_learning(self, user_key: str, owner: str, ttl: float) -> bool: ...
+
+    async def pending_exchanges(self, user_key: str, limit: int) -> list[Exchange]:
+        """The person's exchanges not yet learned from, oldest first."""
+        ...
+
+    async def person_items(self, user_key: str, *, scopes: Scopes, current: bool = True) -> list[Item]: ...
+
+    async def apply_learning(
+        self, user_key: str, owner: str, plan: Plan, learned: Sequence[str], *, tokens: int, day: str, quiet: bool
+    ) -> bool:
+        """In one transaction, if `owner` still holds the person's learning: the plan, these exchanges marked
+        learned, the tokens counted, failures cleared, the lease given up. False when another owner holds it."""
+        ...
+
+    async def learning_failed(
+        self, user_key: str, owner: str, *, pause_of: Callable[[int], float], tokens: int, day: str
+    ) -> int:
+        """Count a failure, keep the next try `pause_of(failures in a row)` seconds away, give up the lease;
+        returns the failures in a row."""
+        ...
+
+    async def skip_exchanges(self, ids: Sequence[str]) -> None:
+        """Exchanges never to be learned from (they failed every try)."""
+        ...
+
+    async def release_learning(self, owner: str) -> None: ...
+
+    async def set_paused(self, user_key: str, paused: bool) -> None: ...
+
+    async def is_paused(self, user_key: str) -> bool: ...
+
+    async def greet_once(self, user_key: str) -> bool:
+        """True the first time it is asked about this person (and never again, whichever process asks)."""
+        ...
+
+    async def reactions_of(self, user_key: str, limit: int) -> list[Reaction]: ...
+
+    async def replace_feedback_items(self, user_key: str, items: Sequence[Item]) -> None: ...
+
+    async def unlearn(self, interaction_ids: Sequence[str], user_key: str) -> None:
+        """Deleted messages: their sources go from the model; items learned only from them are ended."""
+        ...
+
+
+class Records(ProfileStore, InteractionStore, FeedbackStore, PersonModels, Protocol):
     """The relational store: profiles, interactions, patterns and feedback, plus the person-wide chores."""
 
     async def known(self, user_key: str, *, scopes: Scopes, patterns: int) -> tuple[Profile | None, list[Pattern]]:
         """The person's profile (None if never seen) and up to `patterns` of their most frequent patterns, with
         counts summed over `scopes`."""
+        ...
+
+    async def person_context(self, user_key: str, *, scopes: Scopes, patterns: int, items: int) -> Known:
+        """`known`, with up to `items` of the current items of the person's model readable in `scopes`."""
         ...
 
     async def forget_user(self, user_key: str) -> None: ...
@@ -472,6 +565,16 @@ class Stream(Protocol):
 DeliveryFactory = Callable[[Entry], Delivery]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCall:
+    """What a model sent to a forced tool: its input (None when it sent none), and what it cost."""
+
+    input: Any
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
 class LanguageModel(Protocol):
     """Claude, or anything that answers a Prompt the same way."""
 
@@ -480,6 +583,12 @@ class LanguageModel(Protocol):
     async def complete(
         self, prompt: Prompt, *, on_text: Callable[[str], Awaitable[None]] | None = None
     ) -> Completion: ...
+
+    async def use_tool(
+        self, *, system: str, user: str, tool: Mapping[str, object], model: str, max_tokens: int, deadline: float
+    ) -> ToolCall:
+        """One call on `model` that must answer through `tool`; ClaudeError when it fails or runs past `deadline`."""
+        ...
 
 
 class Telemetry(Protocol):

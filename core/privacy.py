@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["PERSON", "Audience", "narrowest", "readable_in", "scope_of"]
+__all__ = ["PERSON", "Audience", "narrowest", "readable_in", "readable_where", "scope_of"]
 
 Kind = Literal["person", "place", "public"]
 
@@ -68,6 +68,16 @@ def readable_in(here: Audience) -> tuple[str, ...] | None:
         wider = here.public_code
         return (here.code, wider) if wider else (here.code,)
     return (here.code,)
+
+
+def readable_where(code: str) -> tuple[str, ...] | None:
+    """readable_in for a place known only by its audience code (what the stores keep)."""
+    if code.startswith("place:"):
+        _, platform, community, _ = (code.split(":", 3) + ["", "", ""])[:4]
+        return (code, f"public:{platform}:{community}") if community else (code,)
+    if code.startswith("public:"):
+        return (code,)
+    return None if code == "person" else (code,)
 
 
 def scope_of(here: Audience) -> str:

@@ -24,6 +24,7 @@ from core.entries import Entry
 from core.events import MessageReceived, ReactionAdded, ReactionRemoved
 from core.feedback import normalise_emoji, polarity, score_for
 from core.health import Health
+from core.learner import refresh_preferences
 from core.learning import extract_topics, patterns_of, update_profile
 from core.ports import (
     Embedder,
@@ -80,6 +81,7 @@ def exchange_of(entry: Entry, limits: ContextLimits) -> tuple[InteractionRecord,
         latency_ms=answer.latency_ms,
         created_at=event.sent_at,
         display_name=event.display_name,
+        tz=event.tz,
         audience=event.where.code,
     )
     memory = Memory(
@@ -108,7 +110,9 @@ def learn(records: Sequence[InteractionRecord], profiles: Mapping[str, Profile])
         update_profile(
             profile, text=record.user_text, topics=record.topics, scope=scope, display_name=record.display_name
         )
-        for kind, value in patterns_of(text=record.user_text, topics=record.topics, when=record.created_at):
+        for kind, value in patterns_of(
+            text=record.user_text, topics=record.topics, when=record.created_at, tz=record.tz
+        ):
             rows.append((record.user_key, scope, kind, value))
     return Learned(profiles=list(updated.values()), patterns=rows)
 
@@ -308,8 +312,12 @@ class MemoryWriter:
                 return False
             await self._records.set_feedback(link.interaction_id, link.user_key, emoji, score)
             self._telemetry.feedback_recorded(polarity(score))
+            await refresh_preferences(self._records, link.user_key)
             return True
-        return await self._records.clear_feedback(link.interaction_id, emoji)
+        cleared = await self._records.clear_feedback(link.interaction_id, emoji)
+        if cleared:
+            await refresh_preferences(self._records, link.user_key)
+        return cleared
 
     async def close(self) -> None:
         """Stop (after `drain`): what is not done stays in the inbox, for the next process."""

@@ -15,6 +15,8 @@ __all__ = [
     "MemoryItem",
     "MemoryStats",
     "MemoryTerm",
+    "PersonItem",
+    "PersonLearning",
     "PersonTurn",
     "ReplyMessage",
     "UserProfile",
@@ -52,9 +54,12 @@ class Interaction(Model):
     output_tokens = fields.IntField(default=0)
     latency_ms = fields.IntField(default=0)
     created_at = fields.DatetimeField()
+    audience = fields.CharField(max_length=191, default="person")  # where it was said (core.privacy)
+    learn = fields.SmallIntField(default=0)  # 0 waiting to be learned from, 1 learned, 2 not to be (paused, failed)
 
     class Meta:
         table = "interaction"
+        indexes = (("learn", "user_key"),)
 
 
 # A platform message that carries (part of) a reply: reactions find their interaction through it.
@@ -193,3 +198,45 @@ class PersonTurn(Model):
 
     class Meta:
         table = "person_turn"
+
+
+# One item of a person's model (core.person): a fact, a preference or an interest, with its sources (interaction
+# ids, a JSON list as text), the audience they share, and when and why it stopped being current.
+class PersonItem(Model):
+    seq = fields.BigIntField(primary_key=True)
+    id = fields.CharField(max_length=32, unique=True)
+    user_key = fields.CharField(max_length=191)
+    kind = fields.CharField(max_length=16)
+    about = fields.CharField(max_length=64, default="")
+    text = fields.TextField()
+    audience = fields.CharField(max_length=191)
+    origin = fields.CharField(max_length=16, default="said")
+    sources = fields.TextField(default="[]")
+    evidence = fields.CharField(max_length=191, default="")
+    learned_at = fields.DatetimeField()
+    valid_until = fields.DatetimeField(null=True)
+    ended = fields.CharField(max_length=16, default="")
+    replaced_by = fields.CharField(max_length=32, null=True)
+
+    class Meta:
+        table = "person_item"
+        indexes = (("user_key", "ended", "seq"),)
+
+
+# Each person's learning: a lease (owner, until) so one process learns about them at a time, whether it is paused,
+# whether Rapport has said once that it remembers, the day's learning tokens, failures in a row and the next try.
+# Times are epoch milliseconds.
+class PersonLearning(Model):
+    user_key = fields.CharField(max_length=191, primary_key=True)
+    paused = fields.BooleanField(default=False)
+    greeted = fields.BooleanField(default=False)
+    owner = fields.CharField(max_length=64, null=True)
+    held_until = fields.BigIntField(default=0)
+    retry_at = fields.BigIntField(default=0)
+    last_quiet_call = fields.BigIntField(default=0)
+    day = fields.CharField(max_length=10, default="")
+    tokens_today = fields.IntField(default=0)
+    failures = fields.IntField(default=0)
+
+    class Meta:
+        table = "person_learning"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -13,9 +14,18 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from core.events import MessageRef
-from core.ports import InteractionRecord, InteractionStats, Learner, Pattern, Profile, ReplyLink, Scopes
+from core.ports import InteractionRecord, InteractionStats, Known, Learner, Pattern, Profile, ReplyLink, Scopes
 from storage.database import Database, among
-from storage.models import Feedback, Interaction, LearnedPattern, ReplyMessage, UserProfile
+from storage.models import (
+    Feedback,
+    Interaction,
+    LearnedPattern,
+    PersonItem,
+    PersonLearning,
+    ReplyMessage,
+    UserProfile,
+)
+from storage.person_store import SKIPPED, PersonModelStore
 
 __all__ = ["RelationalRecords"]
 
@@ -29,7 +39,7 @@ def _platform_of(user_key: str) -> str:
     return user_key.split(":", 1)[0]
 
 
-class RelationalRecords:
+class RelationalRecords(PersonModelStore):
     """Implements core.ports.Records on PostgreSQL or SQLite."""
 
     def __init__(self, database: Database) -> None:
@@ -84,6 +94,15 @@ class RelationalRecords:
         found.sort(key=lambda p: (-p.count, p.kind, p.value))
         return profile, found
 
+    async def person_context(self, user_key: str, *, scopes: Scopes, patterns: int, items: int) -> Known:
+        if scopes is not None and not scopes:
+            return Known(profile=(await self.known(user_key, scopes=scopes, patterns=0))[0], patterns=[], items=[])
+        (profile, found), current = await asyncio.gather(
+            self.known(user_key, scopes=scopes, patterns=patterns),
+            self.items_context(user_key, scopes, items) if items > 0 else asyncio.sleep(0, []),
+        )
+        return Known(profile=profile, patterns=found, items=current)
+
     async def get_profiles(self, user_keys: Sequence[str]) -> dict[str, Profile]:
         rows = await UserProfile.filter(user_key__in=list(user_keys))
         return {row.user_key: self._profile(row) for row in rows}
@@ -120,6 +139,21 @@ class RelationalRecords:
             fresh = [r for r in records if r.id in fresh_ids]
             if not fresh:
                 return 0
+            paused = {
+                str(row["user_key"])
+                for row in await PersonLearning.filter(user_key__in=sorted({r.user_key for r in fresh}), paused=True)
+                .using_db(connection)
+                .values("user_key")
+            }
+            if paused:  # learning is paused for them: kept, never learned from
+                await (
+                    Interaction.filter(id__in=[r.id for r in fresh if r.user_key in paused])
+                    .using_db(connection)
+                    .update(learn=SKIPPED)
+                )
+                fresh = [r for r in fresh if r.user_key not in paused]
+                if not fresh:
+                    return len(fresh_ids)
             people = sorted({r.user_key for r in fresh})
             query = UserProfile.filter(user_key__in=people).using_db(connection)
             if self._database.dialect == "postgres":
@@ -150,15 +184,16 @@ class RelationalRecords:
                 r.output_tokens,
                 r.latency_ms,
                 r.created_at,
+                r.audience[:191],
+                0 if r.ok and r.user_text else SKIPPED,
             )
             + ")"
             for r in records
         ]
         inserted = await connection.execute_query_dict(
             "INSERT INTO interaction (id, user_key, platform, conversation_id, thread_id, private, user_text, "
-            "reply_text, topics, ok, error, model, input_tokens, output_tokens, latency_ms, created_at) VALUES "
-            + ", ".join(rows)
-            + " ON CONFLICT (id) DO NOTHING RETURNING id",
+            "reply_text, topics, ok, error, model, input_tokens, output_tokens, latency_ms, created_at, audience, "
+            "learn) VALUES " + ", ".join(rows) + " ON CONFLICT (id) DO NOTHING RETURNING id",
             bind.values,
         )
         return {str(row["id"]) for row in inserted}
@@ -212,5 +247,7 @@ class RelationalRecords:
         return await Interaction.filter(user_key=user_key).exists() or await UserProfile.exists(user_key=user_key)
 
     async def forget_user(self, user_key: str) -> None:
-        for model in (Feedback, ReplyMessage, LearnedPattern, Interaction, UserProfile):
+        # The learning state first: a learning call that finishes now finds no lease to apply under (or, holding
+        # the row, is waited for), so the items go after anything it wrote.
+        for model in (PersonLearning, PersonItem, Feedback, ReplyMessage, LearnedPattern, Interaction, UserProfile):
             await model.filter(user_key=user_key).delete()

@@ -50,18 +50,19 @@ def test_profile_counts_interests_per_scope_and_tracks_style() -> None:
     assert style["length"] == "brief" and style["emoji"] == "often"
 
 
-def test_patterns_of_a_message() -> None:
-    found = patterns_of(
-        text="How do I fix this?\n```py\nx=1\n```",
-        topics=["programming"],
-        when=datetime(2026, 1, 1, 20, tzinfo=UTC),
-    )
+def test_patterns_of_a_message_tell_the_time_of_day_only_in_the_persons_own_zone() -> None:
+    text, when = "How do I fix this?\n```py\nx=1\n```", datetime(2026, 1, 1, 20, tzinfo=UTC)
+    found = patterns_of(text=text, topics=["programming"], when=when, tz="Asia/Tokyo")
     assert found == [
         ("topic", "programming"),
-        ("active", "evening"),
+        ("active", "morning"),  # 05:00 in Tokyo, 20:00 in UTC
         ("asks", "questions"),
         ("shares", "code"),
     ]
+    assert ("active", "evening") in patterns_of(text=text, topics=[], when=when, tz="Europe/London")
+    unknown = patterns_of(text=text, topics=[], when=when)
+    assert not any(kind == "active" for kind, _ in unknown), "no zone given: no claim about the time of day"
+    assert not any(kind == "active" for kind, _ in patterns_of(text=text, topics=[], when=when, tz="Mars/Base"))
 
 
 def test_emoji_are_normalised_across_platforms() -> None:

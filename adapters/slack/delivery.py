@@ -53,7 +53,8 @@ class SlackDelivery:
         return await self.outbox.posted_for(self.channel, self.thread, oldest, REPLY_EVENT, self.entry.key)
 
     async def prepare(self, event: MessageReceived) -> MessageReceived:
-        event = replace(event, display_name=await self.outbox.display_name(event.user.user_id))
+        name, tz = await self.outbox.person(event.user.user_id)
+        event = replace(event, display_name=name, tz=tz)
         if not event.private and event.audience is None:  # an app_mention does not say what kind of channel
             event = replace(event, audience=await self.outbox.audience(event.user.scope, self.channel))
         if self.entry.route.get("fetch_thread") and event.thread_id and event.message:

@@ -43,7 +43,7 @@ class Outbox:
 
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client
-        self._names: OrderedDict[str, str] = OrderedDict()
+        self._names: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._audiences: OrderedDict[tuple[str, str], tuple[float, Audience]] = OrderedDict()
 
     @property
@@ -169,6 +169,11 @@ class Outbox:
 
     async def display_name(self, user_id: str) -> str:
         """users.info once per person (cached); the id when Slack will not say."""
+        return (await self.person(user_id))[0]
+
+    async def person(self, user_id: str) -> tuple[str, str]:
+        """(name, IANA time zone or "") from users.info, once per person (cached); the id and no zone when Slack
+        will not say."""
         if user_id in self._names:
             self._names.move_to_end(user_id)
             return self._names[user_id]
@@ -176,11 +181,12 @@ class Outbox:
             response = await self._client.users_info(user=user_id)
         except Exception as exc:  # noqa: BLE001 - a name is a nicety
             log.debug("users.info %s failed: %s", user_id, exc)
-            return user_id
+            return user_id, ""
         user = response.get("user") or {}
         profile = user.get("profile") or {}
         name = profile.get("display_name") or profile.get("real_name") or user.get("real_name") or user.get("name")
-        self._names[user_id] = str(name or user_id)
+        tz = user.get("tz")
+        self._names[user_id] = (str(name or user_id), tz if isinstance(tz, str) and len(tz) < 64 else "")
         while len(self._names) > NAMES_CACHED:
             self._names.popitem(last=False)
         return self._names[user_id]

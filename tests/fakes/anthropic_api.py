@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["FakeAnthropic", "Fail", "Say"]
+__all__ = ["FakeAnthropic", "Fail", "Say", "Use"]
 
 
 @dataclass
@@ -24,6 +24,14 @@ class Say:
     delay: float = 0.0
     pause: float = 0.0
     break_after: int | None = None  # streamed: an overloaded error after this many pieces (mid-answer)
+
+
+@dataclass
+class Use:
+    """Answer a tool call with this input (anything: garbage included), after `delay` seconds."""
+
+    input: Any
+    delay: float = 0.0
 
 
 @dataclass
@@ -134,6 +142,12 @@ class FakeAnthropic:
         self.first_pieces: list[float] = []  # when each streamed answer's first text went out (time.monotonic)
         self.usages: list[dict[str, int]] = []  # the usage each answer reported (the prompt cache's figures)
         self.script: deque[Say | Fail] = deque()
+        # Requests that offer tools (the learning calls) are kept apart and answered from their own script, then by
+        # `tool_default` (a function of the request: by default, no changes).
+        self.tool_requests: list[dict[str, Any]] = []
+        self.tool_script: deque[Use | Say | Fail] = deque()
+        self.tool_default: Callable[[dict[str, Any]], Any] = lambda body: {"changes": []}
+        self.tool_latency = 0.0
         self.default = default or (lambda body: f"Noted: {_last_user_text(body)[:80]}")
         self.latency = latency
         self.in_flight = 0
@@ -149,6 +163,10 @@ class FakeAnthropic:
         self.usages: list[dict[str, int]] = []  # the usage each answer reported (the prompt cache's figures)
         self.script.clear()
         self.latency = 0.0
+        self.tool_requests.clear()
+        self.tool_script.clear()
+        self.tool_default = lambda body: {"changes": []}
+        self.tool_latency = 0.0
         self.in_flight = self.max_in_flight = 0
 
     async def start(self) -> str:
@@ -176,6 +194,8 @@ class FakeAnthropic:
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        if body.get("tools"):
+            return await self._tool_answer(body)
         self.requests.append(body)
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
         step = self.script.popleft() if self.script else Say(self.default(body), delay=self.latency)
@@ -202,6 +222,35 @@ class FakeAnthropic:
         if not body.get("stream"):
             return web.json_response(message)
         return await self._stream(request, message, step.text, step.pause, step.break_after)
+
+    async def _tool_answer(self, body: dict[str, Any]) -> web.StreamResponse:
+        self.tool_requests.append(body)
+        step = self.tool_script.popleft() if self.tool_script else Use(self.tool_default(body), self.tool_latency)
+        if step.delay:
+            await asyncio.sleep(step.delay)
+        if isinstance(step, Fail):
+            error = {"type": "error", "error": {"type": _ERROR_TYPES.get(step.status, "api_error"), "message": "fake"}}
+            return web.json_response(error, status=step.status, headers={"retry-after-ms": "5"})
+        if isinstance(step, Say):
+            content: list[dict[str, Any]] = [{"type": "text", "text": step.text}]
+            out = len(step.text) // 4 + 1
+        else:
+            name = body["tools"][0]["name"]
+            content = [
+                {"type": "tool_use", "id": f"toolu_{len(self.tool_requests)}", "name": name, "input": step.input}
+            ]
+            out = len(json.dumps(step.input)) // 4 + 1
+        message = {
+            "id": f"msg_tool_{len(self.tool_requests)}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": content,
+            "stop_reason": "tool_use" if isinstance(step, Use) else "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": _tokens(body), "output_tokens": out},
+        }
+        return web.json_response(message)
 
     async def _stream(
         self,

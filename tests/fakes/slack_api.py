@@ -36,6 +36,7 @@ class FakeSlackAPI:
     """Answers what the adapter uses; `errors[method] = "some_error"` makes that method fail with ok=false."""
 
     users: dict[str, str] = field(default_factory=lambda: {"U123": "Ada", "U456": "Grace"})
+    zones: dict[str, str] = field(default_factory=dict)  # users.info `tz`, for those who have one
     replies: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     # conversations.info by channel id: the flags Slack gives (is_channel, is_private, is_mpim, is_im, is_ext_shared);
     # a channel not here is "channel_not_found"
@@ -220,7 +221,10 @@ class FakeSlackAPI:
     def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         user = args.get("user", "")
         name = self.users.get(user, user)
-        return {"user": {"id": user, "name": name.lower(), "profile": {"display_name": name, "real_name": name}}}
+        shown = {"id": user, "name": name.lower(), "profile": {"display_name": name, "real_name": name}}
+        if user in self.zones:
+            shown["tz"] = self.zones[user]
+        return {"user": shown}
 
     def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
         channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))

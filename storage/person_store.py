@@ -1,0 +1,310 @@
+"""The person models (core.person) and their learning state, on the relational store (core.ports.PersonModels).
+
+Raw statements where one round trip does what tortoise would do in several (the lease, the learning transaction);
+tortoise's queryset elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from core.feedback import Reaction
+from core.person import Exchange, Item, Plan
+from core.ports import LearningState, Scopes
+from storage.database import Database, among
+from storage.models import Feedback, Interaction, PersonItem, PersonLearning
+
+__all__ = ["PersonModelStore"]
+
+WAITING, LEARNED, SKIPPED = 0, 1, 2
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _when(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    when: datetime = value
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def item_of(row: PersonItem) -> Item:
+    return Item(
+        id=row.id,
+        user_key=row.user_key,
+        kind=row.kind,  # type: ignore[arg-type]
+        text=row.text,
+        about=row.about,
+        audience=row.audience,
+        origin=row.origin,  # type: ignore[arg-type]
+        evidence=row.evidence,
+        sources=tuple(json.loads(row.sources or "[]")),
+        learned_at=_when(row.learned_at),
+        valid_until=None if row.valid_until is None else _when(row.valid_until),
+        ended=row.ended,
+        replaced_by=row.replaced_by,
+        seq=row.seq,
+    )
+
+
+def _row(item: Item) -> PersonItem:
+    return PersonItem(
+        id=item.id,
+        user_key=item.user_key,
+        kind=item.kind,
+        about=item.about[:64],
+        text=item.text,
+        audience=item.audience[:191],
+        origin=item.origin,
+        sources=json.dumps(list(item.sources)),
+        evidence=item.evidence[:191],
+        learned_at=item.learned_at,
+        valid_until=item.valid_until,
+        ended=item.ended,
+        replaced_by=item.replaced_by,
+    )
+
+
+class PersonModelStore:
+    """Implements core.ports.PersonModels; RelationalRecords is one."""
+
+    _database: Database
+
+    async def _ensure_state(self, user_key: str, connection: BaseDBAsyncClient | None = None) -> None:
+        await PersonLearning.get_or_create(user_key=user_key, using_db=connection)
+
+    async def learning_due(self, limit: int) -> list[LearningState]:
+        bind = self._database.params()
+        sql = (
+            "SELECT w.user_key, w.pending, w.newest, COALESCE(s.paused, FALSE) AS paused, "
+            "COALESCE(s.held_until, 0) AS held_until, COALESCE(s.retry_at, 0) AS retry_at, "
+            "COALESCE(s.last_quiet_call, 0) AS last_quiet_call, COALESCE(s.day, '') AS day, "
+            "COALESCE(s.tokens_today, 0) AS tokens_today, COALESCE(s.failures, 0) AS failures "
+            f"FROM (SELECT user_key, COUNT(*) AS pending, MAX(created_at) AS newest FROM interaction "
+            f"WHERE learn = {WAITING} GROUP BY user_key) w LEFT JOIN person_learning s ON s.user_key = w.user_key "
+            f"ORDER BY w.newest LIMIT {bind(int(limit))}"
+        )
+        rows = await self._database.connection().execute_query_dict(sql, bind.values)
+        return [
+            LearningState(
+                user_key=row["user_key"],
+                pending=int(row["pending"]),
+                newest=_when(row["newest"]).timestamp(),
+                paused=bool(row["paused"]),
+                held_until=int(row["held_until"]) / 1000,
+                retry_at=int(row["retry_at"]) / 1000,
+                last_quiet_call=int(row["last_quiet_call"]) / 1000,
+                day=row["day"],
+                tokens_today=int(row["tokens_today"]),
+                failures=int(row["failures"]),
+            )
+            for row in rows
+        ]
+
+    async def take_learning(self, user_key: str, owner: str, ttl: float) -> bool:
+        now = now_ms()
+        bind = self._database.params()
+        sql = (
+            "INSERT INTO person_learning (user_key, paused, greeted, owner, held_until, retry_at, last_quiet_call, "
+            f"day, tokens_today, failures) VALUES ({bind(user_key)}, FALSE, FALSE, {bind(owner)}, "
+            f"{bind(now + int(ttl * 1000))}, 0, 0, '', 0, 0) ON CONFLICT (user_key) DO UPDATE SET "
+            "owner = excluded.owner, held_until = excluded.held_until "
+            f"WHERE person_learning.held_until < {bind(now)} OR person_learning.owner = excluded.owner "
+            "RETURNING user_key"
+        )
+        rows = await self._database.connection().execute_query_dict(sql, bind.values)
+        return bool(rows)
+
+    async def pending_exchanges(self, user_key: str, limit: int) -> list[Exchange]:
+        rows = (
+            await Interaction.filter(user_key=user_key, learn=WAITING)
+            .order_by("created_at", "id")
+            .limit(limit)
+            .values("id", "user_text", "reply_text", "audience", "created_at")
+        )
+        return [
+            Exchange(
+                id=row["id"],
+                user_key=user_key,
+                text=row["user_text"],
+                reply=row["reply_text"],
+                audience=row["audience"],
+                at=_when(row["created_at"]),
+            )
+            for row in rows
+        ]
+
+    async def person_items(self, user_key: str, *, scopes: Scopes, current: bool = True) -> list[Item]:
+        query = PersonItem.filter(user_key=user_key)
+        if current:
+            query = query.filter(ended="")
+        if scopes is not None:
+            query = query.filter(audience__in=list(scopes))
+        return [item_of(row) for row in await query.order_by("seq")]
+
+    async def apply_learning(
+        self, user_key: str, owner: str, plan: Plan, learned: Sequence[str], *, tokens: int, day: str, quiet: bool
+    ) -> bool:
+        async with in_transaction(self._database.connection().connection_name) as connection:
+            state = (
+                await PersonLearning.filter(user_key=user_key, owner=owner)
+                .using_db(connection)
+                .select_for_update()
+                .first()
+            )
+            if state is None or state.held_until < now_ms():
+                return False
+            await self._apply_plan(plan, connection)
+            if learned:
+                await Interaction.filter(id__in=list(learned), learn=WAITING).using_db(connection).update(learn=LEARNED)
+            state.tokens_today = (state.tokens_today if state.day == day else 0) + tokens
+            state.day = day
+            state.failures = 0
+            state.retry_at = 0
+            state.owner = None
+            state.held_until = 0
+            if quiet:
+                state.last_quiet_call = now_ms()
+            await state.save(using_db=connection)
+        return True
+
+    @staticmethod
+    async def _apply_plan(plan: Plan, connection: BaseDBAsyncClient) -> None:
+        for item_id, (why, by, when) in plan.ended.items():
+            await (
+                PersonItem.filter(id=item_id, ended="")
+                .using_db(connection)
+                .update(ended=why, replaced_by=by, valid_until=when)
+            )
+        for item_id, (sources, audience) in plan.sourced.items():
+            await (
+                PersonItem.filter(id=item_id)
+                .using_db(connection)
+                .update(sources=json.dumps(list(sources)), audience=audience)
+            )
+        if plan.added:
+            await PersonItem.bulk_create([_row(item) for item in plan.added], using_db=connection)
+
+    async def learning_failed(
+        self, user_key: str, owner: str, *, pause_of: Callable[[int], float], tokens: int, day: str
+    ) -> int:
+        async with in_transaction(self._database.connection().connection_name) as connection:
+            state = await PersonLearning.filter(user_key=user_key).using_db(connection).select_for_update().first()
+            if state is None:
+                return 0
+            state.tokens_today = (state.tokens_today if state.day == day else 0) + tokens
+            state.day = day
+            state.failures += 1
+            state.retry_at = now_ms() + int(pause_of(state.failures) * 1000)
+            if state.owner == owner:
+                state.owner, state.held_until = None, 0
+            await state.save(using_db=connection)
+            return state.failures
+
+    async def skip_exchanges(self, ids: Sequence[str]) -> None:
+        if ids:
+            await Interaction.filter(id__in=list(ids), learn=WAITING).update(learn=SKIPPED)
+
+    async def release_learning(self, owner: str) -> None:
+        await PersonLearning.filter(owner=owner).update(owner=None, held_until=0)
+
+    async def set_paused(self, user_key: str, paused: bool) -> None:
+        async with in_transaction(self._database.connection().connection_name) as connection:
+            await self._ensure_state(user_key, connection)
+            await PersonLearning.filter(user_key=user_key).using_db(connection).update(paused=paused)
+            if paused:  # what they say while paused is never learned from, not even after they resume
+                await Interaction.filter(user_key=user_key, learn=WAITING).using_db(connection).update(learn=SKIPPED)
+
+    async def is_paused(self, user_key: str) -> bool:
+        return await PersonLearning.exists(user_key=user_key, paused=True)
+
+    async def greet_once(self, user_key: str) -> bool:
+        bind = self._database.params()
+        sql = (
+            "INSERT INTO person_learning (user_key, paused, greeted, held_until, retry_at, last_quiet_call, day, "
+            f"tokens_today, failures) VALUES ({bind(user_key)}, FALSE, TRUE, 0, 0, 0, '', 0, 0) "
+            "ON CONFLICT (user_key) DO UPDATE SET greeted = TRUE WHERE NOT person_learning.greeted RETURNING user_key"
+        )
+        return bool(await self._database.connection().execute_query_dict(sql, bind.values))
+
+    async def reactions_of(self, user_key: str, limit: int) -> list[Reaction]:
+        bind = self._database.params()
+        sql = (
+            "SELECT f.interaction_id, SUM(f.score) AS score, MAX(f.created_at) AS at, i.reply_text, i.audience "
+            f"FROM feedback f JOIN interaction i ON i.id = f.interaction_id WHERE f.user_key = {bind(user_key)} "
+            "GROUP BY f.interaction_id, i.reply_text, i.audience ORDER BY MAX(f.created_at) DESC "
+            f"LIMIT {bind(int(limit))}"
+        )
+        rows = await self._database.connection().execute_query_dict(sql, bind.values)
+        return [
+            Reaction(
+                interaction_id=row["interaction_id"],
+                reply=row["reply_text"],
+                score=max(-1.0, min(1.0, float(row["score"]))),
+                at=_when(row["at"]),
+                audience=row["audience"],
+            )
+            for row in rows
+        ]
+
+    async def replace_feedback_items(self, user_key: str, items: Sequence[Item]) -> None:
+        """The preferences reactions show are derived whole each time: the old set goes, the new one comes."""
+        async with in_transaction(self._database.connection().connection_name) as connection:
+            await PersonItem.filter(user_key=user_key, origin="feedback").using_db(connection).delete()
+            if items:
+                await PersonItem.bulk_create([_row(item) for item in items], using_db=connection)
+
+    async def unlearn(self, interaction_ids: Sequence[str], user_key: str) -> None:
+        gone = set(interaction_ids)
+        if not gone:
+            return
+        async with in_transaction(self._database.connection().connection_name) as connection:
+            await Interaction.filter(id__in=list(gone), user_key=user_key).using_db(connection).update(learn=SKIPPED)
+            for row in await PersonItem.filter(user_key=user_key).using_db(connection):
+                sources = json.loads(row.sources or "[]")
+                if not gone.intersection(sources):
+                    continue
+                kept = [s for s in sources if s not in gone]
+                if kept:
+                    await PersonItem.filter(seq=row.seq).using_db(connection).update(sources=json.dumps(kept))
+                else:  # learned only from what was deleted: it goes from the model, and from its history
+                    await PersonItem.filter(seq=row.seq).using_db(connection).delete()
+                    await (
+                        PersonItem.filter(replaced_by=row.id, user_key=user_key)
+                        .using_db(connection)
+                        .update(ended="", replaced_by=None, valid_until=None)
+                    )
+            await Feedback.filter(interaction_id__in=list(gone)).using_db(connection).delete()
+
+    async def items_context(self, user_key: str, scopes: Scopes, limit: int) -> list[Item]:
+        """The current items readable in `scopes`, newest `limit` of them, in the order they were learned."""
+        bind = self._database.params()
+        sql = (
+            "SELECT seq, id, kind, text, about, audience, origin, learned_at FROM person_item "
+            f"WHERE user_key = {bind(user_key)} AND ended = ''{among(bind, 'audience', scopes)} "
+            f"ORDER BY seq DESC LIMIT {bind(int(limit))}"
+        )
+        rows = await self._database.connection().execute_query_dict(sql, bind.values)
+        return [
+            Item(
+                id=row["id"],
+                user_key=user_key,
+                kind=row["kind"],
+                text=row["text"],
+                about=row["about"],
+                audience=row["audience"],
+                origin=row["origin"],
+                learned_at=_when(row["learned_at"]),
+                seq=int(row["seq"]),
+            )
+            for row in reversed(rows)
+        ]
