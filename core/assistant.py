@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from core.context import ContextLimits, build_prompt, message_text
-from core.entries import Answer, Entry, Step
+from core.entries import Answer, Entry, Step, interaction_id_for
 from core.events import ForgetRequested, MessageReceived, MessageRef
 from core.feedback import DEFAULT_EMOJI_SCORES
 from core.health import Health
@@ -129,6 +129,7 @@ class Assistant:
         self.writer = MemoryWriter(
             records=records,
             long_term=long_term,
+            short_term=short_term,
             embedder=embedder,
             inbox=inbox,
             owner=owner,
@@ -417,6 +418,12 @@ class Assistant:
         items = await self._records.person_items(user_key, scopes=None, current=False)
         paused = await self._records.is_paused(user_key)
         return build_insights(profile or Profile(user_key=user_key), patterns, stats, items, learning_paused=paused)
+
+    async def author_of(self, message_key: str) -> str | None:
+        """Whose kept exchange the message accepted under this key is (None: Rapport kept none): an adapter asks
+        before it takes an edit or a deletion in, so that the inbox holds only those that change something."""
+        kept = await self._records.said(interaction_id_for(message_key))
+        return kept[0] if kept else None
 
     async def set_learning(self, user_key: str, *, paused: bool) -> None:
         """Pause learning about a person (what they say meanwhile is never learned from) or resume it; answers go

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from core.events import (
     ChainMessage,
     ForgetRequested,
+    MessageChanged,
     MessageReceived,
     MessageRef,
     ReactionAdded,
@@ -43,8 +44,8 @@ __all__ = [
     "refs_to_json",
 ]
 
-Event = MessageReceived | ReactionAdded | ReactionRemoved | ForgetRequested
-Kind = Literal["message", "reaction", "forget"]
+Event = MessageReceived | ReactionAdded | ReactionRemoved | ForgetRequested | MessageChanged
+Kind = Literal["message", "reaction", "forget", "change"]
 _INTERACTIONS = uuid.UUID("5d0c5e0e-7a6b-4e55-9a37-52415050f4e7")
 
 
@@ -125,7 +126,7 @@ def interaction_id_for(key: str) -> str:
 
 
 def person_of(event: Event) -> str:
-    if isinstance(event, MessageReceived | ForgetRequested):
+    if isinstance(event, MessageReceived | ForgetRequested | MessageChanged):
         return event.user.key
     return event.actor.key
 
@@ -135,6 +136,8 @@ def kind_of(event: Event) -> Kind:
         return "message"
     if isinstance(event, ForgetRequested):
         return "forget"
+    if isinstance(event, MessageChanged):
+        return "change"
     return "reaction"
 
 
@@ -198,6 +201,14 @@ def event_to_json(event: Event) -> dict[str, Any]:
         }
     if isinstance(event, ForgetRequested):
         return {"type": "forget", "user": _user(event.user)}
+    if isinstance(event, MessageChanged):
+        return {
+            "type": "change",
+            "user": _user(event.user),
+            "message": _ref(event.message),
+            "original": event.original,
+            "text": event.text,
+        }
     return {
         "type": "reaction_added" if isinstance(event, ReactionAdded) else "reaction_removed",
         "actor": _user(event.actor),
@@ -228,6 +239,14 @@ def event_from_json(data: Mapping[str, Any]) -> Event:
         )
     if kind == "forget":
         return ForgetRequested(user=_user_from(data["user"]))
+    if kind == "change":
+        text = data.get("text")
+        return MessageChanged(
+            user=_user_from(data["user"]),
+            message=_ref_from(data["message"]),
+            original=str(data["original"]),
+            text=None if text is None else str(text),
+        )
     reaction = ReactionAdded if kind == "reaction_added" else ReactionRemoved
     return reaction(actor=_user_from(data["actor"]), message=_ref_from(data["message"]), emoji=str(data["emoji"]))
 

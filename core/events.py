@@ -12,6 +12,7 @@ from core.privacy import PERSON, Audience
 __all__ = [
     "ChainMessage",
     "ForgetRequested",
+    "MessageChanged",
     "MessageReceived",
     "MessageRef",
     "ReactionAdded",
@@ -114,6 +115,17 @@ class ReactionRemoved:
     actor: UserRef
     message: MessageRef
     emoji: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageChanged:
+    """`user` edited their message `message` to `text`, or deleted it (`text` None). `original` is the key it was
+    accepted under (its interaction and memory are found through it)."""
+
+    user: UserRef
+    message: MessageRef
+    original: str
+    text: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -194,6 +194,10 @@ class ShortTermMemory(Protocol):
 
     async def append(self, conversation_key: str, turns: Sequence[Turn]) -> None: ...
 
+    async def unsay(self, user_key: str, interaction_id: str) -> None:
+        """Both turns of one exchange of the person's go (they deleted or edited their message)."""
+        ...
+
     async def forget_user(self, user_key: str) -> None: ...
 
     async def ping(self) -> None: ...
@@ -219,6 +223,13 @@ class LongTermMemory(Protocol):
 
     async def count(self, user_key: str) -> int: ...
 
+    async def revise(
+        self, user_key: str, memory_id: str, text: str | None, embedding: Sequence[float] | None = None
+    ) -> bool:
+        """The person edited (`text`, with its embedding) or deleted (None) the message a memory holds; False when
+        there is no such memory of theirs."""
+        ...
+
     async def forget_user(self, user_key: str) -> None: ...
 
     async def ping(self) -> None: ...
@@ -241,6 +252,8 @@ class VectorIndex(Protocol):
         """(memory id, cosine similarity), best first. The embedding may still be on its way (an awaitable): an
         index with work that does not need it (a cache's freshness check) does that first."""
         ...
+
+    async def remove(self, user_key: str, memory_ids: Sequence[str]) -> None: ...
 
     async def forget_user(self, user_key: str) -> None: ...
 
@@ -266,6 +279,10 @@ class MemoryStore(Protocol):
         ...
 
     async def count(self, user_key: str) -> int: ...
+
+    async def remove(self, user_key: str, memory_ids: Sequence[str]) -> None:
+        """These memories go, with their postings and their share of the statistics."""
+        ...
 
     async def forget_user(self, user_key: str) -> None: ...
 
@@ -389,7 +406,17 @@ class PersonModels(Protocol):
     async def replace_feedback_items(self, user_key: str, items: Sequence[Item]) -> None: ...
 
     async def unlearn(self, interaction_ids: Sequence[str], user_key: str) -> None:
-        """Deleted messages: their sources go from the model; items learned only from them are ended."""
+        """Deleted or edited messages: their sources go from the model, items learned only from them go (and
+        what those had superseded is current again), and their reactions go."""
+        ...
+
+    async def said(self, interaction_id: str) -> tuple[str, str] | None:
+        """Whose exchange this is and what they said in it (None: no such exchange kept)."""
+        ...
+
+    async def revise_interaction(self, interaction_id: str, user_key: str, text: str | None) -> None:
+        """An edited message's new text, to be learned from again (unless learning is paused); a deleted one's
+        words gone (the record stays, for the counts)."""
         ...
 
 

@@ -12,7 +12,7 @@ import asyncio
 import re
 from collections import Counter
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import snowballstemmer
@@ -193,6 +193,21 @@ class Recall:
 
     async def count(self, user_key: str) -> int:
         return await self._store.count(user_key)
+
+    async def revise(
+        self, user_key: str, memory_id: str, text: str | None, embedding: Sequence[float] | None = None
+    ) -> bool:
+        """Vectors first, then text (the reverse of `add`): a memory is never findable by vector without its
+        text; an edit is kept as the same memory with its new words."""
+        found, _ = await self._store.read(user_key, [memory_id], around=[], scopes=None)
+        if not found:
+            return False
+        old = found[0]
+        await self._vectors.remove(user_key, [memory_id])
+        await self._store.remove(user_key, [memory_id])
+        if text is not None and embedding is not None:
+            await self.add([replace(old, text=text, reply="")], [embedding])  # the reply answered the old words
+        return True
 
     async def forget_user(self, user_key: str) -> None:
         await asyncio.gather(self._store.forget_user(user_key), self._vectors.forget_user(user_key))

@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 
 from core.background import every, stop_tasks
 from core.context import ContextLimits, message_text
-from core.entries import Entry
-from core.events import MessageReceived, ReactionAdded, ReactionRemoved
+from core.entries import Entry, interaction_id_for
+from core.events import MessageChanged, MessageReceived, ReactionAdded, ReactionRemoved
 from core.feedback import normalise_emoji, polarity, score_for
 from core.health import Health
 from core.learner import refresh_preferences
@@ -35,6 +35,7 @@ from core.ports import (
     Memory,
     Profile,
     Records,
+    ShortTermMemory,
     Telemetry,
 )
 from core.turns import Outcomes
@@ -137,6 +138,7 @@ class MemoryWriter:
         *,
         records: Records,
         long_term: LongTermMemory,
+        short_term: ShortTermMemory,
         embedder: Embedder,
         inbox: Inbox,
         owner: str,
@@ -152,6 +154,7 @@ class MemoryWriter:
     ) -> None:
         self._records = records
         self._long_term = long_term
+        self._short_term = short_term
         self._embedder = embedder
         self._inbox = inbox
         self._owner = owner
@@ -289,9 +292,11 @@ class MemoryWriter:
             vectors = [computed[i] if job.embedding is None else job.embedding for i, (job, _) in enumerate(exchanges)]
             await self._long_term.add([memory for _, (_, memory) in exchanges], vectors)
         counted: dict[str, bool] = {}
-        for job in live:  # reactions, in the order they came (set and clear are idempotent)
+        for job in live:  # reactions and edits, in the order they came (each is idempotent)
             if job.entry.kind == "reaction":
                 counted[job.entry.key] = await self._apply_reaction(job.entry)
+            elif job.entry.kind == "change":
+                counted[job.entry.key] = await self._apply_change(job.entry)
         await self._inbox.finished(keys, self._owner)
         for key in keys:
             self._outcomes.settle(key, counted.get(key, key in held))
@@ -318,6 +323,32 @@ class MemoryWriter:
         if cleared:
             await refresh_preferences(self._records, link.user_key)
         return cleared
+
+    async def _apply_change(self, entry: Entry) -> bool:
+        """The person edited or deleted a message of theirs: its memory takes the new words or goes, what was
+        learned from it alone goes, its turns leave the conversation's short-term memory, and an edit is learned
+        from again. Only the author's own message (whoever deleted it, what is gone is theirs). True when a kept
+        exchange was changed."""
+        event = entry.event
+        if not isinstance(event, MessageChanged):
+            return False
+        interaction, person = interaction_id_for(event.original), event.user.key
+        kept = await self._records.said(interaction)
+        if kept is None or kept[0] != person:
+            return False
+        text = None if event.text is None else message_text(event.text, self._limits)
+        if text == "":
+            text = None  # edited down to nothing: as good as deleted
+        if text is not None and text == kept[1]:
+            return False  # the same words (Slack says "changed" when a link unfurls)
+        embedding = None if text is None else (await self._embedder.embed([text]))[0]
+        # Each step is idempotent and the interaction's own text changes last: a retried job does it all again.
+        await self._records.unlearn([interaction], person)
+        await self._long_term.revise(person, interaction, text, embedding)
+        await self._short_term.unsay(person, interaction)
+        await refresh_preferences(self._records, person)
+        await self._records.revise_interaction(interaction, person, text)
+        return True
 
     async def close(self) -> None:
         """Stop (after `drain`): what is not done stays in the inbox, for the next process."""

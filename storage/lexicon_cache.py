@@ -163,6 +163,12 @@ class CachedLexicon:
     async def count(self, user_key: str) -> int:
         return await self._store.count(user_key)
 
+    async def remove(self, user_key: str, memory_ids: Sequence[str]) -> None:
+        """Gone from the store, and this person's postings let go (the next search loads them again; another
+        replica's copy still names the ids, which `read` no longer finds)."""
+        await self._store.remove(user_key, memory_ids)
+        self._people.forget(user_key)
+
     async def forget_user(self, user_key: str) -> None:
         self._people.forget(user_key)
         await self._store.forget_user(user_key)

@@ -173,5 +173,9 @@ class ChromaVectors:
         result = await self._collection.call("get", where=_where(user_key), include=[])
         return len(result["ids"])
 
+    async def remove(self, user_key: str, memory_ids: Sequence[str]) -> None:
+        if memory_ids:
+            await self._collection.call("delete", ids=list(memory_ids), where=_where(user_key))
+
     async def forget_user(self, user_key: str) -> None:
         await self._collection.call("delete", where=_where(user_key))

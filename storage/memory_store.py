@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from core.ports import Memory, Scopes
@@ -185,6 +186,21 @@ class RelationalMemory:
 
     async def count(self, user_key: str) -> int:
         return await MemoryItem.filter(user_key=user_key).count()
+
+    async def remove(self, user_key: str, memory_ids: Sequence[str]) -> None:
+        if not memory_ids:
+            return
+        async with in_transaction(self._database.connection().connection_name) as connection:
+            rows = await MemoryItem.filter(user_key=user_key, id__in=list(memory_ids)).using_db(connection)
+            for row in rows:
+                await (
+                    MemoryStats.filter(user_key=user_key, scope=row.scope)
+                    .using_db(connection)
+                    .update(documents=F("documents") - 1, total_length=F("total_length") - row.length)
+                )
+            ids = [row.id for row in rows]
+            await MemoryTerm.filter(user_key=user_key, memory_id__in=ids).using_db(connection).delete()
+            await MemoryItem.filter(user_key=user_key, id__in=ids).using_db(connection).delete()
 
     async def forget_user(self, user_key: str) -> None:
         for model in (MemoryTerm, MemoryStats, MemoryItem):

@@ -268,7 +268,6 @@ class PersonModelStore:
         if not gone:
             return
         async with in_transaction(self._database.connection().connection_name) as connection:
-            await Interaction.filter(id__in=list(gone), user_key=user_key).using_db(connection).update(learn=SKIPPED)
             for row in await PersonItem.filter(user_key=user_key).using_db(connection):
                 sources = json.loads(row.sources or "[]")
                 if not gone.intersection(sources):
@@ -284,6 +283,17 @@ class PersonModelStore:
                         .update(ended="", replaced_by=None, valid_until=None)
                     )
             await Feedback.filter(interaction_id__in=list(gone)).using_db(connection).delete()
+
+    async def said(self, interaction_id: str) -> tuple[str, str] | None:
+        row = await Interaction.filter(id=interaction_id).values("user_key", "user_text")
+        return (str(row[0]["user_key"]), str(row[0]["user_text"])) if row else None
+
+    async def revise_interaction(self, interaction_id: str, user_key: str, text: str | None) -> None:
+        if text is None:
+            await Interaction.filter(id=interaction_id).update(user_text="", reply_text="", topics=[], learn=SKIPPED)
+            return
+        paused = await PersonLearning.exists(user_key=user_key, paused=True)
+        await Interaction.filter(id=interaction_id).update(user_text=text, learn=SKIPPED if paused else WAITING)
 
     async def items_context(self, user_key: str, scopes: Scopes, limit: int) -> list[Item]:
         """The current items readable in `scopes`, newest `limit` of them, in the order they were learned."""

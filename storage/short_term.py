@@ -83,6 +83,12 @@ class InProcessShortTerm:
             gone, _ = self._conversations.popitem(last=False)
             self._counted.pop(gone, None)
 
+    async def unsay(self, user_key: str, interaction_id: str) -> None:
+        for key, (touched, turns) in list(self._conversations.items()):
+            if any(t.interaction_id == interaction_id and t.user_key == user_key for t in turns):
+                kept = deque((t for t in turns if t.interaction_id != interaction_id), maxlen=self._max_turns)
+                self._conversations[key] = (touched, kept)
+
     async def forget_user(self, user_key: str) -> None:
         for key, (touched, turns) in list(self._conversations.items()):
             kept = deque((t for t in turns if t.user_key != user_key), maxlen=self._max_turns)
@@ -133,6 +139,15 @@ class RedisShortTerm:
             keys=keys, args=[self._max_turns, self._ttl, conversation_key, len(turns), *map(_dump, turns)]
         )
 
+    async def unsay(self, user_key: str, interaction_id: str) -> None:
+        for conversation_key in await self._redis.smembers(self._person(user_key)):
+            name = conversation_key.decode() if isinstance(conversation_key, bytes) else conversation_key
+            key = self._conversation(name)
+            for raw in await self._redis.lrange(key, 0, -1):
+                turn = _load(raw)
+                if turn.interaction_id == interaction_id and turn.user_key == user_key:
+                    await self._redis.lrem(key, 0, raw)  # type: ignore[arg-type]
+
     async def forget_user(self, user_key: str) -> None:
         person = self._person(user_key)
         for conversation_key in await self._redis.smembers(person):
@@ -182,6 +197,9 @@ class ResilientShortTerm:
             self._health.down(PART, f"{type(exc).__name__}: {exc}".strip())
             return
         self._health.up(PART)
+
+    async def unsay(self, user_key: str, interaction_id: str) -> None:
+        await self._primary.unsay(user_key, interaction_id)  # raised: the job is tried again
 
     async def forget_user(self, user_key: str) -> None:
         await self._primary.forget_user(user_key)  # a forget must reach every store: a failure is raised

@@ -140,6 +140,10 @@ class CachedVectors:
             return await asyncio.to_thread(person.nearest, query, scopes, limit)
         return person.nearest(query, scopes, limit)
 
+    async def remove(self, user_key: str, memory_ids: Sequence[str]) -> None:
+        self._people.forget(user_key)
+        await self._chroma.remove(user_key, memory_ids)
+
     async def forget_user(self, user_key: str) -> None:
         self._people.forget(user_key)
         await self._chroma.forget_user(user_key)

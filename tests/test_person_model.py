@@ -4,6 +4,7 @@ how it is kept (superseded, merged, sourced), when learning runs, and what reach
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -16,10 +17,11 @@ import pytest
 import pytest_asyncio
 
 from adapters.console import ConsoleAdapter
+from adapters.slack.translate import message_key
 from bot.config import Settings
 from bot.wiring import Services
 from core.assistant import AssistantSettings
-from core.entries import Incoming
+from core.entries import Incoming, interaction_id_for
 from core.events import MessageRef, ReactionAdded, UserRef
 from core.feedback import Reaction, preferences_from
 from core.learner import LearningSettings, PersonLearner, due
@@ -31,6 +33,7 @@ from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.test_discord_e2e import running
 from tests.test_privacy import _channel, _mention, _say, slack, two_servers  # noqa: F401 - fixtures
+from tests.test_slack_http import payload, send_event
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
@@ -561,3 +564,95 @@ async def test_discord_a_fact_from_another_server_never_reaches_this_ones_prompt
         assert "chess club" not in fake_claude.system_text(), "server A -> server B: never"
         await _mention(fake, services, alice, general, "hello again")
         assert "said I run the chess club on Thursdays" in fake_claude.system_text(), "the same server: yes"
+
+
+# --- edits and deletions --------------------------------------------------------------------------------------
+
+
+async def _items_with(services: Services, person: str, text: str) -> list[Item]:
+    return [i for i in await services.records.person_items(person, scopes=None) if text in i.text]
+
+
+async def test_discord_a_deleted_message_leaves_the_model_recall_and_the_conversation(
+    services: Services,
+    two_servers: FakeDiscord,  # noqa: F811 - the fixture
+    fake_claude: FakeAnthropic,
+) -> None:
+    fake = two_servers
+    fake_claude.tool_default = _echo
+    async with running(services, fake) as adapter:
+        await fake.until(lambda: adapter.connected)
+        alice = fake.user(fake.snowflake(), "Alice")
+        person, dm = f"discord:{alice['id']}", fake.dm_channel(alice)
+        secret = await fake.say(alice, "my locker code is 4417", channel_id=dm)
+        await fake.until(lambda: len(fake_claude.requests) == 1)
+        await fake.say(alice, "and my gym is on Elm Street", channel_id=dm)
+        await fake.until(lambda: len(fake_claude.requests) == 2)
+        await settled(services)
+        await _learn_all(services)
+        await fake.say(alice, "what is my locker code?", channel_id=dm)
+        await fake.until(lambda: len(fake_claude.requests) == 3)
+        assert "said my locker code is 4417" in fake_claude.system_text()
+        await settled(services)
+        await fake.delete_message(secret)
+
+        async def gone() -> bool:
+            return not await _items_with(services, person, "4417")
+
+        await eventually(gone)
+        await settled(services)
+        await fake.say(alice, "do you remember my locker code?", channel_id=dm)
+        await fake.until(lambda: len(fake_claude.requests) == 4)
+        prompt = fake_claude.prompt_text()
+        assert "4417" not in prompt, "the model, recall and the conversation so far have all let it go"
+        assert "said and my gym is on Elm Street" in prompt, "what was said in other messages stays"
+        stranger = fake.user(fake.snowflake(), "Mallory")
+        kept = await fake.say(alice, "my bike is a red Bianchi", channel_id=dm)
+        await fake.until(lambda: len(fake_claude.requests) == 5)
+        await settled(services)
+        await fake.edit_message(dict(kept, author=stranger), "my bike is stolen")
+        await settled(services)
+        assert "Bianchi" in (await services.records.said(interaction_id_for(f"discord:message:{dm}:{kept['id']}")))[1]
+
+
+async def test_slack_an_edited_message_is_learned_again_in_its_new_words(
+    slack: tuple[Any, FakeSlackAPI],  # noqa: F811 - the fixture
+    services: Services,
+    fake_claude: FakeAnthropic,
+) -> None:
+    client, api = slack
+    fake_claude.tool_default = _echo
+    person, ts = "slack:T1:U123", "1712400555.000001"
+    said = copy.deepcopy(payload("message_im"))
+    said["event"] |= {"text": "I live in Rome", "ts": ts, "event_ts": ts}
+    said["event_id"] = "EvROME"
+    await send_event(client, said)
+    await api.wait_for(lambda: any("Rome" in args.get("text", "") for args in api.posted()))
+    await settled(services)
+    await _learn_all(services)
+    [rome] = await _items_with(services, person, "Rome")
+    assert rome.sources == (interaction_id_for(message_key("T1", "D1", ts)),)
+    edited = copy.deepcopy(payload("message_im"))
+    edited["event"] = {
+        "type": "message",
+        "subtype": "message_changed",
+        "channel": "D1",
+        "channel_type": "im",
+        "hidden": True,
+        "ts": "1712409999.000001",
+        "event_ts": "1712409999.000001",
+        "message": {"type": "message", "user": "U123", "text": "I live in Milan", "ts": ts, "edited": {}},
+        "previous_message": {"type": "message", "user": "U123", "text": "I live in Rome", "ts": ts},
+    }
+    edited["event_id"] = "EvEDIT1"
+    await send_event(client, edited)
+    await settled(services)
+
+    async def relearnable() -> bool:
+        return len(await services.records.pending_exchanges(person, 10)) == 1
+
+    await eventually(relearnable)
+    assert not await _items_with(services, person, "Rome"), "what was learned from the old words went"
+    await _learn_all(services)
+    await _say(client, api, services, "D1", "where do I live?")
+    assert "said I live in Milan" in fake_claude.system_text() and "Rome" not in fake_claude.prompt_text()

@@ -24,9 +24,20 @@ from discord.http import Route
 
 from adapters.discord.commands import Commands
 from adapters.discord.delivery import DiscordDelivery
-from adapters.discord.translate import PLATFORM, Verdict, decide, facts_of, reaction_event, to_event
+from adapters.discord.translate import (
+    PLATFORM,
+    Verdict,
+    decide,
+    facts_of,
+    message_ref,
+    message_text,
+    reaction_event,
+    to_event,
+    user_ref,
+)
 from core.assistant import Assistant
 from core.entries import Entry, Incoming
+from core.events import MessageChanged, UserRef
 from core.turns import Turns
 
 __all__ = ["DiscordAdapter", "DiscordConfig"]
@@ -212,6 +223,12 @@ class DiscordAdapter:
         async def on_raw_reaction(raw: discord.RawReactionActionEvent) -> None:
             await self._on_reaction(client, raw)
 
+        async def on_raw_message_edit(raw: discord.RawMessageUpdateEvent) -> None:
+            await self._on_change(client, raw.channel_id, raw.message_id, raw.message)
+
+        async def on_raw_message_delete(raw: discord.RawMessageDeleteEvent) -> None:
+            await self._on_change(client, raw.channel_id, raw.message_id, None)
+
         async def on_interaction(interaction: discord.Interaction) -> None:
             if interaction.type is discord.InteractionType.component:
                 try:
@@ -237,6 +254,8 @@ class DiscordAdapter:
             "on_message": on_message,
             "on_raw_reaction_add": on_raw_reaction,
             "on_raw_reaction_remove": on_raw_reaction,
+            "on_raw_message_edit": on_raw_message_edit,
+            "on_raw_message_delete": on_raw_message_delete,
             "on_interaction": on_interaction,
         }
         if isinstance(client, discord.AutoShardedClient):
@@ -317,6 +336,31 @@ class DiscordAdapter:
         change = "add" if raw.event_type == "REACTION_ADD" else "remove"
         key = f"discord:reaction:{raw.channel_id}:{raw.message_id}:{raw.user_id}:{event.emoji}:{change}"
         await self._accept(Incoming(key=key, event=event))
+
+    # --- edits and deletions -----------------------------------------------------------------------
+
+    async def _on_change(
+        self, client: discord.Client, channel_id: int, message_id: int, edited: discord.Message | None
+    ) -> None:
+        """A message Rapport kept was edited (`edited`) or deleted: its author's turn changes what was kept. A
+        deletion does not say who wrote it (nor, uncached, what it said): what was kept does."""
+        me = client.user
+        if not self._accepting or me is None:
+            return
+        original = f"discord:message:{channel_id}:{message_id}"
+        author = await self._assistant.author_of(original)
+        if author is None or (edited is not None and user_ref(edited.author.id).key != author):
+            return
+        text = None if edited is None else message_text(edited, bot_id=me.id, bot_name=me.display_name)
+        event = MessageChanged(
+            user=UserRef(platform="discord", user_id=author.split(":", 1)[1]),
+            message=message_ref(channel_id, message_id),
+            original=original,
+            text=text,
+        )
+        change = "edit" if edited is not None else "delete"
+        stamp = edited.edited_at.timestamp() if edited is not None and edited.edited_at else 0
+        await self._accept(Incoming(key=f"discord:{change}:{channel_id}:{message_id}:{stamp}", event=event))
 
 
 def _is_reply(ref: discord.MessageReference | None) -> bool:

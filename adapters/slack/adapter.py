@@ -36,12 +36,14 @@ from adapters.slack.blocks import (
 from adapters.slack.delivery import SlackDelivery
 from adapters.slack.outbox import Outbox
 from adapters.slack.translate import (
+    CHANGES,
     PLATFORM,
     Envelope,
     MalformedPayload,
     Route,
     action_key,
     action_user,
+    change_of,
     command_user,
     decide_message,
     envelope_of,
@@ -286,6 +288,8 @@ class SlackAdapter:
             async with asyncio.timeout(ACCEPT_BUDGET):
                 if envelope.type in ("reaction_added", "reaction_removed"):
                     await self._take_reaction(envelope, bot_user_id)
+                elif envelope.event.get("subtype") in CHANGES:
+                    await self._take_change(envelope, bot_user_id)
                 else:
                     await self._take_message(envelope, bot_user_id, retry_attempt(request.headers))
         except MalformedPayload as exc:
@@ -323,6 +327,12 @@ class SlackAdapter:
         reaction = reaction_of(envelope, bot_user_id=bot_user_id)
         if reaction is not None:
             await self._turns.accept(Incoming(key=event_key(envelope.event_id), event=reaction))
+
+    async def _take_change(self, envelope: Envelope, bot_user_id: str | None) -> None:
+        """An edit or a deletion of a message Rapport kept for its author (any other is none of its business)."""
+        change = change_of(envelope, bot_user_id=bot_user_id)
+        if change is not None and await self._assistant.author_of(change.original) == change.user.key:
+            await self._turns.accept(Incoming(key=event_key(envelope.event_id), event=change))
 
     # --- slash commands and buttons ----------------------------------------------------------------
 

@@ -10,10 +10,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from core.events import ChainMessage, MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, UserRef
+from core.events import (
+    ChainMessage,
+    MessageChanged,
+    MessageReceived,
+    MessageRef,
+    ReactionAdded,
+    ReactionRemoved,
+    UserRef,
+)
 from core.privacy import PERSON, Audience
 
 __all__ = [
+    "change_of",
     "PLATFORM",
     "Decision",
     "Envelope",
@@ -311,6 +320,37 @@ def reaction_of(envelope: Envelope, *, bot_user_id: str | None) -> ReactionAdded
     if envelope.type == "reaction_added":
         return ReactionAdded(actor=actor, message=ref, emoji=emoji)
     return ReactionRemoved(actor=actor, message=ref, emoji=emoji)
+
+
+CHANGES = ("message_changed", "message_deleted")
+
+
+def change_of(envelope: Envelope, *, bot_user_id: str | None) -> MessageChanged | None:
+    """A person's edit (`message_changed`) or deletion (`message_deleted`) of a message; None for a bot's, or for
+    what is not a change."""
+    event = envelope.event
+    subtype = event.get("subtype")
+    if envelope.type != "message" or subtype not in CHANGES:
+        return None
+    channel = event.get("channel")
+    shown = event.get("message") if subtype == "message_changed" else event.get("previous_message")
+    if not isinstance(channel, str) or not isinstance(shown, Mapping):
+        raise MalformedPayload(f"{subtype} event without channel or message")
+    user, ts = shown.get("user"), shown.get("ts") if subtype == "message_changed" else event.get("deleted_ts")
+    if not isinstance(ts, str):
+        ts = shown.get("ts")
+    if not isinstance(user, str) or not isinstance(ts, str) or shown.get("bot_id") or user == bot_user_id:
+        return None
+    channel, ts, user = _checked(channel, "channel"), _checked(ts, "ts"), _checked(user, "user")
+    text = shown.get("text") if subtype == "message_changed" else None
+    if subtype == "message_changed" and not isinstance(text, str):
+        return None
+    return MessageChanged(
+        user=UserRef(platform=PLATFORM, scope=envelope.team_id, user_id=user),
+        message=MessageRef(platform=PLATFORM, channel_id=channel, message_id=ts),
+        original=message_key(envelope.team_id, channel, ts),
+        text=plain_text(text, bot_user_id) if isinstance(text, str) else None,
+    )
 
 
 def command_user(body: Mapping[str, Any]) -> UserRef:

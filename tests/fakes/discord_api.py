@@ -321,6 +321,19 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", payload)
         return payload
 
+    async def edit_message(self, message: dict[str, Any], content: str) -> dict[str, Any]:
+        """The author edits `message` (as `say` returned it) to `content`: MESSAGE_UPDATE carries it whole."""
+        payload = dict(message, content=content, edited_timestamp=datetime.now(UTC).isoformat())
+        await self.dispatch("MESSAGE_UPDATE", payload)
+        return payload
+
+    async def delete_message(self, message: dict[str, Any]) -> None:
+        """MESSAGE_DELETE: ids only, as Discord sends it (who wrote it and what it said are not in it)."""
+        data = {"id": message["id"], "channel_id": message["channel_id"]}
+        if "guild_id" in message:
+            data["guild_id"] = message["guild_id"]
+        await self.dispatch("MESSAGE_DELETE", data)
+
     async def react(self, user: dict[str, Any], message: dict[str, Any], emoji: str, *, remove: bool = False) -> None:
         data: dict[str, Any] = {
             "user_id": user["id"],
