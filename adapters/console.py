@@ -21,8 +21,6 @@ from core.turns import Turns
 
 __all__ = ["ConsoleAdapter"]
 
-LEARNING_PAUSED = "Learning paused: I'll keep answering, and nothing you say from now on is learned from."
-LEARNING_RESUMED = "Learning resumed."
 HELP = (
     "Type a message and press Enter. Commands: /insights, /forget, /learning pause, /learning resume, /help, "
     "/quit (or Ctrl-D)."
@@ -104,9 +102,7 @@ class ConsoleAdapter:
             elif text == "/forget":
                 await self._forget()
             elif text in ("/learning pause", "/learning resume"):
-                paused = text.endswith("pause")
-                await self._assistant.set_learning(self._user.key, paused=paused)
-                self._write(LEARNING_PAUSED if paused else LEARNING_RESUMED)
+                self._write(await self._assistant.set_learning(self._user.key, paused=text.endswith("pause")))
             elif text:
                 await self._answer(text)
         self._write("Bye.")

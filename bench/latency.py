@@ -34,6 +34,8 @@ class ContextClock:
     def stored(self, seconds: float) -> None:
         self.stored_seconds.append(seconds)
 
+    def learning_called(self, outcome: str, input_tokens: int, output_tokens: int) -> None: ...
+
     def error(self, kind: str) -> None: ...
 
 

@@ -40,6 +40,12 @@ class Metrics:
             ["direction"],
             registry=r,
         )
+        self.learning_calls = Counter(
+            "rapport_learning_calls", "Learning calls by outcome (learned, failed, invalid)", ["outcome"], registry=r
+        )
+        self.learning_tokens = Counter(
+            "rapport_learning_tokens", "Learning calls' tokens: input, output", ["direction"], registry=r
+        )
         self.feedback = Counter("rapport_feedback", "Feedback reactions by polarity", ["polarity"], registry=r)
         self.errors = Counter("rapport_errors", "Errors by kind", ["kind"], registry=r)
         self.pending_work = Gauge("rapport_pending_background_work", "Jobs (storing, feedback) held here", registry=r)
@@ -68,6 +74,11 @@ class Metrics:
 
     def stored(self, seconds: float) -> None:
         self.store_seconds.observe(seconds)
+
+    def learning_called(self, outcome: str, input_tokens: int, output_tokens: int) -> None:
+        self.learning_calls.labels(outcome=outcome).inc()
+        self.learning_tokens.labels(direction="input").inc(input_tokens)
+        self.learning_tokens.labels(direction="output").inc(output_tokens)
 
     def error(self, kind: str) -> None:
         self.errors.labels(kind=kind).inc()

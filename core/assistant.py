@@ -47,12 +47,26 @@ from core.privacy import readable_in
 from core.remember import Job, MemoryWriter
 from core.turns import Outcomes
 
-__all__ = ["ASSISTANT_NAME", "Assistant", "AssistantSettings", "NullTelemetry"]
+__all__ = [
+    "ASSISTANT_NAME",
+    "LEARNING_FAILED",
+    "LEARNING_PAUSED",
+    "LEARNING_RESUMED",
+    "Assistant",
+    "AssistantSettings",
+    "NullTelemetry",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ASSISTANT_NAME = "Rapport"
+LEARNING_PAUSED = (
+    "Learning paused: I'll keep answering, and nothing you say from now on is learned from. "
+    "`/learning resume` starts it again."
+)
+LEARNING_RESUMED = "Learning resumed: I'll learn from what you say from now on."
+LEARNING_FAILED = "Sorry, I couldn't change that just now; please try again in a minute."
 SHORT_TERM = "short-term memory"
 
 
@@ -94,6 +108,8 @@ class NullTelemetry:
     def feedback_recorded(self, polarity: str) -> None: ...
 
     def stored(self, seconds: float) -> None: ...
+
+    def learning_called(self, outcome: str, input_tokens: int, output_tokens: int) -> None: ...
 
     def error(self, kind: str) -> None: ...
 
@@ -141,7 +157,12 @@ class Assistant:
             job_ttl=self._settings.job_ttl,
         )
         self.learner = PersonLearner(
-            store=records, llm=llm, owner=owner, settings=self._settings.learning, health=self._health
+            store=records,
+            llm=llm,
+            owner=owner,
+            settings=self._settings.learning,
+            health=self._health,
+            telemetry=self._telemetry,
         )
 
     @property
@@ -425,11 +446,12 @@ class Assistant:
         kept = await self._records.said(interaction_id_for(message_key))
         return kept[0] if kept else None
 
-    async def set_learning(self, user_key: str, *, paused: bool) -> None:
+    async def set_learning(self, user_key: str, *, paused: bool) -> str:
         """Pause learning about a person (what they say meanwhile is never learned from) or resume it; answers go
-        on either way."""
+        on either way. Returns what to tell them."""
         await self._records.set_paused(user_key, paused)
         log.info("learning %s for %s", "paused" if paused else "resumed", user_key)
+        return LEARNING_PAUSED if paused else LEARNING_RESUMED
 
     # --- shutdown -------------------------------------------------------------------------------------------
 

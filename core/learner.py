@@ -24,7 +24,7 @@ from core.feedback import preferences_from
 from core.health import Health
 from core.llm import DEFAULT_MEMORY_MODEL, ClaudeError
 from core.person import EXTRACTION_TOOL, Plan, learning_request, parse_extraction, plan_changes
-from core.ports import LanguageModel, LearningState, PersonModels
+from core.ports import LanguageModel, LearningState, PersonModels, Telemetry
 from core.privacy import readable_where
 
 __all__ = ["LearningSettings", "PersonLearner", "day_of", "due", "refresh_preferences", "retry_pause"]
@@ -91,12 +91,14 @@ class PersonLearner:
         owner: str,
         settings: LearningSettings | None = None,
         health: Health | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._store = store
         self._llm = llm
         self._owner = owner
         self.settings = settings or LearningSettings()
         self._health = health or Health()
+        self._telemetry = telemetry
         self._running: dict[str, asyncio.Task[bool]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -170,6 +172,7 @@ class PersonLearner:
             return False
         system, user, item_refs, exchange_refs = learning_request(items, batch)
         tokens = 0
+        spent = (0, 0)
         try:
             self.calls += 1
             call = await self._llm.use_tool(
@@ -181,6 +184,7 @@ class PersonLearner:
                 deadline=settings.deadline,
             )
             tokens = call.input_tokens + call.output_tokens
+            spent = (call.input_tokens, call.output_tokens)
             self.tokens += tokens
             extraction = parse_extraction(call.input)
             plan = plan_changes(
@@ -193,12 +197,15 @@ class PersonLearner:
                 now=datetime.now(UTC),
             )
         except (ClaudeError, ValueError) as exc:
+            self._called("invalid" if isinstance(exc, ValueError) else "failed", spent)
             await self._failed(user_key, [ex.id for ex in batch], exc, tokens)
             return False
         except Exception as exc:  # noqa: BLE001 - a broken call must not end the sweeper
             log.exception("learning call for %s failed unexpectedly", user_key)
+            self._called("failed", spent)
             await self._failed(user_key, [ex.id for ex in batch], exc, tokens)
             return False
+        self._called("learned", spent)
         try:
             done = await store.apply_learning(
                 user_key,
@@ -221,6 +228,10 @@ class PersonLearner:
         if plan.dropped:
             log.info("learning for %s dropped %d changes that did not hold", user_key, plan.dropped)
         return done
+
+    def _called(self, outcome: str, spent: tuple[int, int]) -> None:
+        if self._telemetry is not None:
+            self._telemetry.learning_called(outcome, *spent)
 
     async def _failed(self, user_key: str, batch: Sequence[str], exc: BaseException, tokens: int) -> None:
         """Nothing changes; the next try comes after a pause that doubles with each failure in a row."""

@@ -79,4 +79,5 @@ def slack_env(fake_claude: FakeAnthropic, slack_api: FakeSlackAPI) -> dict[str, 
         "SLACK_BOT_TOKEN": "xoxb-process-test",
         "SLACK_SIGNING_SECRET": SECRET,
         "SLACK_API_URL": slack_api.url,
+        "CONSENT_NOTE": "",  # these tests compare answers whole (tests/test_person_model.py has the note)
     }

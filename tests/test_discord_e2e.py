@@ -18,7 +18,7 @@ from discord.http import Route
 from adapters.discord import DiscordAdapter, DiscordConfig
 from adapters.discord.split import split_pieces
 from bot.wiring import Services
-from core.assistant import AssistantSettings
+from core.assistant import LEARNING_PAUSED, LEARNING_RESUMED, AssistantSettings
 from tests.conftest import eventually, settled
 from tests.fakes.anthropic_api import FakeAnthropic, Say
 from tests.fakes.discord_api import EPHEMERAL, MESSAGE_CONTENT_INTENT, FakeDiscord
@@ -73,7 +73,10 @@ async def test_connects_identifies_and_syncs_commands_to_the_server(
     assert discord_fake.gateway_queries[0]["encoding"] == "json" and discord_fake.gateway_queries[0]["v"] == "10"
     guild_id = discord_fake.guilds[0]["id"]
     (sync,) = discord_fake.rest("PUT", rf"/applications/\d+/guilds/{guild_id}/commands")
-    assert {command["name"] for command in sync.body} == {"insights", "forget"}
+    assert {command["name"] for command in sync.body} == {"insights", "forget", "learning"}
+    [learning] = [command for command in sync.body if command["name"] == "learning"]
+    [action] = learning["options"]
+    assert [choice["value"] for choice in action["choices"]] == ["pause", "resume"]
 
 
 async def test_a_dm_is_answered_as_a_reply_while_typing(
@@ -360,3 +363,21 @@ async def test_a_sharded_replica_connects_its_own_shards(
         )
         await discord_fake.until(lambda: discord_fake.posted(channel))
     assert not adapter.connected and adapter.problem is not None
+
+
+async def test_slash_learning_pauses_and_resumes_for_the_person_who_asks_only(
+    rapport: DiscordAdapter, discord_fake: FakeDiscord, services: Services
+) -> None:
+    alice = discord_fake.user(discord_fake.snowflake(), "Alice")
+    bob = discord_fake.user(discord_fake.snowflake(), "Bob")
+    for who, action in ((alice, "pause"), (bob, "resume")):
+        asked = await discord_fake.slash(
+            who, "learning", channel_id=general(discord_fake), options=[{"name": "action", "type": 3, "value": action}]
+        )
+        callback = rf"/interactions/{asked['id']}/.+/callback"
+        await discord_fake.until(lambda callback=callback: discord_fake.rest("POST", callback))  # type: ignore[misc]
+        (answer,) = discord_fake.rest("POST", callback)
+        assert answer.body["type"] == 4 and answer.body["data"]["flags"] & EPHEMERAL
+        assert answer.body["data"]["content"] == (LEARNING_PAUSED if action == "pause" else LEARNING_RESUMED)
+    assert await services.records.is_paused(f"discord:{alice['id']}")
+    assert not await services.records.is_paused(f"discord:{bob['id']}")

@@ -25,6 +25,7 @@ from adapters.slack.blocks import FORGET_CANCEL, FORGET_CONFIRM, FORGOTTEN, KEPT
 from adapters.slack.delivery import THINKING
 from bot.http import AppState, make_app
 from bot.wiring import Services
+from core.assistant import LEARNING_PAUSED, LEARNING_RESUMED
 from tests.conftest import eventually, settled
 from tests.fakes.anthropic_api import FakeAnthropic, Say
 from tests.fakes.slack_api import FakeSlackAPI
@@ -397,3 +398,22 @@ async def test_shutdown_refuses_new_events_and_still_delivers_answers_under_way(
 def test_it_needs_a_way_to_receive_events(services: Services) -> None:
     with pytest.raises(ValueError, match="SLACK_APP_TOKEN .* or SLACK_SIGNING_SECRET"):
         SlackAdapter(services.assistant, services.turns, SlackConfig(bot_token="xoxb-x"))
+
+
+async def test_slash_learning_pauses_and_resumes_learning_ephemerally(
+    client: TestClient, slack_api: FakeSlackAPI, services: Services
+) -> None:
+    said = []
+    for text in ("pause", "resume", "sideways", "PAUSE "):
+        response = await send_command(client, dict(payload("command_insights"), command="/learning", text=text))
+        assert response.status == 200
+        body = await response.json()
+        assert body["response_type"] == "ephemeral"
+        said.append(body["text"])
+        if text == "pause":
+            assert await services.records.is_paused(ASKER)
+        if text == "resume":
+            assert not await services.records.is_paused(ASKER)
+    assert said[:2] == [LEARNING_PAUSED, LEARNING_RESUMED]
+    assert "/learning pause" in said[2], "anything else: how to use it"
+    assert said[3] == LEARNING_PAUSED and await services.records.is_paused(ASKER)

@@ -251,7 +251,7 @@ def test_the_thread_so_far_leaves_out_the_message_being_answered() -> None:
 def test_the_manifest_asks_for_what_the_adapter_handles() -> None:
     yaml = pytest.importorskip("yaml")
     manifest = yaml.safe_load((Path(__file__).parent.parent / "slack-manifest.yml").read_text())
-    assert {c["command"] for c in manifest["features"]["slash_commands"]} == {"/insights", "/forget"}
+    assert {c["command"] for c in manifest["features"]["slash_commands"]} == {"/insights", "/forget", "/learning"}
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     assert {"app_mention", "message.channels", "message.im", "reaction_added", "reaction_removed"} <= events
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])

@@ -1,4 +1,4 @@
-"""The application (slash) commands: /insights and /forget, both answered only to the person who asked.
+"""The application (slash) commands: /insights, /forget and /learning, all answered only to the person who asked.
 
 The /forget buttons carry their whole meaning in their custom id (`rapport:forget:<yes|no>:<user id>`), so a
 click is understood by any replica, after any restart, without a view kept in memory.
@@ -10,13 +10,13 @@ import asyncio
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import discord
 from discord import app_commands
 
 from adapters.discord.translate import insights_embed, user_ref
-from core.assistant import Assistant
+from core.assistant import LEARNING_FAILED, Assistant
 from core.entries import Incoming
 from core.events import ForgetRequested
 from core.turns import Turns
@@ -57,12 +57,21 @@ class Commands:
         async def forget(interaction: discord.Interaction) -> None:
             await self.forget(interaction)
 
+        @app_commands.describe(action="pause: stop learning from what you say; resume: start again")
+        async def learning(interaction: discord.Interaction, action: Literal["pause", "resume"]) -> None:
+            await self.learning(interaction, paused=action == "pause")
+
         tree.add_command(
             app_commands.Command(name="insights", description="What Rapport has learned about you", callback=insights)
         )
         tree.add_command(
             app_commands.Command(
                 name="forget", description="Delete everything Rapport knows about you", callback=forget
+            )
+        )
+        tree.add_command(
+            app_commands.Command(
+                name="learning", description="Pause or resume Rapport learning about you", callback=learning
             )
         )
 
@@ -90,6 +99,16 @@ class Commands:
             await interaction.followup.send("Sorry, I couldn't read your insights right now.", ephemeral=True)
             return
         await interaction.followup.send(embed=insights_embed(found), ephemeral=True)
+
+    async def learning(self, interaction: discord.Interaction, *, paused: bool) -> None:
+        """Pause or resume: one write, answered in the response itself (ephemeral)."""
+        try:
+            async with asyncio.timeout(2.0):
+                note = await self._assistant.set_learning(user_ref(interaction.user.id).key, paused=paused)
+        except Exception:  # noqa: BLE001 - the person is told; the log says why
+            log.exception("/learning failed for discord:%s", interaction.user.id)
+            note = LEARNING_FAILED
+        await interaction.response.send_message(note, ephemeral=True)
 
     async def forget(self, interaction: discord.Interaction) -> None:
         user_id = interaction.user.id

@@ -247,6 +247,9 @@ def insights_embed(insights: Mapping[str, Any] | None) -> discord.Embed:
         name="Satisfaction",
         value="no reactions yet" if satisfaction is None else f"{satisfaction:+.2f} (from -1 to +1)",
     )
+    for name, key in (("Facts", "facts"), ("Preferences", "preferences")):
+        if items := insights.get(key):
+            embed.add_field(name=name, value=_field("\n".join(f"• {i['text']}" for i in items[:15])), inline=False)
     if interests := insights.get("interests"):
         embed.add_field(name="Interests", value=_field(", ".join(interests)), inline=False)
     if topics := insights.get("topic_distribution"):
@@ -257,5 +260,6 @@ def insights_embed(insights: Mapping[str, Any] | None) -> discord.Embed:
     if patterns := insights.get("top_patterns"):
         lines = [f"{p['kind']}: {p['value']} ({p['count']})" for p in patterns[:10]]
         embed.add_field(name="Patterns", value=_field("\n".join(lines)), inline=False)
-    embed.set_footer(text="Only you can see this. /forget deletes all of it.")
+    paused = " Learning is paused (/learning resume)." if insights.get("learning_paused") else ""
+    embed.set_footer(text=f"Only you can see this. /forget deletes all of it.{paused}")
     return embed

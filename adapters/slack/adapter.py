@@ -53,7 +53,7 @@ from adapters.slack.translate import (
     retry_attempt,
     shape_problem,
 )
-from core.assistant import Assistant
+from core.assistant import LEARNING_FAILED, Assistant
 from core.background import BackgroundWork
 from core.entries import Entry, Incoming
 from core.events import ForgetRequested, UserRef
@@ -110,6 +110,7 @@ class SlackAdapter:
             self._app.event(event)(self._on_event)
         self._app.command("/insights")(self._on_insights)
         self._app.command("/forget")(self._on_forget)
+        self._app.command("/learning")(self._on_learning)
         self._app.action(FORGET_CONFIRM)(self._on_forget_confirm)
         self._app.action(FORGET_CANCEL)(self._on_forget_cancel)
         self._work = BackgroundWork()  # the reads (/insights) and ephemeral answers behind acknowledgements
@@ -355,6 +356,26 @@ class SlackAdapter:
             await self._outbox.ephemeral(body, respond, text="Sorry, I can't read what I know about you right now.")
             return
         await self._outbox.ephemeral(body, respond, text=insights_text(insights), blocks=insights_blocks(insights))
+
+    async def _on_learning(self, ack: AsyncAck, body: dict[str, Any]) -> BoltResponse | None:
+        """/learning pause | resume: one write, answered ephemerally in the acknowledgement (within Slack's 3 s)."""
+        try:
+            user = command_user(body)
+        except MalformedPayload as exc:
+            log.warning("malformed /learning refused: %s", exc)
+            return BoltResponse(status=400, body={"error": str(exc)})
+        action = str(body.get("text") or "").strip().lower()
+        if action not in ("pause", "resume"):
+            await ack(response_type="ephemeral", text="Use `/learning pause` or `/learning resume`.")
+            return None
+        try:
+            async with asyncio.timeout(2.0):
+                note = await self._assistant.set_learning(user.key, paused=action == "pause")
+        except Exception:  # noqa: BLE001 - the person is told; the log says why
+            log.exception("/learning failed for %s", user.key)
+            note = LEARNING_FAILED
+        await ack(response_type="ephemeral", text=note)
+        return None
 
     async def _on_forget(self, ack: AsyncAck, body: dict[str, Any]) -> BoltResponse | None:
         """/forget: the question and its two buttons, ephemerally, in the acknowledgement itself."""

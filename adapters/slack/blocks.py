@@ -52,7 +52,7 @@ def insights_blocks(insights: Mapping[str, Any] | None) -> list[Block]:
         return [header, _section("I don't know anything about you yet. Talk to me and I'll start learning."), footer]
     satisfaction = insights.get("average_satisfaction")
     mood = "no reactions yet" if satisfaction is None else f"{satisfaction:+.2f} (from -1 to +1, from your reactions)"
-    interests = ", ".join(escape(str(topic)) for topic in insights.get("interests") or []) or "none yet"
+    interests = (", ".join(escape(str(topic)) for topic in insights.get("interests") or []) or "none yet")[:1_900]
     style = insights.get("communication_style") or {}
     style_text = ", ".join(f"{escape(str(k))}: {escape(str(v))}" for k, v in style.items()) or "not enough to tell"
     fields = [
@@ -62,6 +62,13 @@ def insights_blocks(insights: Mapping[str, Any] | None) -> list[Block]:
         {"type": "mrkdwn", "text": f"*Style*\n{style_text}"},
     ]
     blocks: list[Block] = [header, {"type": "section", "fields": fields}]
+    for name, key in (("Facts", "facts"), ("Preferences", "preferences")):
+        items = [i for i in insights.get(key) or [] if isinstance(i, Mapping)]
+        if items:
+            shown = "\n".join(f"• {escape(str(i.get('text', '')))}" for i in items[:15])
+            blocks.append(_section(f"*{name}*\n{shown}"[:2_900]))
+    if insights.get("learning_paused"):
+        blocks.append(_context("Learning is paused: `/learning resume` starts it again."))
     patterns = insights.get("top_patterns") or []
     if patterns:
         lines = [

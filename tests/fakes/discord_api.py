@@ -352,10 +352,14 @@ class FakeDiscord:
             data["burst_colors"] = []
         await self.dispatch("MESSAGE_REACTION_REMOVE" if remove else "MESSAGE_REACTION_ADD", data)
 
-    async def slash(self, user: dict[str, Any], name: str, *, channel_id: str) -> dict[str, Any]:
-        """`user` runs /name; the command id is the one the bot synced."""
+    async def slash(
+        self, user: dict[str, Any], name: str, *, channel_id: str, options: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """`user` runs /name (with these option values); the command id is the one the bot synced."""
         synced = [c for commands in self.commands.values() for c in commands if c["name"] == name]
         data: dict[str, Any] = {"id": synced[0]["id"] if synced else self.snowflake(), "name": name, "type": 1}
+        if options:
+            data["options"] = options
         if synced and synced[0].get("guild_id"):
             data["guild_id"] = synced[0]["guild_id"]
         payload = self._interaction(user, kind=2, data=data, channel_id=channel_id)
