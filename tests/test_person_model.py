@@ -656,3 +656,25 @@ async def test_slack_an_edited_message_is_learned_again_in_its_new_words(
     await _learn_all(services)
     await _say(client, api, services, "D1", "where do I live?")
     assert "said I live in Milan" in fake_claude.system_text() and "Rome" not in fake_claude.prompt_text()
+
+
+async def test_slack_the_time_of_day_is_learned_in_the_persons_own_zone_and_never_claimed_without_one(
+    slack: tuple[Any, FakeSlackAPI],  # noqa: F811 - the fixture
+    services: Services,
+    fake_claude: FakeAnthropic,
+) -> None:
+    client, api = slack
+    await _say(client, api, services, "D1", "good evening")  # 10:40 UTC: 19:40 in Tokyo
+    insights = await services.assistant.insights("slack:T1:U123")
+    assert insights is not None
+    assert not [p for p in insights["top_patterns"] if p["kind"] == "active"], "no zone known: no claim"
+    api.zones["U456"] = "Asia/Tokyo"
+    grace = copy.deepcopy(payload("message_im"))
+    grace["event"] |= {"user": "U456", "channel": "D2", "text": "konbanwa", "ts": "1712400000.000900"}
+    grace["event_id"] = "EvGRACE"
+    await send_event(client, grace)
+    await api.wait_for(lambda: any("konbanwa" in args.get("text", "") for args in api.posted()))
+    await settled(services)
+    insights = await services.assistant.insights("slack:T1:U456")
+    assert insights is not None
+    assert {"kind": "active", "value": "evening", "count": 1} in insights["top_patterns"]
