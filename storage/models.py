@@ -54,8 +54,10 @@ class Interaction(Model):
     output_tokens = fields.IntField(default=0)
     latency_ms = fields.IntField(default=0)
     created_at = fields.DatetimeField()
-    audience = fields.CharField(max_length=191, default="person")  # where it was said (core.privacy)
-    learn = fields.SmallIntField(default=0)  # 0 waiting to be learned from, 1 learned, 2 not to be (paused, failed)
+    # Where it was said (core.privacy), and 0 waiting to be learned from, 1 learned, 2 not to be (paused, failed).
+    # Database defaults too: the columns were added to tables that already had rows.
+    audience = fields.CharField(max_length=191, default="person", db_default="person")
+    learn = fields.SmallIntField(default=0, db_default=0)
 
     class Meta:
         table = "interaction"

@@ -583,3 +583,57 @@ async def test_the_audience_migration_places_the_rows_of_two_scopes(tmp_path: Pa
             assert profile is not None and profile.interests == {"jazz": {"person": 3}}
             assert await records.known("person:a", scopes=("public:slack:T1",), patterns=5) == (profile, [])
             await db.close()
+
+
+async def test_the_person_model_migration_places_past_interactions_and_queues_them_for_learning(
+    tmp_path: Path,
+) -> None:
+    """Past exchanges take their memory's audience (or, without one, a DM's or their channel's), wait to be learned
+    from once (the failed ones never), and people already known are not told again that Rapport remembers."""
+    for url in (f"sqlite://{tmp_path}/old7.sqlite3", None):
+        async with contextlib.AsyncExitStack() as stack:
+            if url is None:
+                url = await stack.enter_async_context(fresh_postgres())
+            async with TortoiseContext():
+                await run_migrations(config=tortoise_config(url), target="rapport.0006_audiences")
+            db = Database(url)
+            await db.open(migrate=False)
+            conn = db.connection()
+            now = datetime.now(UTC)
+            rows = [  # id, private, ok, conversation
+                ("i1", False, True, "C5"),
+                ("i2", True, True, "D1"),
+                ("i3", False, True, "C9"),
+                ("i4", True, False, "D1"),
+            ]
+            for interaction, private, ok, conversation in rows:
+                bind = db.params()
+                await conn.execute_query(
+                    "INSERT INTO interaction (id, user_key, platform, conversation_id, private, user_text, reply_text, "
+                    "topics, ok, model, input_tokens, output_tokens, latency_ms, created_at) VALUES "
+                    f"({bind(interaction, 'slack:T1:U1', 'slack', conversation, private, 'hi', 'hello', '[]', ok)}, "
+                    f"'m', 0, 0, 0, {bind(now)})",
+                    bind.values,
+                )
+            bind = db.params()
+            await conn.execute_query(
+                "INSERT INTO memory (id, user_key, scope, conversation_id, speaker, text, reply, created_at, length) "
+                f"VALUES ({bind('i1', 'slack:T1:U1', 'public:slack:T1', 'slack:T1:C5', '', 'hi', '', now, 1)})",
+                bind.values,
+            )
+            await RelationalRecords(db).save_profiles([Profile(user_key="slack:T1:U1")])
+            await db.close()
+            db = Database(url)
+            await db.open()
+            placed = await db.connection().execute_query_dict("SELECT id, audience, learn FROM interaction ORDER BY id")
+            assert [(r["id"], r["audience"], r["learn"]) for r in placed] == [
+                ("i1", "public:slack:T1", 0),
+                ("i2", "person", 0),
+                ("i3", "place:slack::C9", 0),
+                ("i4", "person", 2),
+            ]
+            records = RelationalRecords(db)
+            assert [s.pending for s in await records.learning_due(10)] == [3]
+            assert not await records.greet_once("slack:T1:U1"), "known before: not told again"
+            assert await records.greet_once("slack:T1:U2") and not await records.greet_once("slack:T1:U2")
+            await db.close()

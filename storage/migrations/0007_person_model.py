@@ -75,12 +75,12 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Interaction',
             name='audience',
-            field=fields.CharField(default='person', max_length=191),
+            field=fields.CharField(default='person', db_default='person', max_length=191),
         ),
         ops.AddField(
             model_name='Interaction',
             name='learn',
-            field=fields.SmallIntField(default=0),
+            field=fields.SmallIntField(default=0, db_default=0),
         ),
         ops.AddIndex(
             model_name='Interaction',
