@@ -162,7 +162,7 @@ def _normal(text: str) -> str:
 
 
 def learning_request(
-    items: Sequence[Item], exchanges: Sequence[Exchange], *, reply_chars: int = 300
+    items: Sequence[Item], exchanges: Sequence[Exchange], *, text_chars: int = 1_500, reply_chars: int = 300
 ) -> tuple[str, str, dict[str, str], dict[str, str]]:
     """The learning call: (system, user text, item refs, exchange refs). Refs are short (M1, E1) so that the
     model copies them right and they cost few tokens; the maps turn them back into ids."""
@@ -171,7 +171,7 @@ def learning_request(
     known = [f"{ref} [{item.kind}] {item.text}" for ref, item in zip(item_refs, items, strict=True)]
     said = []
     for ref, ex in zip(exchange_refs, exchanges, strict=True):
-        line = f"{ref} ({ex.at:%Y-%m-%d}) they said: {ex.text}"
+        line = f"{ref} ({ex.at:%Y-%m-%d}) they said: {ex.text[:text_chars]}"
         if ex.reply:
             line += f"\n   assistant replied: {ex.reply[:reply_chars]}"
         said.append(line)
