@@ -417,6 +417,7 @@ class Assistant:
         await self._inbox.forget(user_key, keep=keep)
         self.writer.drop(user_key)
         await self.writer.settle(user_key)
+        await self.learner.settle(self._settings.job_ttl, person=user_key)  # a learning call of theirs, finishing
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.job_ttl
         # Another replica's job for them, finishing: it is in the database, so it is polled for.

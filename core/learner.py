@@ -67,8 +67,8 @@ def due(state: LearningState, now: float, settings: LearningSettings) -> str | N
 async def refresh_preferences(store: PersonModels, user_key: str) -> None:
     """The preferences the person's reactions show, derived again: after each reaction, and after each learning
     call (so that old evidence fades even when no new reaction comes)."""
-    reactions = await store.reactions_of(user_key, 200)
-    await store.replace_feedback_items(user_key, preferences_from(user_key, reactions, now=datetime.now(UTC)))
+    now = datetime.now(UTC)
+    await store.refresh_feedback_items(user_key, lambda reactions: preferences_from(user_key, reactions, now=now))
 
 
 def retry_pause(failures: int) -> float:
@@ -121,11 +121,13 @@ class PersonLearner:
         if room <= 0:
             return 0
         try:
-            states = await self._store.learning_due(200)
+            now = time.time()
+            states = await self._store.learning_due(
+                200, now=now, day=day_of(now), daily_tokens=self.settings.daily_tokens
+            )
         except Exception as exc:  # noqa: BLE001 - the store is down: learning waits, answers go on
             self._health.down(PART, f"{type(exc).__name__}: {exc}"[:200])
             return 0
-        now = time.time()
         started = 0
         for state in states:
             if started >= room:
@@ -139,9 +141,9 @@ class PersonLearner:
             started += 1
         return started
 
-    async def settle(self, timeout: float = 30.0) -> None:
-        """Wait for the learning calls in flight (tests, shutdown)."""
-        tasks = list(self._running.values())
+    async def settle(self, timeout: float = 30.0, *, person: str | None = None) -> None:
+        """Wait for the learning calls in flight (of `person`, or all)."""
+        tasks = [t for key, t in self._running.items() if person is None or key == person]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
@@ -156,7 +158,7 @@ class PersonLearner:
             waiting = await store.pending_exchanges(user_key, settings.max_exchanges)
             if not waiting:
                 await store.apply_learning(
-                    user_key, self._owner, Plan(), [], tokens=0, day=day_of(time.time()), quiet=False
+                    user_key, self._owner, Plan(), {}, tokens=0, day=day_of(time.time()), quiet=False
                 )
                 return False
             audience = waiting[0].audience
@@ -197,13 +199,16 @@ class PersonLearner:
                 now=datetime.now(UTC),
             )
         except (ClaudeError, ValueError) as exc:
-            self._called("invalid" if isinstance(exc, ValueError) else "failed", spent)
-            await self._failed(user_key, [ex.id for ex in batch], exc, tokens)
+            # Only an answer that does not hold (or a request Claude refuses) counts towards giving up on these
+            # exchanges: an outage is waited out, however long.
+            invalid = isinstance(exc, ValueError) or getattr(exc, "kind", "") == "bad_request"
+            self._called("invalid" if invalid else "failed", spent)
+            await self._failed(user_key, [ex.id for ex in batch], exc, tokens, invalid=invalid)
             return False
         except Exception as exc:  # noqa: BLE001 - a broken call must not end the sweeper
             log.exception("learning call for %s failed unexpectedly", user_key)
             self._called("failed", spent)
-            await self._failed(user_key, [ex.id for ex in batch], exc, tokens)
+            await self._failed(user_key, [ex.id for ex in batch], exc, tokens, invalid=False)
             return False
         self._called("learned", spent)
         try:
@@ -211,12 +216,13 @@ class PersonLearner:
                 user_key,
                 self._owner,
                 plan,
-                [ex.id for ex in batch],
+                {ex.id: ex.text for ex in batch},
                 tokens=tokens,
                 day=day_of(time.time()),
                 quiet=quiet,
             )
-            await self.refresh_feedback(user_key)
+            if done:
+                await self.refresh_feedback(user_key)
         except Exception as exc:  # noqa: BLE001 - not applied: the exchanges still wait, and are tried again
             self._health.down(PART, f"{type(exc).__name__}: {exc}"[:200])
             log.debug("learning for %s could not be kept", user_key, exc_info=True)
@@ -233,7 +239,9 @@ class PersonLearner:
         if self._telemetry is not None:
             self._telemetry.learning_called(outcome, *spent)
 
-    async def _failed(self, user_key: str, batch: Sequence[str], exc: BaseException, tokens: int) -> None:
+    async def _failed(
+        self, user_key: str, batch: Sequence[str], exc: BaseException, tokens: int, *, invalid: bool
+    ) -> None:
         """Nothing changes; the next try comes after a pause that doubles with each failure in a row."""
         if user_key not in self._failing:
             self._failing.add(user_key)
@@ -242,16 +250,14 @@ class PersonLearner:
             failures = await self._store.learning_failed(
                 user_key, self._owner, pause_of=retry_pause, tokens=tokens, day=day_of(time.time())
             )
-            if failures >= self.settings.max_failures:
+            if invalid and failures >= self.settings.max_failures:
                 log.warning("learning for %s gave up on %d exchanges after %d failures", user_key, len(batch), failures)
-                await self._store.skip_exchanges(batch)
+                await self._store.skip_exchanges(user_key, batch)
         except Exception:  # noqa: BLE001 - the lease lapses by itself
             log.debug("could not record the learning failure of %s", user_key, exc_info=True)
 
     async def refresh_feedback(self, user_key: str) -> None:
-        """The preferences the person's reactions show, derived again (they fade with time)."""
-        reactions = await self._store.reactions_of(user_key, 200)
-        await self._store.replace_feedback_items(user_key, preferences_from(user_key, reactions, now=datetime.now(UTC)))
+        await refresh_preferences(self._store, user_key)
 
     async def close(self) -> None:
         self._stopped.set()

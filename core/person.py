@@ -223,6 +223,9 @@ def plan_changes(
     """Turn validated changes into a plan, dropping each change that names what is not there."""
     by_id = {item.id: item for item in items if item.current}
     by_exchange = {ex.id: ex for ex in exchanges}
+    # Whatever the call writes, it wrote reading these exchanges: a merge or a restatement is never read more
+    # widely than they were said, whichever items it names.
+    read_by = narrowest(ex.audience for ex in exchanges)
     plan = Plan()
     live: dict[str, Item] = dict(by_id)  # current items as the plan goes, new ones included
     sources_of: dict[str, tuple[str, ...]] = {i.id: i.sources for i in by_id.values()}
@@ -261,7 +264,7 @@ def plan_changes(
                 kind=kind,
                 text=text,
                 about=about,
-                audience=narrowest(source_audiences),
+                audience=narrowest([*source_audiences, read_by]),
                 learned_at=when,
                 sources=sources,
             )
@@ -276,7 +279,7 @@ def plan_changes(
                 kind=change.kind or old.kind,
                 text=text,
                 about=about or old.about,
-                audience=narrowest(source_audiences),
+                audience=narrowest([*source_audiences, read_by]),
                 learned_at=when,
                 sources=sources,
             )
@@ -288,7 +291,7 @@ def plan_changes(
             continue
         else:  # merge
             merged_sources = tuple(dict.fromkeys([s for t in targets for s in sources_of[t.id]] + list(sources)))
-            audiences = [audience_of[t.id] for t in targets] + source_audiences
+            audiences = [audience_of[t.id] for t in targets] + source_audiences + [read_by]
             item = Item(
                 id=new_id(),
                 user_key=user_key,

@@ -284,6 +284,11 @@ class MemoryStore(Protocol):
         """These memories go, with their postings and their share of the statistics."""
         ...
 
+    async def revise(self, user_key: str, memory_id: str, text: str, terms: Mapping[str, int]) -> Memory | None:
+        """The memory with new words (and no reply: it answered the old ones), its postings with them; None when
+        there is no such memory."""
+        ...
+
     async def forget_user(self, user_key: str) -> None: ...
 
     async def ping(self) -> None: ...
@@ -361,8 +366,11 @@ class PersonModels(Protocol):
     """The person models and their learning: items, exchanges waiting, and each person's learning state (a lease,
     so that one process learns about a person at a time; pause; a daily token count; failures)."""
 
-    async def learning_due(self, limit: int) -> list[LearningState]:
-        """People with exchanges waiting to be learned from, with their state."""
+    async def learning_due(
+        self, limit: int, *, now: float = 0.0, day: str = "", daily_tokens: int = 0
+    ) -> list[LearningState]:
+        """People with exchanges waiting to be learned from, with their state; with `now`, only those who could be
+        learned about then (not paused, held, waiting to retry, nor past `daily_tokens` on `day`)."""
         ...
 
     async def take_learning(self, user_key: str, owner: str, ttl: float) -> bool: ...
@@ -374,10 +382,19 @@ class PersonModels(Protocol):
     async def person_items(self, user_key: str, *, scopes: Scopes, current: bool = True) -> list[Item]: ...
 
     async def apply_learning(
-        self, user_key: str, owner: str, plan: Plan, learned: Sequence[str], *, tokens: int, day: str, quiet: bool
+        self,
+        user_key: str,
+        owner: str,
+        plan: Plan,
+        learned: Mapping[str, str],
+        *,
+        tokens: int,
+        day: str,
+        quiet: bool,
     ) -> bool:
-        """In one transaction, if `owner` still holds the person's learning: the plan, these exchanges marked
-        learned, the tokens counted, failures cleared, the lease given up. False when another owner holds it."""
+        """In one transaction, if `owner` still holds the person's learning: the plan, these exchanges (id -> the
+        text the call read) marked learned, the tokens counted, failures cleared, the lease given up. False, with
+        nothing of the plan kept, when another owner holds it or an exchange changed meanwhile (edited, deleted)."""
         ...
 
     async def learning_failed(
@@ -387,8 +404,8 @@ class PersonModels(Protocol):
         returns the failures in a row."""
         ...
 
-    async def skip_exchanges(self, ids: Sequence[str]) -> None:
-        """Exchanges never to be learned from (they failed every try)."""
+    async def skip_exchanges(self, user_key: str, ids: Sequence[str]) -> None:
+        """Exchanges never to be learned from (they failed every try); the failures start again from none."""
         ...
 
     async def release_learning(self, owner: str) -> None: ...
@@ -401,22 +418,17 @@ class PersonModels(Protocol):
         """True the first time it is asked about this person (and never again, whichever process asks)."""
         ...
 
-    async def reactions_of(self, user_key: str, limit: int) -> list[Reaction]: ...
+    async def refresh_feedback_items(self, user_key: str, derive: Callable[[list[Reaction]], list[Item]]) -> None:
+        """The items that reactions show, replaced by `derive` of the person's reactions as they are now."""
+        ...
 
-    async def replace_feedback_items(self, user_key: str, items: Sequence[Item]) -> None: ...
-
-    async def unlearn(self, interaction_ids: Sequence[str], user_key: str) -> None:
-        """Deleted or edited messages: their sources go from the model, items learned only from them go (and
-        what those had superseded is current again), and their reactions go."""
+    async def change_exchange(self, interaction_id: str, user_key: str, text: str | None) -> None:
+        """The person edited (`text`) or deleted (None) a message: its words change (or go), it waits to be learned
+        from again, and what was learned from it goes (what that had superseded is current again)."""
         ...
 
     async def said(self, interaction_id: str) -> tuple[str, str] | None:
         """Whose exchange this is and what they said in it (None: no such exchange kept)."""
-        ...
-
-    async def revise_interaction(self, interaction_id: str, user_key: str, text: str | None) -> None:
-        """An edited message's new text, to be learned from again (unless learning is paused); a deleted one's
-        words gone (the record stays, for the counts)."""
         ...
 
 

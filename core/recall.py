@@ -197,16 +197,20 @@ class Recall:
     async def revise(
         self, user_key: str, memory_id: str, text: str | None, embedding: Sequence[float] | None = None
     ) -> bool:
-        """Vectors first, then text (the reverse of `add`): a memory is never findable by vector without its
-        text; an edit is kept as the same memory with its new words."""
+        """The old vector goes first, then the words change (or go), then the new vector comes: a memory is never
+        found by a vector of words it no longer has. Each step can be done again: a retried edit finishes."""
+        await self._vectors.remove(user_key, [memory_id])
+        if text is None or embedding is None:
+            await self._store.remove(user_key, [memory_id])
+            return True
         found, _ = await self._store.read(user_key, [memory_id], around=[], scopes=None)
         if not found:
             return False
-        old = found[0]
-        await self._vectors.remove(user_key, [memory_id])
-        await self._store.remove(user_key, [memory_id])
-        if text is not None and embedding is not None:
-            await self.add([replace(old, text=text, reply="")], [embedding])  # the reply answered the old words
+        terms = Counter(terms_of(document_of(replace(found[0], text=text, reply=""))))
+        revised = await self._store.revise(user_key, memory_id, text, terms)
+        if revised is None:
+            return False
+        await self._vectors.add([revised], [embedding])
         return True
 
     async def forget_user(self, user_key: str) -> None:

@@ -339,15 +339,12 @@ class MemoryWriter:
         text = None if event.text is None else message_text(event.text, self._limits)
         if text == "":
             text = None  # edited down to nothing: as good as deleted
-        if text is not None and text == kept[1]:
-            return False  # the same words (Slack says "changed" when a link unfurls)
         embedding = None if text is None else (await self._embedder.embed([text]))[0]
-        # Each step is idempotent and the interaction's own text changes last: a retried job does it all again.
-        await self._records.unlearn([interaction], person)
+        # Each step can be done again: a retried job finishes what a failed one began.
+        await self._records.change_exchange(interaction, person, text)
         await self._long_term.revise(person, interaction, text, embedding)
         await self._short_term.unsay(person, interaction)
         await refresh_preferences(self._records, person)
-        await self._records.revise_interaction(interaction, person, text)
         return True
 
     async def close(self) -> None:

@@ -163,6 +163,11 @@ class CachedLexicon:
     async def count(self, user_key: str) -> int:
         return await self._store.count(user_key)
 
+    async def revise(self, user_key: str, memory_id: str, text: str, terms: Mapping[str, int]) -> Memory | None:
+        revised = await self._store.revise(user_key, memory_id, text, terms)
+        self._people.forget(user_key)
+        return revised
+
     async def remove(self, user_key: str, memory_ids: Sequence[str]) -> None:
         """Gone from the store, and this person's postings let go (the next search loads them again; another
         replica's copy still names the ids, which `read` no longer finds)."""

@@ -187,6 +187,47 @@ class RelationalMemory:
     async def count(self, user_key: str) -> int:
         return await MemoryItem.filter(user_key=user_key).count()
 
+    async def revise(self, user_key: str, memory_id: str, text: str, terms: Mapping[str, int]) -> Memory | None:
+        """In one transaction (a retried edit does it again, never half): the row's words, its postings and its
+        share of the statistics. The row keeps its seq: another replica's postings cache keeps the old words' terms
+        for it until it reloads, and `read` shows the new words."""
+        length = sum(terms.values())
+        async with in_transaction(self._database.connection().connection_name) as connection:
+            row = await MemoryItem.filter(user_key=user_key, id=memory_id).using_db(connection).first()
+            if row is None:
+                return None
+            await (
+                MemoryStats.filter(user_key=user_key, scope=row.scope)
+                .using_db(connection)
+                .update(total_length=F("total_length") + (length - row.length))
+            )
+            await MemoryTerm.filter(user_key=user_key, memory_id=memory_id).using_db(connection).delete()
+            await MemoryTerm.bulk_create(
+                [
+                    MemoryTerm(
+                        user_key=user_key,
+                        scope=row.scope,
+                        term=term[:TERM_CHARS],
+                        memory_id=memory_id,
+                        tf=count,
+                        length=length,
+                    )
+                    for term, count in terms.items()
+                ],
+                using_db=connection,
+            )
+            row.text, row.reply, row.length = text, "", length
+            await row.save(using_db=connection, update_fields=["text", "reply", "length"])
+        return Memory(
+            id=row.id,
+            user_key=user_key,
+            text=text,
+            scope=row.scope,
+            conversation_id=row.conversation_id,
+            created_at=row.created_at,
+            speaker=row.speaker,
+        )
+
     async def remove(self, user_key: str, memory_ids: Sequence[str]) -> None:
         if not memory_ids:
             return

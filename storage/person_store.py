@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,8 +83,26 @@ class PersonModelStore:
     async def _ensure_state(self, user_key: str, connection: BaseDBAsyncClient | None = None) -> None:
         await PersonLearning.get_or_create(user_key=user_key, using_db=connection)
 
-    async def learning_due(self, limit: int) -> list[LearningState]:
+    async def _locked_state(self, user_key: str, connection: BaseDBAsyncClient) -> PersonLearning:
+        """The person's learning row, created if need be and locked for the transaction (on PostgreSQL): learning
+        applied, an edit or a deletion, and feedback derived again take turns on it."""
+        await self._ensure_state(user_key, connection)
+        row = await PersonLearning.filter(user_key=user_key).using_db(connection).select_for_update().first()
+        assert row is not None
+        return row
+
+    async def learning_due(
+        self, limit: int, *, now: float = 0.0, day: str = "", daily_tokens: int = 0
+    ) -> list[LearningState]:
         bind = self._database.params()
+        ready = ""
+        if now:  # those who could not be learned about now (paused, held, waiting to retry, capped) left out in SQL
+            at = bind(int(now * 1000))
+            ready = (
+                f"WHERE COALESCE(s.paused, FALSE) = FALSE AND COALESCE(s.held_until, 0) < {at} "
+                f"AND COALESCE(s.retry_at, 0) < {at} AND NOT (COALESCE(s.day, '') = {bind(day)} "
+                f"AND COALESCE(s.tokens_today, 0) >= {bind(int(daily_tokens))}) "
+            )
         sql = (
             "SELECT w.user_key, w.pending, w.newest, COALESCE(s.paused, FALSE) AS paused, "
             "COALESCE(s.held_until, 0) AS held_until, COALESCE(s.retry_at, 0) AS retry_at, "
@@ -91,7 +110,7 @@ class PersonModelStore:
             "COALESCE(s.tokens_today, 0) AS tokens_today, COALESCE(s.failures, 0) AS failures "
             f"FROM (SELECT user_key, COUNT(*) AS pending, MAX(created_at) AS newest FROM interaction "
             f"WHERE learn = {WAITING} GROUP BY user_key) w LEFT JOIN person_learning s ON s.user_key = w.user_key "
-            f"ORDER BY w.newest LIMIT {bind(int(limit))}"
+            f"{ready}ORDER BY w.newest LIMIT {bind(int(limit))}"
         )
         rows = await self._database.connection().execute_query_dict(sql, bind.values)
         return [
@@ -152,20 +171,40 @@ class PersonModelStore:
         return [item_of(row) for row in await query.order_by("seq")]
 
     async def apply_learning(
-        self, user_key: str, owner: str, plan: Plan, learned: Sequence[str], *, tokens: int, day: str, quiet: bool
+        self,
+        user_key: str,
+        owner: str,
+        plan: Plan,
+        learned: Mapping[str, str],
+        *,
+        tokens: int,
+        day: str,
+        quiet: bool,
     ) -> bool:
         async with in_transaction(self._database.connection().connection_name) as connection:
-            state = (
-                await PersonLearning.filter(user_key=user_key, owner=owner)
+            state = await PersonLearning.filter(user_key=user_key).using_db(connection).select_for_update().first()
+            if state is None or state.owner != owner or state.held_until < now_ms():
+                return False  # forgotten meanwhile, or another process holds it now
+            now_read = {
+                row["id"]: row
+                for row in await Interaction.filter(user_key=user_key, id__in=list(learned))
                 .using_db(connection)
-                .select_for_update()
-                .first()
+                .values("id", "learn", "user_text")
+            }
+            unchanged = all(
+                (row := now_read.get(i)) is not None and row["learn"] == WAITING and row["user_text"] == text
+                for i, text in learned.items()
             )
-            if state is None or state.held_until < now_ms():
-                return False
-            await self._apply_plan(plan, connection)
-            if learned:
-                await Interaction.filter(id__in=list(learned), learn=WAITING).using_db(connection).update(learn=LEARNED)
+            if unchanged:
+                await self._apply_plan(user_key, await self._still_there(user_key, plan, connection), connection)
+                if learned:
+                    await (
+                        Interaction.filter(user_key=user_key, id__in=list(learned), learn=WAITING)
+                        .using_db(connection)
+                        .update(learn=LEARNED)
+                    )
+            # else an exchange was edited or deleted during the call: nothing of it is kept, and it is learned
+            # from again in its new words (the tokens still count)
             state.tokens_today = (state.tokens_today if state.day == day else 0) + tokens
             state.day = day
             state.failures = 0
@@ -175,19 +214,39 @@ class PersonModelStore:
             if quiet:
                 state.last_quiet_call = now_ms()
             await state.save(using_db=connection)
-        return True
+        return unchanged
 
     @staticmethod
-    async def _apply_plan(plan: Plan, connection: BaseDBAsyncClient) -> None:
+    async def _still_there(user_key: str, plan: Plan, connection: BaseDBAsyncClient) -> Plan:
+        """The plan without the sources deleted while it was made (an older message of theirs, say): an item left
+        with none is not added."""
+        cited = {s for item in plan.added for s in item.sources} | {s for ss, _ in plan.sourced.values() for s in ss}
+        if not cited:
+            return plan
+        alive = {
+            str(i)
+            for i in await Interaction.filter(user_key=user_key, id__in=sorted(cited))
+            .exclude(user_text="")
+            .using_db(connection)
+            .values_list("id", flat=True)
+        }
+        if cited <= alive:
+            return plan
+        added = [replace(i, sources=kept) for i in plan.added if (kept := tuple(s for s in i.sources if s in alive))]
+        sourced = {k: (kept, a) for k, (ss, a) in plan.sourced.items() if (kept := tuple(s for s in ss if s in alive))}
+        return Plan(added=added, ended=plan.ended, sourced=sourced, dropped=plan.dropped)
+
+    @staticmethod
+    async def _apply_plan(user_key: str, plan: Plan, connection: BaseDBAsyncClient) -> None:
         for item_id, (why, by, when) in plan.ended.items():
             await (
-                PersonItem.filter(id=item_id, ended="")
+                PersonItem.filter(user_key=user_key, id=item_id, ended="")
                 .using_db(connection)
                 .update(ended=why, replaced_by=by, valid_until=when)
             )
         for item_id, (sources, audience) in plan.sourced.items():
             await (
-                PersonItem.filter(id=item_id)
+                PersonItem.filter(user_key=user_key, id=item_id)
                 .using_db(connection)
                 .update(sources=json.dumps(list(sources)), audience=audience)
             )
@@ -203,16 +262,24 @@ class PersonModelStore:
                 return 0
             state.tokens_today = (state.tokens_today if state.day == day else 0) + tokens
             state.day = day
+            if state.owner not in (owner, None) and state.held_until >= now_ms():
+                await state.save(using_db=connection)
+                return 0  # another process holds it now: its tries count, not this one's
             state.failures += 1
             state.retry_at = now_ms() + int(pause_of(state.failures) * 1000)
-            if state.owner == owner:
-                state.owner, state.held_until = None, 0
+            state.owner, state.held_until = None, 0
             await state.save(using_db=connection)
             return state.failures
 
-    async def skip_exchanges(self, ids: Sequence[str]) -> None:
-        if ids:
-            await Interaction.filter(id__in=list(ids), learn=WAITING).update(learn=SKIPPED)
+    async def skip_exchanges(self, user_key: str, ids: Sequence[str]) -> None:
+        async with in_transaction(self._database.connection().connection_name) as connection:
+            if ids:
+                await (
+                    Interaction.filter(user_key=user_key, id__in=list(ids), learn=WAITING)
+                    .using_db(connection)
+                    .update(learn=SKIPPED)
+                )
+            await PersonLearning.filter(user_key=user_key).using_db(connection).update(failures=0, retry_at=0)
 
     async def release_learning(self, owner: str) -> None:
         await PersonLearning.filter(owner=owner).update(owner=None, held_until=0)
@@ -236,7 +303,7 @@ class PersonModelStore:
         )
         return bool(await self._database.connection().execute_query_dict(sql, bind.values))
 
-    async def reactions_of(self, user_key: str, limit: int) -> list[Reaction]:
+    async def _reactions(self, user_key: str, limit: int, connection: BaseDBAsyncClient) -> list[Reaction]:
         bind = self._database.params()
         sql = (
             "SELECT f.interaction_id, SUM(f.score) AS score, MAX(f.created_at) AS at, i.reply_text, i.audience "
@@ -244,7 +311,7 @@ class PersonModelStore:
             "GROUP BY f.interaction_id, i.reply_text, i.audience ORDER BY MAX(f.created_at) DESC "
             f"LIMIT {bind(int(limit))}"
         )
-        rows = await self._database.connection().execute_query_dict(sql, bind.values)
+        rows = await connection.execute_query_dict(sql, bind.values)
         return [
             Reaction(
                 interaction_id=row["interaction_id"],
@@ -256,44 +323,78 @@ class PersonModelStore:
             for row in rows
         ]
 
-    async def replace_feedback_items(self, user_key: str, items: Sequence[Item]) -> None:
-        """The preferences reactions show are derived whole each time: the old set goes, the new one comes."""
+    async def refresh_feedback_items(self, user_key: str, derive: Callable[[list[Reaction]], list[Item]]) -> None:
+        """The preferences reactions show, derived whole each time from the reactions as they are now (read under
+        the person's lock: a forget or a deletion is either all before or all after)."""
         async with in_transaction(self._database.connection().connection_name) as connection:
+            known = await PersonLearning.filter(user_key=user_key).using_db(connection).exists()
+            if not known and not await Feedback.filter(user_key=user_key).using_db(connection).exists():
+                return  # nobody to derive for (forgotten, or never reacted)
+            await self._locked_state(user_key, connection)
+            items = derive(await self._reactions(user_key, 200, connection))
             await PersonItem.filter(user_key=user_key, origin="feedback").using_db(connection).delete()
             if items:
                 await PersonItem.bulk_create([_row(item) for item in items], using_db=connection)
-
-    async def unlearn(self, interaction_ids: Sequence[str], user_key: str) -> None:
-        gone = set(interaction_ids)
-        if not gone:
-            return
-        async with in_transaction(self._database.connection().connection_name) as connection:
-            for row in await PersonItem.filter(user_key=user_key).using_db(connection):
-                sources = json.loads(row.sources or "[]")
-                if not gone.intersection(sources):
-                    continue
-                kept = [s for s in sources if s not in gone]
-                if kept:
-                    await PersonItem.filter(seq=row.seq).using_db(connection).update(sources=json.dumps(kept))
-                else:  # learned only from what was deleted: it goes from the model, and from its history
-                    await PersonItem.filter(seq=row.seq).using_db(connection).delete()
-                    await (
-                        PersonItem.filter(replaced_by=row.id, user_key=user_key)
-                        .using_db(connection)
-                        .update(ended="", replaced_by=None, valid_until=None)
-                    )
-            await Feedback.filter(interaction_id__in=list(gone)).using_db(connection).delete()
 
     async def said(self, interaction_id: str) -> tuple[str, str] | None:
         row = await Interaction.filter(id=interaction_id).values("user_key", "user_text")
         return (str(row[0]["user_key"]), str(row[0]["user_text"])) if row else None
 
-    async def revise_interaction(self, interaction_id: str, user_key: str, text: str | None) -> None:
-        if text is None:
-            await Interaction.filter(id=interaction_id).update(user_text="", reply_text="", topics=[], learn=SKIPPED)
-            return
-        paused = await PersonLearning.exists(user_key=user_key, paused=True)
-        await Interaction.filter(id=interaction_id).update(user_text=text, learn=SKIPPED if paused else WAITING)
+    async def change_exchange(self, interaction_id: str, user_key: str, text: str | None) -> None:
+        """An edit (`text`) or a deletion (None), under the person's lock so that a learning call made meanwhile
+        sees it (and keeps nothing of the old words): the exchange's words change, it waits to be learned from
+        again (unless it was never to be: said while paused), and what was learned from it goes."""
+        async with in_transaction(self._database.connection().connection_name) as connection:
+            await self._locked_state(user_key, connection)
+            row = await Interaction.filter(id=interaction_id, user_key=user_key).using_db(connection).first()
+            if row is None:
+                return
+            if text is None:
+                row.user_text, row.reply_text, row.topics, row.learn = "", "", [], SKIPPED
+            else:
+                row.user_text, row.learn = text, SKIPPED if row.learn == SKIPPED else WAITING
+            await row.save(using_db=connection, update_fields=["user_text", "reply_text", "topics", "learn"])
+            await self._unlearn(user_key, {interaction_id}, connection)
+            await Feedback.filter(user_key=user_key, interaction_id=interaction_id).using_db(connection).delete()
+
+    @staticmethod
+    async def _unlearn(user_key: str, gone: set[str], connection: BaseDBAsyncClient) -> None:
+        """Items that lose a source: kept with the rest when they are the same fact said elsewhere; gone when it
+        was their only source, or when they are a merge (whose words may hold the lost message's). What a gone
+        item had superseded or merged becomes current again if that item was current; if it had itself been
+        replaced since, it points to what replaced it (A -> B -> C with B gone: A stays past, replaced by C)."""
+        rows = await PersonItem.filter(user_key=user_key).using_db(connection).order_by("seq")
+        by_id = {row.id: row for row in rows}
+        merged_into = {row.replaced_by for row in rows if row.ended == "merged" and row.replaced_by}
+        doomed: set[str] = set()
+        for row in rows:
+            sources = json.loads(row.sources or "[]")
+            if not gone.intersection(sources):
+                continue
+            kept = [s for s in sources if s not in gone]
+            if kept and row.id not in merged_into:
+                row.sources = json.dumps(kept)
+                await row.save(using_db=connection, update_fields=["sources"])
+            else:
+                doomed.add(row.id)
+        for row in rows:
+            if row.id in doomed or row.replaced_by not in doomed:
+                continue
+            target: str | None = row.replaced_by
+            restore = False
+            while target in doomed:
+                replacing = by_id[target]
+                if not replacing.ended:  # what replaced it was current: it is again
+                    restore, target = True, None
+                    break
+                target = replacing.replaced_by  # what replaced that, in turn (None: it was retired)
+            if restore:
+                row.ended, row.replaced_by, row.valid_until = "", None, None
+            else:
+                row.replaced_by = target
+            await row.save(using_db=connection, update_fields=["ended", "replaced_by", "valid_until"])
+        if doomed:
+            await PersonItem.filter(user_key=user_key, id__in=sorted(doomed)).using_db(connection).delete()
 
     async def items_context(self, user_key: str, scopes: Scopes, limit: int) -> list[Item]:
         """The current items readable in `scopes`, newest `limit` of them, in the order they were learned."""

@@ -247,7 +247,9 @@ class RelationalRecords(PersonModelStore):
         return await Interaction.filter(user_key=user_key).exists() or await UserProfile.exists(user_key=user_key)
 
     async def forget_user(self, user_key: str) -> None:
-        # The learning state first: a learning call that finishes now finds no lease to apply under (or, holding
-        # the row, is waited for), so the items go after anything it wrote.
-        for model in (PersonLearning, PersonItem, Feedback, ReplyMessage, LearnedPattern, Interaction, UserProfile):
-            await model.filter(user_key=user_key).delete()
+        # One transaction, the learning state first: a learning call that finishes now either wrote before it (its
+        # lock on that row is waited for, and what it wrote goes too) or finds no lease to keep anything under; and
+        # a sweep sees the exchanges waiting either all there or all gone.
+        async with in_transaction(self._database.connection().connection_name) as connection:
+            for model in (PersonLearning, PersonItem, Feedback, ReplyMessage, LearnedPattern, Interaction, UserProfile):
+                await model.filter(user_key=user_key).using_db(connection).delete()

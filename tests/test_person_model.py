@@ -22,7 +22,7 @@ from bot.config import Settings
 from bot.wiring import Services
 from core.assistant import AssistantSettings
 from core.entries import Incoming, interaction_id_for
-from core.events import MessageRef, ReactionAdded, UserRef
+from core.events import MessageChanged, MessageReceived, MessageRef, ReactionAdded, UserRef
 from core.feedback import Reaction, preferences_from
 from core.learner import LearningSettings, PersonLearner, due
 from core.person import Exchange, Item, Plan, model_lines, parse_extraction, plan_changes
@@ -245,12 +245,37 @@ class Person:
         )
         self.user = UserRef(platform="console", user_id=name)
         self.key = self.user.key
+        self.keys: list[str] = []
 
     async def say(self, text: str) -> str:
+        """Says `text` as the console would (a DM), and returns the answer; `keys` keeps each message's key."""
         before = len(self.out)
-        await self.console._answer(text)
-        await settled(self.services)
+        message_id = uuid.uuid4().hex
+        event = MessageReceived(
+            user=self.user,
+            display_name=self.user.user_id,
+            text=text,
+            conversation_id=self.user.user_id,
+            private=True,
+            message=MessageRef(platform="console", channel_id=self.user.user_id, message_id=message_id),
+        )
+        key = f"console:message:{message_id}"
+        self.keys.append(key)
+        await self._through(Incoming(key=key, event=event))
         return self.out[before:][-1].removeprefix("rapport> ")
+
+    async def change(self, said: int, text: str | None) -> None:
+        """Edits (or, with None, deletes) their `said`-th message (from 0)."""
+        key = self.keys[said]
+        ref = MessageRef(platform="console", channel_id=self.user.user_id, message_id=key.rsplit(":", 1)[1])
+        event = MessageChanged(user=self.user, message=ref, original=key, text=text)
+        await self._through(Incoming(key=f"console:change:{uuid.uuid4().hex}", event=event))
+
+    async def _through(self, incoming: Incoming) -> None:
+        done = self.services.assistant.outcomes.expect(incoming.key)
+        await self.services.turns.accept(incoming)
+        await asyncio.wait_for(done, 10)
+        await settled(self.services)
 
     async def react(self, emoji: str, reply: int, actor: UserRef | None = None) -> None:
         """`actor` (the person by default) reacts on the `reply`-th answer's message (console ids: r<seq>)."""
@@ -678,3 +703,112 @@ async def test_slack_the_time_of_day_is_learned_in_the_persons_own_zone_and_neve
     insights = await services.assistant.insights("slack:T1:U456")
     assert insights is not None
     assert {"kind": "active", "value": "evening", "count": 1} in insights["top_patterns"]
+
+
+# --- what the review of the first version found ------------------------------------------------------------
+
+
+def test_a_merge_written_in_a_dm_call_stays_in_the_dm_even_when_it_merges_public_items() -> None:
+    items = [
+        _item(1, "works at Acme", audience="public:slack:T1"),
+        _item(2, "is in the choir", audience="public:slack:T1"),
+    ]
+    plan = _plan(
+        [{"action": "merge", "items": ["M1", "M2"], "text": "works at Acme, sings in its choir, and told me why"}],
+        items,
+        [_exchange(1, "the real reason I joined the choir is my therapist's advice")],  # a DM
+    )
+    [merged] = plan.added
+    assert merged.audience == "person", "written while reading a DM: it is read in DMs only"
+
+
+async def test_a_forget_during_a_learning_call_leaves_nothing_behind(
+    services: Services, fake_claude: FakeAnthropic
+) -> None:
+    ana = Person(services)
+    await ana.say("I am saving up for a sailing boat")
+    fake_claude.tool_script.append(
+        Use({"changes": [{"action": "add", "text": "saving up for a sailing boat", "sources": ["E1"]}]}, delay=1.5)
+    )
+    learning = asyncio.create_task(ana.learn())
+    await _until(lambda: len(fake_claude.tool_requests) >= 1)
+    await services.assistant.forget(ana.key)
+    assert not await learning, "nothing of it kept"
+    assert await services.records.person_items(ana.key, scopes=None, current=False) == []
+    assert await services.records.learning_due(10) == []
+
+
+async def test_a_message_deleted_during_its_learning_call_is_not_learned(
+    services: Services, fake_claude: FakeAnthropic
+) -> None:
+    ana = Person(services)
+    await ana.say("my passport number is X1234567")
+    await ana.say("I like tea")
+    fake_claude.tool_script.append(
+        Use(
+            {
+                "changes": [
+                    {"action": "add", "text": "passport number X1234567", "sources": ["E1"]},
+                    {"action": "add", "text": "likes tea", "sources": ["E2"]},
+                ]
+            },
+            delay=1.5,
+        )
+    )
+    learning = asyncio.create_task(ana.learn())
+    await _until(lambda: len(fake_claude.tool_requests) >= 1)
+    await ana.change(0, None)
+    assert not await learning, "an exchange changed during the call: nothing of the call is kept"
+    assert await services.records.person_items(ana.key, scopes=None, current=False) == []
+    fake_claude.tool_default = _echo
+    assert await ana.learn(), "what is left is learned again"
+    texts = [i.text for i in await services.records.person_items(ana.key, scopes=None)]
+    assert texts == ["said I like tea"]
+
+
+async def test_deleting_the_middle_of_a_chain_of_moves_leaves_one_current_place(
+    services: Services, fake_claude: FakeAnthropic
+) -> None:
+    ana = Person(services)
+    moves = ["I live in Paris", "I moved to Berlin", "I moved to Rome"]
+    for n, words in enumerate(moves):
+        await ana.say(words)
+        city = words.rsplit(" ", 1)[1]
+
+        def answer(body: dict[str, Any], city: str = city, first: bool = n == 0) -> dict[str, Any]:
+            if first:
+                return {"changes": [{"action": "add", "text": f"lives in {city}", "sources": ["E1"]}]}
+            current = re.search(r"^(M\d+) \[fact\] lives in", body["messages"][0]["content"], re.MULTILINE)
+            assert current is not None
+            change = {"action": "supersede", "items": [current.group(1)], "text": f"lives in {city}", "sources": ["E1"]}
+            return {"changes": [change]}
+
+        fake_claude.tool_default = answer
+        assert await ana.learn()
+    await ana.change(1, None)  # "I moved to Berlin" is deleted
+    items = await services.records.person_items(ana.key, scopes=None, current=False)
+    assert [i.text for i in items if i.current] == ["lives in Rome"]
+    [paris] = [i for i in items if "Paris" in i.text]
+    rome = next(i for i in items if "Rome" in i.text)
+    assert paris.ended == "superseded" and paris.replaced_by == rome.id
+    await ana.say("where do I live?")
+    assert "lives in Rome" in fake_claude.system_text() and "Paris" not in fake_claude.system_text()
+
+
+async def test_an_outage_never_gives_up_on_exchanges_and_answers_that_never_hold_do(
+    services: Services, fake_claude: FakeAnthropic
+) -> None:
+    ana = Person(services)
+    await ana.say("I breed axolotls")
+    services.assistant.learner.settings = replace(services.assistant.learner.settings, max_failures=2)
+    for _ in range(3):
+        fake_claude.tool_script.extend([Fail(529), Fail(529)])  # overloaded, and the SDK's retry
+        assert not await ana.learn()
+    assert await ana.waiting() == 1, "an outage is waited out"
+    fake_claude.tool_script.extend([Use("nonsense"), Use({"changes": "x"})])
+    assert not await ana.learn() and not await ana.learn()
+    assert await ana.waiting() == 0, "answers that never hold: given up after max_failures of them"
+    assert [s.failures for s in await services.records.learning_due(10)] == []
+    await ana.say("and newts")
+    [state] = await services.records.learning_due(10)
+    assert state.failures == 0 and state.retry_at == 0, "the next exchanges start afresh"

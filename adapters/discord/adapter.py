@@ -347,6 +347,8 @@ class DiscordAdapter:
         me = client.user
         if not self._accepting or me is None:
             return
+        if edited is not None and edited.edited_at is None:
+            return  # not an edit of the words: an embed appeared under a link, or it was pinned
         original = f"discord:message:{channel_id}:{message_id}"
         author = await self._assistant.author_of(original)
         if author is None or (edited is not None and user_ref(edited.author.id).key != author):

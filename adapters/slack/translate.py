@@ -345,6 +345,9 @@ def change_of(envelope: Envelope, *, bot_user_id: str | None) -> MessageChanged 
     text = shown.get("text") if subtype == "message_changed" else None
     if subtype == "message_changed" and not isinstance(text, str):
         return None
+    before = event.get("previous_message")
+    if subtype == "message_changed" and isinstance(before, Mapping) and before.get("text") == text:
+        return None  # the words are the same: a link unfurled, a file was shared, a thread got a reply
     return MessageChanged(
         user=UserRef(platform=PLATFORM, scope=envelope.team_id, user_id=user),
         message=MessageRef(platform=PLATFORM, channel_id=channel, message_id=ts),
