@@ -27,7 +27,15 @@ from core.person import EXTRACTION_TOOL, Plan, learning_request, parse_extractio
 from core.ports import LanguageModel, LearningState, PersonModels, Telemetry
 from core.privacy import readable_where
 
-__all__ = ["LearningSettings", "PersonLearner", "day_of", "due", "refresh_preferences", "retry_pause"]
+__all__ = [
+    "LearningSettings",
+    "PersonLearner",
+    "day_of",
+    "due",
+    "quiet_for",
+    "refresh_preferences",
+    "retry_pause",
+]
 
 log = logging.getLogger(__name__)
 PART = "learning"
@@ -37,7 +45,9 @@ PART = "learning"
 class LearningSettings:
     model: str = DEFAULT_MEMORY_MODEL
     batch: int = 6  # exchanges that make a call at once
-    quiet: float = 60.0  # seconds without a new message after which what waits is learned from
+    quiet: float = 60.0  # seconds without a new message after which what waits is learned from (at least)
+    quiet_gaps: float = 3.0  # ... or this many of the person's own gaps between the messages waiting, if longer
+    max_quiet: float = 1_800.0
     cooldown: float = 900.0  # seconds between two quiet calls for one person (a full batch needs no wait)
     max_exchanges: int = 20  # in one call (a backfill goes on in further calls)
     daily_tokens: int = 60_000  # per person and UTC day, input and output together
@@ -59,9 +69,22 @@ def due(state: LearningState, now: float, settings: LearningSettings) -> str | N
         return None  # the day's cap: the rest waits for tomorrow (UTC)
     if state.pending >= settings.batch:
         return "batch"
-    if now - state.newest >= settings.quiet and now - state.last_quiet_call >= settings.cooldown:
+    if now - state.newest >= quiet_for(state, settings) and now - state.last_quiet_call >= settings.cooldown:
         return "quiet"
     return None
+
+
+def quiet_for(state: LearningState, settings: LearningSettings) -> float:
+    """How long a silence ends a conversation for this person: a minute after a burst; for someone who writes a
+    message every few minutes, a few of their own gaps (so that each of their messages is not a conversation's
+    end, and a call each)."""
+    if state.last_seen > 0:
+        gap = (state.newest - state.last_seen) / max(state.pending, 1)
+    elif state.pending >= 2 and state.oldest > 0:
+        gap = (state.newest - state.oldest) / (state.pending - 1)
+    else:
+        return settings.quiet
+    return min(max(settings.quiet, settings.quiet_gaps * gap), max(settings.max_quiet, settings.quiet))
 
 
 async def refresh_preferences(store: PersonModels, user_key: str) -> None:

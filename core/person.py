@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.ports import Scope, Scopes
 from core.privacy import narrowest
+from core.recall import terms_of
 
 __all__ = [
     "EXTRACTION_TOOL",
@@ -96,6 +97,7 @@ class Change(BaseModel):
     about: str = Field(default="", max_length=500)
     items: list[str] = Field(default_factory=list, max_length=20)
     sources: list[str] = Field(default_factory=list, max_length=50)
+    exclusive: bool = False
 
 
 class Extraction(BaseModel):
@@ -125,6 +127,11 @@ EXTRACTION_TOOL: Mapping[str, object] = {
                         "kind": {"type": "string", "enum": list(KINDS)},
                         "text": {"type": "string", "description": "Short, in the third person, in their words."},
                         "about": {"type": "string", "description": "What it is about, in two or three words."},
+                        "exclusive": {
+                            "type": "boolean",
+                            "description": "Only one such fact is true at a time (where they live, their employer, "
+                            "their partner): a new one replaces the current one with the same `about`.",
+                        },
                         "items": {"type": "array", "items": {"type": "string"}, "description": "Item ids (M…)."},
                         "sources": {"type": "array", "items": {"type": "string"}, "description": "Exchange ids (E…)."},
                     },
@@ -143,13 +150,21 @@ _INSTRUCTIONS = (
     "update_person_model with the changes they justify, citing the exchanges (E…) each change comes from. Only what "
     "the person said about themselves counts; never what the assistant said, never guesses. A fact that is no "
     "longer true is superseded (by the new one) or retired, never added beside it; a fact already known is not "
-    "added again. Write each item from its sources alone. If nothing is worth keeping, send no changes."
+    "added again; mark `exclusive` a fact only one of which is true at a time. Write each item from its sources "
+    "alone, in words close to theirs. If nothing is worth keeping, send no changes."
 )
 
 
 def _clean(text: str, limit: int) -> str:
     text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch == " ")
     return " ".join(text.split())[:limit]
+
+
+def _grounded(text: str, said: Sequence[str]) -> bool:
+    """Whether an item shares a word (stemmed, stop words aside) with what it cites: a cheap guard against an
+    extraction that invents a fact and cites an exchange at random."""
+    words = set(terms_of(text))
+    return not words or any(words & set(terms_of(s)) for s in said)
 
 
 def same_text(a: str, b: str) -> bool:
@@ -250,6 +265,9 @@ def plan_changes(
         if change.action in ("add", "supersede", "retire") and not sources:
             plan.dropped += 1  # no evidence in this batch
             continue
+        if change.action in ("add", "supersede") and not _grounded(text, [by_exchange[s].text for s in sources]):
+            plan.dropped += 1  # shares no word with what it cites: not something they said
+            continue
         when = max((by_exchange[s].at for s in sources), default=now)
         source_audiences = [by_exchange[s].audience for s in sources]
         if change.action == "add":
@@ -268,6 +286,9 @@ def plan_changes(
                 learned_at=when,
                 sources=sources,
             )
+            if change.exclusive and about:  # added beside the one it replaces: it supersedes it all the same
+                for old in [i for i in live.values() if i.kind == kind and _normal(i.about) == _normal(about)]:
+                    _end(plan, live, old, "superseded", item.id, when)
         elif change.action == "supersede":
             old = targets[0]
             if len(targets) == 1 and same_text(old.text, text):

@@ -353,10 +353,12 @@ class LearningState:
     user_key: str
     pending: int
     newest: float
+    oldest: float = 0.0  # when the first of those waiting came
     paused: bool = False
     held_until: float = 0.0
     retry_at: float = 0.0
     last_quiet_call: float = 0.0
+    last_seen: float = 0.0  # when the newest message learned from was sent
     day: str = ""
     tokens_today: int = 0
     failures: int = 0

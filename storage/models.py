@@ -236,6 +236,7 @@ class PersonLearning(Model):
     held_until = fields.BigIntField(default=0)
     retry_at = fields.BigIntField(default=0)
     last_quiet_call = fields.BigIntField(default=0)
+    last_seen = fields.BigIntField(default=0)  # when the newest message learned from was sent
     day = fields.CharField(max_length=10, default="")
     tokens_today = fields.IntField(default=0)
     failures = fields.IntField(default=0)

@@ -104,11 +104,13 @@ class PersonModelStore:
                 f"AND COALESCE(s.tokens_today, 0) >= {bind(int(daily_tokens))}) "
             )
         sql = (
-            "SELECT w.user_key, w.pending, w.newest, COALESCE(s.paused, FALSE) AS paused, "
+            "SELECT w.user_key, w.pending, w.newest, w.oldest, COALESCE(s.paused, FALSE) AS paused, "
             "COALESCE(s.held_until, 0) AS held_until, COALESCE(s.retry_at, 0) AS retry_at, "
-            "COALESCE(s.last_quiet_call, 0) AS last_quiet_call, COALESCE(s.day, '') AS day, "
+            "COALESCE(s.last_quiet_call, 0) AS last_quiet_call, COALESCE(s.last_seen, 0) AS last_seen, "
+            "COALESCE(s.day, '') AS day, "
             "COALESCE(s.tokens_today, 0) AS tokens_today, COALESCE(s.failures, 0) AS failures "
-            f"FROM (SELECT user_key, COUNT(*) AS pending, MAX(created_at) AS newest FROM interaction "
+            "FROM (SELECT user_key, COUNT(*) AS pending, MAX(created_at) AS newest, MIN(created_at) AS oldest "
+            f"FROM interaction "
             f"WHERE learn = {WAITING} GROUP BY user_key) w LEFT JOIN person_learning s ON s.user_key = w.user_key "
             f"{ready}ORDER BY w.newest LIMIT {bind(int(limit))}"
         )
@@ -118,10 +120,12 @@ class PersonModelStore:
                 user_key=row["user_key"],
                 pending=int(row["pending"]),
                 newest=_when(row["newest"]).timestamp(),
+                oldest=_when(row["oldest"]).timestamp(),
                 paused=bool(row["paused"]),
                 held_until=int(row["held_until"]) / 1000,
                 retry_at=int(row["retry_at"]) / 1000,
                 last_quiet_call=int(row["last_quiet_call"]) / 1000,
+                last_seen=int(row["last_seen"]) / 1000,
                 day=row["day"],
                 tokens_today=int(row["tokens_today"]),
                 failures=int(row["failures"]),
@@ -134,8 +138,8 @@ class PersonModelStore:
         bind = self._database.params()
         sql = (
             "INSERT INTO person_learning (user_key, paused, greeted, owner, held_until, retry_at, last_quiet_call, "
-            f"day, tokens_today, failures) VALUES ({bind(user_key)}, FALSE, FALSE, {bind(owner)}, "
-            f"{bind(now + int(ttl * 1000))}, 0, 0, '', 0, 0) ON CONFLICT (user_key) DO UPDATE SET "
+            f"last_seen, day, tokens_today, failures) VALUES ({bind(user_key)}, FALSE, FALSE, {bind(owner)}, "
+            f"{bind(now + int(ttl * 1000))}, 0, 0, 0, '', 0, 0) ON CONFLICT (user_key) DO UPDATE SET "
             "owner = excluded.owner, held_until = excluded.held_until "
             f"WHERE person_learning.held_until < {bind(now)} OR person_learning.owner = excluded.owner "
             "RETURNING user_key"
@@ -189,12 +193,15 @@ class PersonModelStore:
                 row["id"]: row
                 for row in await Interaction.filter(user_key=user_key, id__in=list(learned))
                 .using_db(connection)
-                .values("id", "learn", "user_text")
+                .values("id", "learn", "user_text", "created_at")
             }
             unchanged = all(
                 (row := now_read.get(i)) is not None and row["learn"] == WAITING and row["user_text"] == text
                 for i, text in learned.items()
             )
+            if unchanged and now_read:
+                newest = max(_when(row["created_at"]) for row in now_read.values())
+                state.last_seen = max(state.last_seen, int(newest.timestamp() * 1000))
             if unchanged:
                 await self._apply_plan(user_key, await self._still_there(user_key, plan, connection), connection)
                 if learned:
@@ -297,8 +304,8 @@ class PersonModelStore:
     async def greet_once(self, user_key: str) -> bool:
         bind = self._database.params()
         sql = (
-            "INSERT INTO person_learning (user_key, paused, greeted, held_until, retry_at, last_quiet_call, day, "
-            f"tokens_today, failures) VALUES ({bind(user_key)}, FALSE, TRUE, 0, 0, 0, '', 0, 0) "
+            "INSERT INTO person_learning (user_key, paused, greeted, held_until, retry_at, last_quiet_call, last_seen, "
+            f"day, tokens_today, failures) VALUES ({bind(user_key)}, FALSE, TRUE, 0, 0, 0, 0, '', 0, 0) "
             "ON CONFLICT (user_key) DO UPDATE SET greeted = TRUE WHERE NOT person_learning.greeted RETURNING user_key"
         )
         return bool(await self._database.connection().execute_query_dict(sql, bind.values))

@@ -148,19 +148,25 @@ def _simulate(times: list[float], settings: LearningSettings, horizon: float) ->
     """The scheduler over a timeline of one person's messages: (calls, messages learned)."""
     pending: list[float] = []
     calls = learned = 0
-    last_quiet = 0.0
+    last_quiet = last_seen = 0.0
     t, i = 0.0, 0
     while t <= horizon:
         while i < len(times) and times[i] <= t:
             pending.append(times[i])
             i += 1
         state = LearningState(
-            user_key="p", pending=len(pending), newest=max(pending, default=0.0), last_quiet_call=last_quiet
+            user_key="p",
+            pending=len(pending),
+            newest=max(pending, default=0.0),
+            oldest=min(pending, default=0.0),
+            last_quiet_call=last_quiet,
+            last_seen=last_seen,
         )
         why = due(state, t, settings)
         if why is not None:
             calls += 1
             learned += len(pending[: settings.max_exchanges])
+            last_seen = max(pending[: settings.max_exchanges])
             pending = pending[settings.max_exchanges :]
             if why == "quiet":
                 last_quiet = t
@@ -178,8 +184,8 @@ def test_eight_messages_in_a_row_then_a_quiet_minute_are_all_learned_in_two_call
 def test_one_message_every_few_minutes_does_not_cost_a_call_per_message() -> None:
     settings = LearningSettings()
     slow = [1_000.0 + 180 * n for n in range(40)]  # one every three minutes for two hours
-    calls, learned = _simulate(slow, settings, horizon=1_000 + 180 * 40 + 1_000)
-    assert learned == 40 and calls <= 10, calls
+    calls, learned = _simulate(slow, settings, horizon=1_000 + 180 * 40 + 2_000)
+    assert learned == 40 and calls <= 8, calls
 
 
 def test_nothing_is_due_while_paused_held_retrying_or_over_the_daily_cap() -> None:
@@ -812,3 +818,34 @@ async def test_an_outage_never_gives_up_on_exchanges_and_answers_that_never_hold
     await ana.say("and newts")
     [state] = await services.records.learning_due(10)
     assert state.failures == 0 and state.retry_at == 0, "the next exchanges start afresh"
+
+
+def test_a_new_exclusive_fact_replaces_the_one_beside_which_it_was_added() -> None:
+    plan = _plan(
+        [
+            {
+                "action": "add",
+                "kind": "fact",
+                "text": "works at Initech",
+                "about": "Employer",
+                "exclusive": True,
+                "sources": ["E1"],
+            }
+        ],
+        [replace(_item(1, "works at Acme"), about="employer"), replace(_item(2, "has a dog"), about="pets")],
+        [_exchange(1, "I started at Initech today")],
+    )
+    [initech] = plan.added
+    assert plan.ended == {"i1": ("superseded", initech.id, NOW)}, "the employer changes; the dog stays"
+
+
+def test_an_invented_fact_citing_an_unrelated_message_is_dropped() -> None:
+    plan = _plan(
+        [
+            {"action": "add", "kind": "fact", "text": "owns a yacht in Monaco", "sources": ["E1"]},
+            {"action": "add", "kind": "fact", "text": "wohnt in Berlin", "sources": ["E2"]},
+        ],
+        [],
+        [_exchange(1, "what's the weather like?"), _exchange(2, "Ich wohne jetzt in Berlin")],
+    )
+    assert [i.text for i in plan.added] == ["wohnt in Berlin"] and plan.dropped == 1

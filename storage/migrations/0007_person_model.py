@@ -19,8 +19,8 @@ async def place_interactions(apps: Any, schema_editor: Any) -> None:
     )
     await client.execute_query("UPDATE interaction SET learn = 2 WHERE NOT ok OR user_text = ''")
     await client.execute_query(
-        "INSERT INTO person_learning (user_key, paused, greeted, held_until, retry_at, last_quiet_call, day, "
-        "tokens_today, failures) SELECT user_key, FALSE, TRUE, 0, 0, 0, '', 0, 0 FROM user_profile WHERE TRUE "
+        "INSERT INTO person_learning (user_key, paused, greeted, held_until, retry_at, last_quiet_call, last_seen, "
+        "day, tokens_today, failures) SELECT user_key, FALSE, TRUE, 0, 0, 0, 0, '', 0, 0 FROM user_profile WHERE TRUE "
         "ON CONFLICT (user_key) DO NOTHING"
     )
 
@@ -65,6 +65,7 @@ class Migration(migrations.Migration):
                 ('held_until', fields.BigIntField(default=0)),
                 ('retry_at', fields.BigIntField(default=0)),
                 ('last_quiet_call', fields.BigIntField(default=0)),
+                ('last_seen', fields.BigIntField(default=0)),
                 ('day', fields.CharField(default='', max_length=10)),
                 ('tokens_today', fields.IntField(default=0)),
                 ('failures', fields.IntField(default=0)),
