@@ -52,6 +52,7 @@ async def _stack(scratch: str, claude: FakeAnthropic, model: object) -> AsyncIte
         CLAUDE_MAX_TOKENS=4096,
         DATABASE_URL=f"sqlite://{scratch}/bench.sqlite3",
         CHROMA_PATH=f"{scratch}/chroma",
+        CONSENT_NOTE="",  # each answer is compared whole with what was scripted
     )
     services = await build_services(settings, model=model)
     services.start()

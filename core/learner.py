@@ -44,7 +44,7 @@ PART = "learning"
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LearningSettings:
     model: str = DEFAULT_MEMORY_MODEL
-    batch: int = 6  # exchanges that make a call at once
+    batch: int = 6  # exchanges that make a call as soon as the person pauses (twice their pace, a minute at most)
     quiet: float = 60.0  # seconds without a new message after which what waits is learned from (at least)
     quiet_gaps: float = 3.0  # ... or this many of the person's own gaps between the messages waiting, if longer
     max_quiet: float = 1_800.0
@@ -67,8 +67,10 @@ def due(state: LearningState, now: float, settings: LearningSettings) -> str | N
         return None
     if state.day == day_of(now) and state.tokens_today >= settings.daily_tokens:
         return None  # the day's cap: the rest waits for tomorrow (UTC)
-    if state.pending >= settings.batch:
+    if state.pending >= settings.max_exchanges:
         return "batch"
+    if state.pending >= settings.batch and now - state.newest >= min(settings.quiet, 2 * _gap(state)):
+        return "batch"  # a batch has gathered and they paused: the rest of a burst is not left for another call
     if now - state.newest >= quiet_for(state, settings) and now - state.last_quiet_call >= settings.cooldown:
         return "quiet"
     return None
@@ -78,11 +80,8 @@ def quiet_for(state: LearningState, settings: LearningSettings) -> float:
     """How long a silence ends a conversation for this person: a minute after a burst; for someone who writes a
     message every few minutes, a few of their own gaps (so that each of their messages is not a conversation's
     end, and a call each)."""
-    if state.last_seen > 0:
-        gap = (state.newest - state.last_seen) / max(state.pending, 1)
-    elif state.pending >= 2 and state.oldest > 0:
-        gap = (state.newest - state.oldest) / (state.pending - 1)
-    else:
+    gap = _gap(state)
+    if gap <= 0:
         return settings.quiet
     return min(max(settings.quiet, settings.quiet_gaps * gap), max(settings.max_quiet, settings.quiet))
 
@@ -97,6 +96,16 @@ async def refresh_preferences(store: PersonModels, user_key: str) -> None:
 def retry_pause(failures: int) -> float:
     """Seconds before the next try after this many failures in a row: a minute, doubling, an hour at most."""
     return float(min(60.0 * 2.0 ** max(failures - 1, 0), 3_600.0))
+
+
+def _gap(state: LearningState) -> float:
+    """The person's own pace: the mean time between the messages waiting (and the last one learned from); 0 when
+    there is nothing to tell it by."""
+    if state.last_seen > 0:
+        return max(state.newest - state.last_seen, 0.0) / max(state.pending, 1)
+    if state.pending >= 2 and state.oldest > 0:
+        return max(state.newest - state.oldest, 0.0) / (state.pending - 1)
+    return 0.0
 
 
 def day_of(at: float) -> str:

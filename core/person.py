@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.ports import Scope, Scopes
 from core.privacy import narrowest
-from core.recall import terms_of
 
 __all__ = [
     "EXTRACTION_TOOL",
@@ -160,13 +159,6 @@ def _clean(text: str, limit: int) -> str:
     return " ".join(text.split())[:limit]
 
 
-def _grounded(text: str, said: Sequence[str]) -> bool:
-    """Whether an item shares a word (stemmed, stop words aside) with what it cites: a cheap guard against an
-    extraction that invents a fact and cites an exchange at random."""
-    words = set(terms_of(text))
-    return not words or any(words & set(terms_of(s)) for s in said)
-
-
 def same_text(a: str, b: str) -> bool:
     """Whether two items say the same thing, case, spacing and punctuation aside."""
     return _normal(a) == _normal(b)
@@ -219,6 +211,7 @@ class Plan:
     ended: dict[str, tuple[str, str | None, datetime]] = field(default_factory=dict)
     sourced: dict[str, tuple[tuple[str, ...], Scope]] = field(default_factory=dict)
     dropped: int = 0  # changes that did not hold
+    ended_texts: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -244,6 +237,7 @@ def plan_changes(
     plan = Plan()
     live: dict[str, Item] = dict(by_id)  # current items as the plan goes, new ones included
     sources_of: dict[str, tuple[str, ...]] = {i.id: i.sources for i in by_id.values()}
+    ended_texts = plan.ended_texts  # what this extraction ended (superseded, retired), in its words
     audience_of: dict[str, Scope] = {i.id: i.audience for i in by_id.values()}
 
     def new_id() -> str:
@@ -265,8 +259,8 @@ def plan_changes(
         if change.action in ("add", "supersede", "retire") and not sources:
             plan.dropped += 1  # no evidence in this batch
             continue
-        if change.action in ("add", "supersede") and not _grounded(text, [by_exchange[s].text for s in sources]):
-            plan.dropped += 1  # shares no word with what it cites: not something they said
+        if change.action in ("add", "supersede") and any(same_text(text, t) for t in ended_texts):
+            plan.dropped += 1  # says again what this extraction ended: a contradiction in itself
             continue
         when = max((by_exchange[s].at for s in sources), default=now)
         source_audiences = [by_exchange[s].audience for s in sources]
@@ -352,6 +346,8 @@ def _add_sources(
 
 def _end(plan: Plan, live: dict[str, Item], item: Item, why: str, by: str | None, when: datetime) -> None:
     live.pop(item.id, None)
+    if why in ("superseded", "retired"):
+        plan.ended_texts.append(item.text)
     new = next((i for i in plan.added if i.id == item.id), None)
     if new is not None:  # added and ended in one extraction (a contradiction in itself): it never was current
         plan.added.remove(new)
