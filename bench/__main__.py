@@ -30,6 +30,13 @@ FULL: dict[str, dict[str, Any]] = {
     "memory": {"dataset": "bench/data/locomo_mini.json"},
     "streaming": {"answers": 40, "turns": 40, "long_chars": 6_000, "long_seconds": 10.0},
     "streaming_cpu": {"people": 200, "seconds": 20.0, "claude_latency": 1.0, "answer_chars": 800, "rounds": 2},
+    "person_model": {
+        "dataset": "bench/data/person_dialogues.json",
+        "error_rate": 0.2,
+        "seeds": [14, 15, 16],
+        "control": True,
+        "latency": {"people": 30, "messages": 20, "rounds": 3, "answer_latency": 0.1},
+    },
 }
 QUICK: dict[str, dict[str, Any]] = {
     "context": {"tiers": [0, 200], "others": 1_000, "messages": 5},
@@ -39,6 +46,15 @@ QUICK: dict[str, dict[str, Any]] = {
     "memory": {"dataset": "bench/data/locomo_mini.json"},
     "streaming": {"answers": 3, "turns": 4, "long_chars": 600, "long_seconds": 1.0},
     "streaming_cpu": {"people": 10, "seconds": 2.0, "claude_latency": 0.2, "answer_chars": 200, "rounds": 1},
+    "person_model": {
+        "dataset": "bench/data/person_dialogues.json",
+        "people": ["dev", "margit"],
+        "sessions": 3,
+        "error_rate": 0.2,
+        "seeds": [14],
+        "control": False,
+        "latency": {"people": 6, "messages": 10, "rounds": 1, "answer_latency": 0.05},
+    },
 }
 # Not part of a plain run: it needs a revision to compare with (python -m bench --only compare --before REV).
 OPTIONAL: dict[str, dict[str, Any]] = {"compare": {"people": 200, "seconds": 20.0, "rounds": 2}}
@@ -50,6 +66,7 @@ async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
     from bench.load import measure_load
     from bench.memory import run as run_memory
     from bench.openloop import measure_open_loop
+    from bench.person_model import measure_person_model
     from bench.recovery import measure_recovery
     from bench.stack import real_stack
     from bench.streaming import measure_streaming, measure_streaming_cpu
@@ -113,6 +130,8 @@ async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
         return await measure_streaming(**config)
     if name == "streaming_cpu":
         return await measure_streaming_cpu(**config)
+    if name == "person_model":
+        return await measure_person_model(config)
     if name == "memory":
         return await run_memory(ROOT / config["dataset"], compare=True, database_url=None)
     raise ValueError(name)
@@ -269,6 +288,7 @@ def _md(results: dict[str, Any], command: str) -> str:
                 )
         out.append("")
     out += _streaming_md(results["parts"])
+    out += _person_model_md(results["parts"])
     memory = results["parts"].get("memory")
     if memory:
         from bench.memory import _table
@@ -332,6 +352,134 @@ def _streaming_md(parts: dict[str, Any]) -> list[str]:
                 f"| {r['added_ms']['p50']} / {r['added_ms']['p95']} | {split} | {c.get('total')} |"
             )
         out.append("")
+    return out
+
+
+def _person_model_md(parts: dict[str, Any]) -> list[str]:
+    found = parts.get("person_model")
+    if not found:
+        return []
+    data, replay, latency = found["dataset"], found["replay"], found["latency"]
+    errors, clean = replay["errors"], replay.get("clean")
+    s = found["settings"]
+    paced = (
+        f" or {s['quiet_gaps']:g} of the person's own gaps, at most {s['max_quiet']:.0f} s" if "quiet_gaps" in s else ""
+    )
+    seeds = (
+        f"seeds {', '.join(str(x) for x in errors['seeds'])}, pooled"
+        if len(errors["seeds"]) > 1
+        else f"seed {errors['seeds'][0]}"
+    )
+
+    def pct(share: float | None) -> str:
+        return "–" if share is None else f"{share:.1%}"
+
+    def causes(figures: dict[str, Any]) -> str:
+        by = figures.get("superseded_by_cause") or {}
+        return ", ".join(f"{why} {n}" for why, n in sorted(by.items())) or "none"
+
+    def per_100(part: str) -> Any:
+        return lambda f: f"{f[part]['requests_per_100_messages']} / {f[part]['tokens_per_100_messages']:,}"
+
+    def row(label: str, pick: Any) -> str:
+        return f"| {label} | {pick(errors)} | {pick(clean) if clean else '–'} |"
+
+    out = [
+        "## Person model",
+        "",
+        f"The held-out dialogues of `{data['path']}`: {data['people']} people in {len(data['languages'])} "
+        f"language{'s' if len(data['languages']) > 1 else ''} "
+        f"({', '.join(data['languages'])}), {data['sessions']} sessions, {data['messages']} messages with "
+        f"{data['annotations']} annotations and {data['reactions']} reactions, {data['checkpoints']} checkpoints. They "
+        "are replayed through the real stack (inbox, turns, stores, the SDK against the fake Anthropic API, here in "
+        "the benchmark's process); the learning model's answers are scripted from the annotations (the request's "
+        f"M and E lines mapped back to the dataset), with an error injected in {replay['error_rate']:.0%} of the "
+        f"calls ({seeds}): wrong, contradictory, duplicated or malformed extractions. Learning runs whenever "
+        f"`core.learner.due` says so on the dataset's clock (batch {s['batch']}, quiet {s['quiet_s']:.0f} s{paced}, "
+        f"cooldown {s['cooldown_s']:.0f} s, a sweep every {s['poll_s']:.0f} s); a failed call is tried again at the "
+        "next due point. At each checkpoint the person sends a probe and the system prompt Claude got is read (a fact "
+        "is present when its annotated text is an item there, case and punctuation aside).",
+        "",
+        f"| | with errors ({errors['runs']} run{'s' if errors['runs'] > 1 else ''}) | no errors"
+        f"{' (1 run)' if clean else ''} |",
+        "| --- | --- | --- |",
+        row(
+            "current facts in the prompt at checkpoints (said / shown by reactions)",
+            lambda f: f"{pct(f['current_share'])} ({pct(f['said_share'])} / {pct(f['shown_share'])})",
+        ),
+        row(
+            "prompts with a superseded fact whose ending was learned (target 0); items by the error that caused them",
+            lambda f: f"{f['prompts_with_superseded']} of {f['prompts_checked']}; {causes(f)}",
+        ),
+        row("superseded facts in the checkpoint probes", lambda f: f["superseded_at_checkpoints"]),
+        row(
+            "prompts with a fact ended in words, not yet learned from (scheduler lag)",
+            lambda f: f["prompts_with_superseded_not_yet_learned"],
+        ),
+        row("duplicate items in prompts", lambda f: f["duplicate_items_in_prompts"]),
+        row("prompts with an invented fact (cited right: accepted)", lambda f: f["prompts_with_never_said_items"]),
+        row(
+            "changes naming an exchange or item not in the request, in a prompt",
+            lambda f: f["dropped_changes_seen_in_prompts"],
+        ),
+        row("another person's facts in a prompt", lambda f: f["other_peoples_items_in_prompts"]),
+        row("malformed calls that changed the model", lambda f: f["malformed_calls_that_changed_the_model"]),
+        row("exchanges given up after repeated failures", lambda f: f["exchanges_given_up"]),
+        row("learning requests / tokens per 100 messages", per_100("learning")),
+        row("… of the slow writer", per_100("learning_slow_writer")),
+        "",
+        f"Errors injected ({errors['calls_with_errors']} of {errors['calls']} calls): "
+        + ", ".join(f"{k} {v}" for k, v in errors["errors_injected"].items())
+        + ".",
+        "",
+        "Calls at realistic pacing, the scheduler alone over the dataset's timestamps (every call learns what waits; "
+        "the slow writer sends a message every 150–480 s for an hour or more), with the defaults and some "
+        "alternatives:",
+        "",
+        "| settings | calls per 100 messages: all / bursts / slow writer | messages per call | wait before a call "
+        "reads it p50 / p95 s: all / slow writer |",
+        "| --- | --- | --- | --- |",
+    ]
+    for p in found["pacing"]:
+        a, b, w = p["all"], p["bursts"], p["slow_writer"]
+        label = ", ".join(f"{k} {v:g}" for k, v in p["settings"].items()) or "defaults"
+        out.append(
+            f"| {label} | {a['calls_per_100_messages']} / {b['calls_per_100_messages']} / "
+            f"{w['calls_per_100_messages']} | {a['messages_per_call']} | {a['wait_s']['p50']} / {a['wait_s']['p95']} "
+            f"· {w['wait_s']['p50']} / {w['wait_s']['p95']} |"
+        )
+    on, off, diff, noise = latency["on"], latency["off"], latency["on_minus_off"], latency["noise"]
+    knobs = latency["learning_settings"]
+    verdict = {
+        True: "learning on is no slower than off beyond the noise",
+        False: "learning on is slower than off beyond the noise",
+        None: "one round: no noise to compare with",
+    }
+    out += [
+        "",
+        f"Answer latency (accept → delivered) with {latency['people']} people sending {latency['messages_each']} "
+        f"messages each, Claude answering in {latency['answer_latency_s']} s and the learning model in "
+        f"{latency['learning_latency_s']} s (10×; the fake API in a process of its own), learning off and on "
+        f"(poll {knobs['poll']} s, a call for every {knobs['batch']} messages at once, quiet {knobs['quiet']} s, "
+        "no cooldown, "
+        f"{knobs['concurrency']} calls in flight at most) in alternating rounds on one stack:",
+        "",
+        "| round | learning | answers | p50 ms | p95 ms | p99 ms | learning calls in the run |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in latency["runs"]:
+        a = r["answer_ms"]
+        out.append(
+            f"| {r['round'] + 1} | {'on' if r['learning'] else 'off'} | {a['n']} | {a['p50']} | {a['p95']} "
+            f"| {a['p99']} | {r['learning_calls']} |"
+        )
+    out += [
+        "",
+        f"Median over rounds: off {off['p50_ms']} / {off['p95_ms']} ms, on {on['p50_ms']} / {on['p95_ms']} ms "
+        f"(p50 / p95); on − off {diff['p50_ms']:+} / {diff['p95_ms']:+} ms; the noise (largest spread between rounds "
+        f"of one mode) {noise['p50_spread_ms']} / {noise['p95_spread_ms']} ms: {verdict[latency['within_noise']]}.",
+        "",
+    ]
     return out
 
 

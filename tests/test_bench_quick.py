@@ -52,6 +52,21 @@ def test_quick_benchmarks_write_tables_and_raw_figures(tmp_path: Path) -> None:
     assert streaming["cache"]["turns"] == 4 and streaming["cache"]["input_tokens"] > 0
     runs = raw["parts"]["streaming_cpu"]["runs"]
     assert [r["streaming"] for r in runs] == [False, True] and all(r["answers"] > 0 for r in runs)
+    person = raw["parts"]["person_model"]
+    assert person["dataset"]["people"] == 2 and person["dataset"]["messages"] >= 40
+    errors = person["replay"]["errors"]
+    assert errors["calls_with_errors"] > 0, "errors were injected"
+    assert errors["current_share"] > 0.8
+    assert errors["superseded_by_cause"].get("unexplained", 0) == 0, "a superseded fact reached a prompt unexplained"
+    assert errors["malformed_calls_that_changed_the_model"] == 0
+    assert errors["dropped_changes_seen_in_prompts"] == errors["other_peoples_items_in_prompts"] == 0
+    assert errors["duplicate_items_in_prompts"] == 0
+    defaults = person["pacing"][0]
+    assert defaults["settings"] == {} and defaults["bursts"]["calls_per_100_messages"] <= 25
+    assert errors["learning"]["requests_per_100_messages"] >= defaults["all"]["calls_per_100_messages"] > 0
+    off, on = person["latency"]["runs"]
+    assert (off["learning"], on["learning"]) == (False, True)
+    assert off["answer_ms"]["n"] == on["answer_ms"]["n"] == 60 and on["learning_calls"] > 0
     table = (tmp_path / "benchmarks.md").read_text()
     for heading in (
         "## Context assembly",
@@ -61,6 +76,7 @@ def test_quick_benchmarks_write_tables_and_raw_figures(tmp_path: Path) -> None:
         "## Memory retrieval",
         "## Streaming",
         "## What streaming costs",
+        "## Person model",
         "python -m bench --quick",
         "ceiling",
     ):
