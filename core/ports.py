@@ -549,6 +549,11 @@ class Inbox(Protocol):
         """Close every other entry of the person and drop what they said from it (keys stay, for de-duplication)."""
         ...
 
+    async def unsay(self, key: str) -> None:
+        """Drop what was said in this done entry (the person edited or deleted it): the conversation's history as
+        the inbox has it no longer shows it."""
+        ...
+
     async def prune(self, older_than: float, limit: int = 5_000) -> int:
         """Delete done entries older than `older_than` seconds (the platforms' redeliveries come within
         minutes; threads are followed for a week); returns how many went."""

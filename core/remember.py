@@ -344,6 +344,7 @@ class MemoryWriter:
         await self._records.change_exchange(interaction, person, text)
         await self._long_term.revise(person, interaction, text, embedding)
         await self._short_term.unsay(person, interaction)
+        await self._inbox.unsay(event.original)
         await refresh_preferences(self._records, person)
         return True
 

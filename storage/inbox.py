@@ -766,6 +766,14 @@ class RelationalInbox:
         await self._db(lambda: self._database.connection().execute_query(turns, bind.values))
         return int(count)
 
+    async def unsay(self, key: str) -> None:
+        bind = self._database.params()
+        sql = (
+            f"UPDATE inbox SET event = {bind(_FORGOTTEN)}, answer = NULL WHERE key = {bind(key)} "
+            f"AND step = {int(Step.DONE)}"
+        )
+        await self._db(lambda: self._database.connection().execute_query(sql, bind.values))
+
     async def forget(self, person: str, *, keep: str) -> None:
         bind = self._database.params()
         sql = (

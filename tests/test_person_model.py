@@ -637,6 +637,8 @@ async def test_discord_a_deleted_message_leaves_the_model_recall_and_the_convers
         prompt = fake_claude.prompt_text()
         assert "4417" not in prompt, "the model, recall and the conversation so far have all let it go"
         assert "said and my gym is on Elm Street" in prompt, "what was said in other messages stays"
+        history = await services.inbox.history(f"discord::{dm}", 20)
+        assert history and not any("4417" in turn.text for turn in history), "nor the inbox's copy of the talk"
         stranger = fake.user(fake.snowflake(), "Mallory")
         kept = await fake.say(alice, "my bike is a red Bianchi", channel_id=dm)
         await fake.until(lambda: len(fake_claude.requests) == 5)
