@@ -97,10 +97,10 @@ class PersonModelStore:
         bind = self._database.params()
         ready = ""
         if now:  # those who could not be learned about now (paused, held, waiting to retry, capped) left out in SQL
-            at = bind(int(now * 1000))
-            ready = (
-                f"WHERE COALESCE(s.paused, FALSE) = FALSE AND COALESCE(s.held_until, 0) < {at} "
-                f"AND COALESCE(s.retry_at, 0) < {at} AND NOT (COALESCE(s.day, '') = {bind(day)} "
+            at = int(now * 1000)
+            ready = (  # each value bound where it is used: SQLite's `?` are positional
+                f"WHERE COALESCE(s.paused, FALSE) = FALSE AND COALESCE(s.held_until, 0) < {bind(at)} "
+                f"AND COALESCE(s.retry_at, 0) < {bind(at)} AND NOT (COALESCE(s.day, '') = {bind(day)} "
                 f"AND COALESCE(s.tokens_today, 0) >= {bind(int(daily_tokens))}) "
             )
         sql = (

@@ -24,7 +24,7 @@ from core.assistant import AssistantSettings
 from core.entries import Incoming, interaction_id_for
 from core.events import MessageChanged, MessageReceived, MessageRef, ReactionAdded, UserRef
 from core.feedback import Reaction, preferences_from
-from core.learner import LearningSettings, PersonLearner, due
+from core.learner import LearningSettings, PersonLearner, day_of, due
 from core.person import Exchange, Item, Plan, model_lines, parse_extraction, plan_changes
 from core.ports import LearningState
 from tests.conftest import REDIS_URL, eventually, fresh_postgres, make_settings, redis_namespace, settled
@@ -278,6 +278,11 @@ class Person:
         await self._through(Incoming(key=f"console:change:{uuid.uuid4().hex}", event=event))
 
     async def _through(self, incoming: Incoming) -> None:
+        # One console delivery port per process: the one made last prints; this person's is made again to print
+        # their answers here.
+        self.console = ConsoleAdapter(
+            self.services.assistant, self.services.turns, user=self.user.user_id, read_line=_none, write=self.out.append
+        )
         done = self.services.assistant.outcomes.expect(incoming.key)
         await self.services.turns.accept(incoming)
         await asyncio.wait_for(done, 10)
@@ -860,3 +865,31 @@ def test_a_paraphrase_in_another_language_is_kept() -> None:
         [_exchange(1, "Du kannst mich duzen, das ist mir lieber.")],
     )
     assert [i.text for i in plan.added] == ["möchte geduzt werden"]
+
+
+async def test_the_sweep_finds_who_is_due_and_learns_in_the_background(
+    services: Services, fake_claude: FakeAnthropic
+) -> None:
+    ana = Person(services)
+    for n in range(7):
+        await ana.say(f"fact number {n} about my garden")
+    bo = Person(services, "bo")
+    await bo.say("hello")
+    await services.records.set_paused(bo.key, True)
+    learner = services.assistant.learner
+    now, cap = datetime.now(UTC).timestamp(), learner.settings.daily_tokens
+    states = await services.records.learning_due(10, now=now, day=day_of(now), daily_tokens=cap)
+    assert [s.user_key for s in states] == [ana.key], "bo is paused: nothing of his waits"
+    await asyncio.sleep(0.3)  # twice her pace: her batch is due
+    assert await learner.sweep() == 1
+    await learner.settle()
+    assert await ana.waiting() == 0 and len(fake_claude.tool_requests) == 1
+    assert "learning" not in services.health.problems()
+    await ana.say("and one more")
+    now = datetime.now(UTC).timestamp()
+    [state] = await services.records.learning_due(10, now=now, day=day_of(now), daily_tokens=cap)
+    assert state.tokens_today > 0 and state.day == day_of(now), "the call's tokens count"
+    capped = await services.records.learning_due(10, now=now, day=day_of(now), daily_tokens=state.tokens_today)
+    assert capped == [], "past the day's cap: left for tomorrow"
+    tomorrow = now + 86_400
+    assert len(await services.records.learning_due(10, now=tomorrow, day=day_of(tomorrow), daily_tokens=1)) == 1
