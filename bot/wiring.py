@@ -216,6 +216,9 @@ async def build_services(
                 quiet=settings.learn_quiet_seconds,
                 cooldown=settings.learn_cooldown_seconds,
                 daily_tokens=settings.learn_daily_tokens,
+                deadline=settings.learn_deadline_seconds,
+                # Held for twice a call's deadline: a process that stops mid-call lets another take it then.
+                lease=max(2 * settings.learn_deadline_seconds, 5.0),
             ),
         ),
     )

@@ -23,7 +23,7 @@ from adapters.slack.delivery import THINKING
 from bot.wiring import build_services
 from core.assistant import AssistantSettings
 from tests.conftest import IN_CI, eventually, make_settings, shut
-from tests.fakes.anthropic_api import FakeAnthropic, Say
+from tests.fakes.anthropic_api import FakeAnthropic, Say, Use
 from tests.fakes.chat import FakeChat
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.private_services import PrivateChroma, PrivatePostgres, PrivateRedis, missing_tools
@@ -350,3 +350,36 @@ async def test_with_chroma_down_recall_is_the_word_search_and_vectors_are_writte
     finally:
         await shut(services)
         await chroma.kill()
+
+
+async def test_sigkill_mid_learning_call_loses_nothing_and_the_next_process_learns_it(
+    tmp_path: Path, env: dict[str, str], cluster: PrivatePostgres, fake_claude: FakeAnthropic, slack_api: FakeSlackAPI
+) -> None:
+    learning = env | {"LEARN_BATCH": "2", "LEARN_DEADLINE_SECONDS": "4"}  # a killed process's lease lapses in 8 s
+    url = env["DATABASE_URL"]
+
+    async def count(sql: str) -> int:
+        [row] = await cluster.query(url, sql)
+        return int(row[0])
+
+    async def learned_once() -> bool:
+        items = await count("SELECT COUNT(*) FROM person_item WHERE ended = ''")
+        return items == 1 and await count("SELECT COUNT(*) FROM interaction WHERE learn = 1") == 2
+
+    async def asked_to_learn() -> bool:
+        return len(fake_claude.tool_requests) >= 1
+
+    fake_claude.tool_script.append(Use({"changes": [{"action": "add", "text": "never kept", "sources": ["E1"]}]}, 30))
+    async with worker(tmp_path, **learning) as first:
+        assert await send(first, [dm(1, "my boat is called Petrel"), dm(1, "she is moored in Brest")]) == [200, 200]
+        await eventually(asked_to_learn, timeout=30)
+        first.process.kill()
+        await first.exited(10)
+    assert await count("SELECT COUNT(*) FROM person_item") == 0
+    assert await count("SELECT COUNT(*) FROM interaction WHERE learn = 0") == 2, "still waiting: nothing lost"
+    fake_claude.tool_default = lambda body: {
+        "changes": [{"action": "add", "text": "has a boat called Petrel, moored in Brest", "sources": ["E1", "E2"]}]
+    }
+    async with worker(tmp_path, **learning):
+        await eventually(learned_once, timeout=45)
+    assert len(fake_claude.tool_requests) == 2, "learned from once more, by the next process, and only once"
