@@ -254,7 +254,7 @@ class PersonLearner:
                 quiet=quiet,
             )
             if done:
-                await self.refresh_feedback(user_key)
+                await refresh_preferences(store, user_key)
         except Exception as exc:  # noqa: BLE001 - not applied: the exchanges still wait, and are tried again
             self._health.down(PART, f"{type(exc).__name__}: {exc}"[:200])
             log.debug("learning for %s could not be kept", user_key, exc_info=True)
@@ -287,9 +287,6 @@ class PersonLearner:
                 await self._store.skip_exchanges(user_key, batch)
         except Exception:  # noqa: BLE001 - the lease lapses by itself
             log.debug("could not record the learning failure of %s", user_key, exc_info=True)
-
-    async def refresh_feedback(self, user_key: str) -> None:
-        await refresh_preferences(self._store, user_key)
 
     async def close(self) -> None:
         self._stopped.set()

@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.ports import Scope, Scopes
+from core.ports import Scope
 from core.privacy import narrowest
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "Extraction",
     "Item",
     "Plan",
-    "current_for",
     "learning_request",
     "model_lines",
     "parse_extraction",
@@ -211,7 +210,6 @@ class Plan:
     ended: dict[str, tuple[str, str | None, datetime]] = field(default_factory=dict)
     sourced: dict[str, tuple[tuple[str, ...], Scope]] = field(default_factory=dict)
     dropped: int = 0  # changes that did not hold
-    ended_texts: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -237,7 +235,7 @@ def plan_changes(
     plan = Plan()
     live: dict[str, Item] = dict(by_id)  # current items as the plan goes, new ones included
     sources_of: dict[str, tuple[str, ...]] = {i.id: i.sources for i in by_id.values()}
-    ended_texts = plan.ended_texts  # what this extraction ended (superseded, retired), in its words
+    ended_texts: list[str] = []  # what this extraction ended (superseded, retired), in its words
     audience_of: dict[str, Scope] = {i.id: i.audience for i in by_id.values()}
 
     def new_id() -> str:
@@ -282,7 +280,7 @@ def plan_changes(
             )
             if change.exclusive and about:  # added beside the one it replaces: it supersedes it all the same
                 for old in [i for i in live.values() if i.kind == kind and _normal(i.about) == _normal(about)]:
-                    _end(plan, live, old, "superseded", item.id, when)
+                    _end(plan, live, ended_texts, old, "superseded", item.id, when)
         elif change.action == "supersede":
             old = targets[0]
             if len(targets) == 1 and same_text(old.text, text):
@@ -299,10 +297,10 @@ def plan_changes(
                 sources=sources,
             )
             for target in targets:
-                _end(plan, live, target, "superseded", item.id, when)
+                _end(plan, live, ended_texts, target, "superseded", item.id, when)
         elif change.action == "retire":
             for target in targets:
-                _end(plan, live, target, "retired", None, when)
+                _end(plan, live, ended_texts, target, "retired", None, when)
             continue
         else:  # merge
             merged_sources = tuple(dict.fromkeys([s for t in targets for s in sources_of[t.id]] + list(sources)))
@@ -318,7 +316,7 @@ def plan_changes(
                 sources=merged_sources,
             )
             for target in targets:
-                _end(plan, live, target, "merged", item.id, when)
+                _end(plan, live, ended_texts, target, "merged", item.id, when)
         plan.added.append(item)
         live[item.id] = item
         sources_of[item.id] = item.sources
@@ -344,10 +342,12 @@ def _add_sources(
         plan.sourced[item.id] = (merged, audience)
 
 
-def _end(plan: Plan, live: dict[str, Item], item: Item, why: str, by: str | None, when: datetime) -> None:
+def _end(
+    plan: Plan, live: dict[str, Item], ended: list[str], item: Item, why: str, by: str | None, when: datetime
+) -> None:
     live.pop(item.id, None)
     if why in ("superseded", "retired"):
-        plan.ended_texts.append(item.text)
+        ended.append(item.text)
     new = next((i for i in plan.added if i.id == item.id), None)
     if new is not None:  # added and ended in one extraction (a contradiction in itself): it never was current
         plan.added.remove(new)
@@ -357,13 +357,6 @@ def _end(plan: Plan, live: dict[str, Item], item: Item, why: str, by: str | None
 
 
 # --- reading it ------------------------------------------------------------------------------------------------
-
-
-def current_for(items: Sequence[Item], scopes: Scopes) -> list[Item]:
-    """The current items whose audience may read here, in the order they were learned."""
-    allowed = None if scopes is None else set(scopes)
-    kept = [i for i in items if i.current and (allowed is None or i.audience in allowed)]
-    return sorted(kept, key=lambda i: (i.seq, i.id))
 
 
 _HEADINGS = {"fact": "Facts", "preference": "Preferences", "interest": "Interests"}

@@ -10,8 +10,6 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
-from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
@@ -19,7 +17,7 @@ from tortoise.transactions import in_transaction
 from core.feedback import Reaction
 from core.person import Exchange, Item, Plan
 from core.ports import LearningState, Scopes
-from storage.database import Database, among
+from storage.database import Database, among, as_datetime
 from storage.models import Feedback, Interaction, PersonItem, PersonLearning
 
 __all__ = ["PersonModelStore"]
@@ -29,13 +27,6 @@ WAITING, LEARNED, SKIPPED = 0, 1, 2
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _when(value: Any) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    when: datetime = value
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def item_of(row: PersonItem) -> Item:
@@ -49,8 +40,8 @@ def item_of(row: PersonItem) -> Item:
         origin=row.origin,  # type: ignore[arg-type]
         evidence=row.evidence,
         sources=tuple(json.loads(row.sources or "[]")),
-        learned_at=_when(row.learned_at),
-        valid_until=None if row.valid_until is None else _when(row.valid_until),
+        learned_at=as_datetime(row.learned_at),
+        valid_until=None if row.valid_until is None else as_datetime(row.valid_until),
         ended=row.ended,
         replaced_by=row.replaced_by,
         seq=row.seq,
@@ -119,8 +110,8 @@ class PersonModelStore:
             LearningState(
                 user_key=row["user_key"],
                 pending=int(row["pending"]),
-                newest=_when(row["newest"]).timestamp(),
-                oldest=_when(row["oldest"]).timestamp(),
+                newest=as_datetime(row["newest"]).timestamp(),
+                oldest=as_datetime(row["oldest"]).timestamp(),
                 paused=bool(row["paused"]),
                 held_until=int(row["held_until"]) / 1000,
                 retry_at=int(row["retry_at"]) / 1000,
@@ -161,7 +152,7 @@ class PersonModelStore:
                 text=row["user_text"],
                 reply=row["reply_text"],
                 audience=row["audience"],
-                at=_when(row["created_at"]),
+                at=as_datetime(row["created_at"]),
             )
             for row in rows
         ]
@@ -200,7 +191,7 @@ class PersonModelStore:
                 for i, text in learned.items()
             )
             if unchanged and now_read:
-                newest = max(_when(row["created_at"]) for row in now_read.values())
+                newest = max(as_datetime(row["created_at"]) for row in now_read.values())
                 state.last_seen = max(state.last_seen, int(newest.timestamp() * 1000))
             if unchanged:
                 await self._apply_plan(user_key, await self._still_there(user_key, plan, connection), connection)
@@ -324,7 +315,7 @@ class PersonModelStore:
                 interaction_id=row["interaction_id"],
                 reply=row["reply_text"],
                 score=max(-1.0, min(1.0, float(row["score"]))),
-                at=_when(row["at"]),
+                at=as_datetime(row["at"]),
                 audience=row["audience"],
             )
             for row in rows
@@ -421,7 +412,7 @@ class PersonModelStore:
                 about=row["about"],
                 audience=row["audience"],
                 origin=row["origin"],
-                learned_at=_when(row["learned_at"]),
+                learned_at=as_datetime(row["learned_at"]),
                 seq=int(row["seq"]),
             )
             for row in reversed(rows)
