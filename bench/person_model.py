@@ -26,26 +26,21 @@ import math
 import random
 import re
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-from redis.asyncio import Redis
-
 from bench.platform import PLATFORM, BenchDelivery, ask
-from bench.stack import PG_ADMIN_URL, REDIS_URL
+from bench.stack import stack_on
 from bench.stats import percentile, summary_ms
 from bench.workload import message_for
-from bot.config import Settings
-from bot.wiring import Services, build_services
+from bot.wiring import Services
 from core.entries import Entry, Incoming, interaction_id_for
 from core.events import MessageReceived, MessageRef, ReactionAdded, UserRef
 from core.learner import LearningSettings, day_of, due, retry_pause
@@ -565,49 +560,9 @@ def simulate_schedule(people: Sequence[Person], settings: LearningSettings) -> d
 # --- the stack ----------------------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def _stack(claude_url: str, *, model: object, postgres: bool, **env: Any) -> AsyncIterator[Services]:
-    """bench.stack.real_stack's services with a Claude of our choosing, learning not started (this module drives
-    it)."""
-    name = f"rapport_bench_{uuid.uuid4().hex[:10]}"
-    prefix = f"rapport-bench-{uuid.uuid4().hex[:10]}"
-    with tempfile.TemporaryDirectory(prefix="rapport-person-") as scratch:
-        values: dict[str, Any] = {
-            "ANTHROPIC_API_KEY": "sk-bench",
-            "ANTHROPIC_BASE_URL": claude_url,
-            "CLAUDE_MAX_RETRIES": 0,
-            "CHROMA_PATH": f"{scratch}/chroma",
-            "DATABASE_URL": f"sqlite://{scratch}/bench.sqlite3",
-            "LEARNING": False,
-        } | env
-        if postgres:
-            admin = await asyncpg.connect(PG_ADMIN_URL)
-            await admin.execute(f'CREATE DATABASE "{name}"')
-            await admin.close()
-            values |= {
-                "DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
-                "REDIS_URL": REDIS_URL,
-                "REDIS_PREFIX": prefix,
-            }
-        services = await build_services(Settings(_env_file=None, **values), model=model)  # type: ignore[call-arg]
-        services.assistant.deliver_with(PLATFORM, BenchDelivery)
-        services.start()
-        try:
-            yield services
-        finally:
-            await services.turns.stop_taking()
-            await services.turns.drain(60)
-            await services.assistant.drain(60)
-            await services.close()
-            if postgres:
-                admin = await asyncpg.connect(PG_ADMIN_URL)
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                await admin.close()
-                redis = Redis.from_url(REDIS_URL)
-                keys = [key async for key in redis.scan_iter(f"{prefix}:*")]
-                if keys:
-                    await redis.delete(*keys)
-                await redis.aclose()
+def _stack(claude_url: str, *, model: object, postgres: bool) -> AbstractAsyncContextManager[Services]:
+    """bench.stack's services with a Claude of our choosing, learning not started (this module drives it)."""
+    return stack_on(claude_url, model=model, postgres=postgres, LEARNING=False)
 
 
 class _Kept(BenchDelivery):

@@ -21,7 +21,7 @@ from bot.config import Settings
 from bot.wiring import Services, build_services
 from core.ports import Telemetry
 
-__all__ = ["fake_claude", "real_stack"]
+__all__ = ["fake_claude", "real_stack", "served_stores", "stack_on"]
 
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -49,36 +49,56 @@ async def fake_claude(latency: float, answer_chars: int = 0) -> AsyncIterator[st
 
 
 @asynccontextmanager
-async def real_stack(
+async def served_stores(postgres: bool = True) -> AsyncIterator[dict[str, str]]:
+    """The settings of a fresh PostgreSQL database and Redis prefix, both dropped after (none: the embedded
+    defaults)."""
+    if not postgres:
+        yield {}
+        return
+    name = f"rapport_bench_{uuid.uuid4().hex[:10]}"
+    prefix = f"rapport-bench-{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    try:
+        yield {
+            "DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
+            "REDIS_URL": REDIS_URL,
+            "REDIS_PREFIX": prefix,
+        }
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN_URL)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+        redis = Redis.from_url(REDIS_URL)
+        keys = [key async for key in redis.scan_iter(f"{prefix}:*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+
+
+@asynccontextmanager
+async def stack_on(
+    claude_url: str,
     *,
-    latency: float,
     model: object = None,
     postgres: bool = True,
     telemetry: Telemetry | None = None,
-    answer_chars: int = 0,
+    **env: Any,
 ) -> AsyncIterator[Services]:
-    """Services on PostgreSQL + Redis + embedded Chroma (or all embedded with postgres=False); `answer_chars` > 0
-    makes Claude's answers about that long (the usual ones are a short echo)."""
-    name = f"rapport_bench_{uuid.uuid4().hex[:10]}"
-    prefix = f"rapport-bench-{uuid.uuid4().hex[:10]}"
+    """Started services against the Claude at `claude_url`, on PostgreSQL + Redis + embedded Chroma (or all
+    embedded with postgres=False); `env` adds or overrides settings. Drained and closed after."""
     with tempfile.TemporaryDirectory(prefix="rapport-bench-") as scratch:
-        async with fake_claude(latency, answer_chars) as url:
+        async with served_stores(postgres) as served:
             values: dict[str, Any] = {
                 "ANTHROPIC_API_KEY": "sk-bench",
-                "ANTHROPIC_BASE_URL": url,
+                "ANTHROPIC_BASE_URL": claude_url,
                 "CLAUDE_MAX_RETRIES": 0,
                 "CHROMA_PATH": f"{scratch}/chroma",
                 "DATABASE_URL": f"sqlite://{scratch}/bench.sqlite3",
+                **served,
+                **env,
             }
-            if postgres:
-                admin = await asyncpg.connect(PG_ADMIN_URL)
-                await admin.execute(f'CREATE DATABASE "{name}"')
-                await admin.close()
-                values |= {
-                    "DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}",
-                    "REDIS_URL": REDIS_URL,
-                    "REDIS_PREFIX": prefix,
-                }
             settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
             services = await build_services(settings, model=model, telemetry=telemetry)
             services.assistant.deliver_with(PLATFORM, BenchDelivery)
@@ -90,12 +110,21 @@ async def real_stack(
                 await services.turns.drain(60)
                 await services.assistant.drain(60)
                 await services.close()
-                if postgres:
-                    admin = await asyncpg.connect(PG_ADMIN_URL)
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                    await admin.close()
-                    redis = Redis.from_url(REDIS_URL)
-                    keys = [key async for key in redis.scan_iter(f"{prefix}:*")]
-                    if keys:
-                        await redis.delete(*keys)
-                    await redis.aclose()
+
+
+@asynccontextmanager
+async def real_stack(
+    *,
+    latency: float,
+    model: object = None,
+    postgres: bool = True,
+    telemetry: Telemetry | None = None,
+    answer_chars: int = 0,
+) -> AsyncIterator[Services]:
+    """Services on PostgreSQL + Redis + embedded Chroma (or all embedded with postgres=False); `answer_chars` > 0
+    makes Claude's answers about that long (the usual ones are a short echo)."""
+    async with (
+        fake_claude(latency, answer_chars) as url,
+        stack_on(url, model=model, postgres=postgres, telemetry=telemetry) as services,
+    ):
+        yield services
