@@ -164,10 +164,10 @@ class PersonLearner:
         for state in states:
             if started >= room:
                 break
-            if state.user_key in self._running or due(state, now, self.settings) is None:
+            why = None if state.user_key in self._running else due(state, now, self.settings)
+            if why is None:
                 continue
-            quiet = state.pending < self.settings.batch
-            task = asyncio.create_task(self.learn(state.user_key, quiet=quiet), name=f"learn {state.user_key}")
+            task = asyncio.create_task(self.learn(state.user_key, quiet=why == "quiet"), name=f"learn {state.user_key}")
             self._running[state.user_key] = task
             task.add_done_callback(lambda _, key=state.user_key: self._running.pop(key, None))  # type: ignore[misc]
             started += 1
@@ -205,8 +205,7 @@ class PersonLearner:
             log.debug("learning for %s could not start", user_key, exc_info=True)
             return False
         system, user, item_refs, exchange_refs = learning_request(items, batch)
-        tokens = 0
-        spent = (0, 0)
+        spent = (0, 0)  # input and output tokens of the call
         try:
             self.calls += 1
             call = await self._llm.use_tool(
@@ -217,9 +216,8 @@ class PersonLearner:
                 max_tokens=settings.max_tokens,
                 deadline=settings.deadline,
             )
-            tokens = call.input_tokens + call.output_tokens
             spent = (call.input_tokens, call.output_tokens)
-            self.tokens += tokens
+            self.tokens += sum(spent)
             extraction = parse_extraction(call.input)
             plan = plan_changes(
                 extraction,
@@ -235,12 +233,12 @@ class PersonLearner:
             # exchanges: an outage is waited out, however long.
             invalid = isinstance(exc, ValueError) or getattr(exc, "kind", "") == "bad_request"
             self._called("invalid" if invalid else "failed", spent)
-            await self._failed(user_key, [ex.id for ex in batch], exc, tokens, invalid=invalid)
+            await self._failed(user_key, [ex.id for ex in batch], exc, sum(spent), invalid=invalid)
             return False
         except Exception as exc:  # noqa: BLE001 - a broken call must not end the sweeper
             log.exception("learning call for %s failed unexpectedly", user_key)
             self._called("failed", spent)
-            await self._failed(user_key, [ex.id for ex in batch], exc, tokens, invalid=False)
+            await self._failed(user_key, [ex.id for ex in batch], exc, sum(spent), invalid=False)
             return False
         self._called("learned", spent)
         try:
@@ -249,7 +247,7 @@ class PersonLearner:
                 self._owner,
                 plan,
                 {ex.id: ex.text for ex in batch},
-                tokens=tokens,
+                tokens=sum(spent),
                 day=day_of(time.time()),
                 quiet=quiet,
             )

@@ -95,8 +95,6 @@ class RelationalRecords(PersonModelStore):
         return profile, found
 
     async def person_context(self, user_key: str, *, scopes: Scopes, patterns: int, items: int) -> Known:
-        if scopes is not None and not scopes:
-            return Known(profile=(await self.known(user_key, scopes=scopes, patterns=0))[0], patterns=[], items=[])
         (profile, found), current = await asyncio.gather(
             self.known(user_key, scopes=scopes, patterns=patterns),
             self.items_context(user_key, scopes, items) if items > 0 else asyncio.sleep(0, []),
@@ -135,25 +133,16 @@ class RelationalRecords(PersonModelStore):
         if not records:
             return 0
         async with in_transaction(self._database.connection().connection_name) as connection:
-            fresh_ids = await self._insert_new(records, connection)
-            fresh = [r for r in records if r.id in fresh_ids]
-            if not fresh:
-                return 0
-            paused = {
+            paused = {  # learning is paused for them: kept, never learned from
                 str(row["user_key"])
-                for row in await PersonLearning.filter(user_key__in=sorted({r.user_key for r in fresh}), paused=True)
+                for row in await PersonLearning.filter(user_key__in=sorted({r.user_key for r in records}), paused=True)
                 .using_db(connection)
                 .values("user_key")
             }
-            if paused:  # learning is paused for them: kept, never learned from
-                await (
-                    Interaction.filter(id__in=[r.id for r in fresh if r.user_key in paused])
-                    .using_db(connection)
-                    .update(learn=SKIPPED)
-                )
-                fresh = [r for r in fresh if r.user_key not in paused]
-                if not fresh:
-                    return len(fresh_ids)
+            fresh_ids = await self._insert_new(records, paused, connection)
+            fresh = [r for r in records if r.id in fresh_ids and r.user_key not in paused]
+            if not fresh:
+                return len(fresh_ids)
             people = sorted({r.user_key for r in fresh})
             query = UserProfile.filter(user_key__in=people).using_db(connection)
             if self._database.dialect == "postgres":
@@ -161,9 +150,11 @@ class RelationalRecords(PersonModelStore):
             learned = learn(fresh, {row.user_key: self._profile(row) for row in await query})
             await self._save_profiles(learned.profiles, connection)
             await self._bump_patterns(learned.patterns, connection)
-        return len(fresh)
+        return len(fresh_ids)
 
-    async def _insert_new(self, records: Sequence[InteractionRecord], connection: BaseDBAsyncClient) -> set[str]:
+    async def _insert_new(
+        self, records: Sequence[InteractionRecord], paused: set[str], connection: BaseDBAsyncClient
+    ) -> set[str]:
         bind = self._database.params()
         rows = [
             "("
@@ -185,7 +176,7 @@ class RelationalRecords(PersonModelStore):
                 r.latency_ms,
                 r.created_at,
                 r.audience[:191],
-                0 if r.ok and r.user_text else SKIPPED,
+                0 if r.ok and r.user_text and r.user_key not in paused else SKIPPED,
             )
             + ")"
             for r in records
