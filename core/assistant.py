@@ -447,10 +447,16 @@ class Assistant:
         kept = await self._records.said(interaction_id_for(message_key))
         return kept[0] if kept else None
 
-    async def set_learning(self, user_key: str, *, paused: bool) -> str:
+    async def set_learning(self, user_key: str, *, paused: bool, timeout: float = 2.0) -> str:
         """Pause learning about a person (what they say meanwhile is never learned from) or resume it; answers go
-        on either way. Returns what to tell them."""
-        await self._records.set_paused(user_key, paused)
+        on either way. Returns what to tell them, within `timeout` (a slash command answers in its acknowledgement,
+        which Slack wants within 3 s): an apology when the change could not be made."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._records.set_paused(user_key, paused)
+        except Exception:  # noqa: BLE001 - the person is told; the log says why
+            log.exception("could not %s learning for %s", "pause" if paused else "resume", user_key)
+            return LEARNING_FAILED
         log.info("learning %s for %s", "paused" if paused else "resumed", user_key)
         return LEARNING_PAUSED if paused else LEARNING_RESUMED
 

@@ -16,7 +16,7 @@ import discord
 from discord import app_commands
 
 from adapters.discord.translate import insights_embed, user_ref
-from core.assistant import LEARNING_FAILED, Assistant
+from core.assistant import Assistant
 from core.entries import Incoming
 from core.events import ForgetRequested
 from core.turns import Turns
@@ -102,12 +102,7 @@ class Commands:
 
     async def learning(self, interaction: discord.Interaction, *, paused: bool) -> None:
         """Pause or resume: one write, answered in the response itself (ephemeral)."""
-        try:
-            async with asyncio.timeout(2.0):
-                note = await self._assistant.set_learning(user_ref(interaction.user.id).key, paused=paused)
-        except Exception:  # noqa: BLE001 - the person is told; the log says why
-            log.exception("/learning failed for discord:%s", interaction.user.id)
-            note = LEARNING_FAILED
+        note = await self._assistant.set_learning(user_ref(interaction.user.id).key, paused=paused)
         await interaction.response.send_message(note, ephemeral=True)
 
     async def forget(self, interaction: discord.Interaction) -> None:

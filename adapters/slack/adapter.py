@@ -53,7 +53,7 @@ from adapters.slack.translate import (
     retry_attempt,
     shape_problem,
 )
-from core.assistant import LEARNING_FAILED, Assistant
+from core.assistant import Assistant
 from core.background import BackgroundWork
 from core.entries import Entry, Incoming
 from core.events import ForgetRequested, UserRef
@@ -368,12 +368,7 @@ class SlackAdapter:
         if action not in ("pause", "resume"):
             await ack(response_type="ephemeral", text="Use `/learning pause` or `/learning resume`.")
             return None
-        try:
-            async with asyncio.timeout(2.0):
-                note = await self._assistant.set_learning(user.key, paused=action == "pause")
-        except Exception:  # noqa: BLE001 - the person is told; the log says why
-            log.exception("/learning failed for %s", user.key)
-            note = LEARNING_FAILED
+        note = await self._assistant.set_learning(user.key, paused=action == "pause")
         await ack(response_type="ephemeral", text=note)
         return None
 
