@@ -366,15 +366,18 @@ def model_lines(items: Sequence[Item], budget: int) -> list[str]:
     """The prompt's lines for these (current, allowed) items, within about `budget` tokens: no counts nor dates,
     so that the block is the same text from turn to turn until the model changes. Over budget, the oldest facts
     and interests go first; preferences go last."""
-    chosen = list(items)
 
-    def cost(kept: Sequence[Item]) -> int:
-        return sum(len(i.text) // 4 + 2 for i in kept)
+    def cost(item: Item) -> int:
+        return len(item.text) // 4 + 2
 
-    drop_order = [i for i in chosen if i.kind == "interest"] + [i for i in chosen if i.kind == "fact"]
-    drop_order += [i for i in chosen if i.kind == "preference"]
-    while chosen and cost(chosen) > budget:
-        chosen.remove(drop_order.pop(0))
+    total = sum(cost(i) for i in items)
+    dropped: set[str] = set()
+    for item in sorted(items, key=lambda i: ("interest", "fact", "preference").index(i.kind)):  # stable: oldest first
+        if total <= budget:
+            break
+        dropped.add(item.id)
+        total -= cost(item)
+    chosen = [i for i in items if i.id not in dropped]
     lines: list[str] = []
     for kind in KINDS:
         texts = [i.text for i in chosen if i.kind == kind]
