@@ -43,6 +43,8 @@ __all__ = [
     "ProfileStore",
     "Prompt",
     "Records",
+    "RefusalRecord",
+    "Refusals",
     "ReplyLink",
     "Scope",
     "Scopes",
@@ -50,6 +52,8 @@ __all__ = [
     "ShortTermMemory",
     "Telemetry",
     "Turn",
+    "Spent",
+    "UsageCounters",
     "VectorIndex",
 ]
 
@@ -167,6 +171,7 @@ class Prompt:
     system: tuple[str, ...]
     messages: tuple[dict[str, str], ...]
     stable_messages: int = 0
+    model: str = ""  # the place's model (the operators' policy); "" for the client's own
 
     @property
     def system_text(self) -> str:
@@ -456,10 +461,12 @@ class Records(ProfileStore, InteractionStore, FeedbackStore, PersonModels, Proto
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Accepted:
     """What the inbox did with an Incoming: `fresh` is False for a key it already had (a redelivery, a replay);
-    `spooled` when it went to the local spool because the database did not answer."""
+    `spooled` when it went to the local spool because the database did not answer; `refused` when the operators'
+    policy let nothing of it be kept (core.gate)."""
 
     fresh: bool
     spooled: bool = False
+    refused: bool = False
 
 
 class InboxFull(Exception):
@@ -637,6 +644,57 @@ class LanguageModel(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Spent:
+    """What a subject (a person, a server) spent in a period: Claude tokens and their estimated cost (USD)."""
+
+    tokens: int = 0
+    cost: float = 0.0
+
+
+class UsageCounters(Protocol):
+    """Counters every replica shares: message rates and spending. Usage is not a memory: /forget keeps it.
+
+    Subjects are opaque strings of at most 255 characters (core.gate names them); a period is a UTC day
+    (`2026-12-01`) or month (`2026-12`).
+    """
+
+    async def hit(self, subject: str, start: int, window: int) -> int:
+        """Count one event for `subject` in the fixed window [start, start + window) (epoch seconds); returns the
+        window's count including this one. Windows older than their length may be dropped."""
+        ...
+
+    async def spend(self, periods: Sequence[str], subjects: Sequence[str], tokens: int, cost: float) -> None:
+        """Add `tokens` and `cost` to every subject's total in every period."""
+        ...
+
+    async def spent(self, period: str, subjects: Sequence[str]) -> dict[str, Spent]:
+        """Totals in one period (a subject that spent nothing is absent)."""
+        ...
+
+    async def top(self, period: str, prefix: str, limit: int) -> list[tuple[str, Spent]]:
+        """The subjects starting with `prefix` that spent the most tokens in the period, most first."""
+        ...
+
+    async def ping(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefusalRecord:
+    """A message Rapport did not answer, without a word of it: who, where, why and when."""
+
+    user_key: str
+    platform: str
+    server: str
+    channel: str
+    reason: str
+    at: datetime
+
+
+class Refusals(Protocol):
+    async def refused(self, record: RefusalRecord) -> None: ...
+
+
 class Telemetry(Protocol):
     """Where the core reports what it did; `bot/` backs it with Prometheus."""
 
@@ -654,6 +712,15 @@ class Telemetry(Protocol):
 
     def learning_called(self, outcome: str, input_tokens: int, output_tokens: int) -> None:
         """One learning call: "learned", "failed" (an error, a timeout) or "invalid" (not the tool's shape)."""
+        ...
+
+    def spent(self, model: str, place: str, kind: str, cost: float) -> None:
+        """Estimated dollars of one Claude call (`kind`: "answer" or "learning"), by model and bounded place label."""
+        ...
+
+    def refused(self, reason: str) -> None:
+        """A message not answered by the operators' policy ("limit", "blocked_user", ..., "unchecked" when the
+        counters' store failed and the message was let through)."""
         ...
 
     def error(self, kind: str) -> None: ...

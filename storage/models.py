@@ -18,7 +18,10 @@ __all__ = [
     "PersonItem",
     "PersonLearning",
     "PersonTurn",
+    "Refusal",
     "ReplyMessage",
+    "UsageTotal",
+    "UsageWindow",
     "UserProfile",
 ]
 
@@ -243,3 +246,46 @@ class PersonLearning(Model):
 
     class Meta:
         table = "person_learning"
+
+
+# What a subject (core.gate names them: a person, a server) spent in a period (a UTC day `2026-12-01` or month
+# `2026-12`): Claude tokens and their estimated cost in USD. Usage is not a memory: forgetting a person keeps it.
+class UsageTotal(Model):
+    id = fields.BigIntField(primary_key=True)
+    period = fields.CharField(max_length=10)
+    subject = fields.CharField(max_length=255)
+    tokens = fields.BigIntField(default=0)
+    cost = fields.FloatField(default=0)
+
+    class Meta:
+        table = "usage_total"
+        unique_together = (("period", "subject"),)
+
+
+# A subject's events in the fixed window [start, start + window) (epoch seconds), for message rates. The index on
+# start is for pruning windows long over.
+class UsageWindow(Model):
+    id = fields.BigIntField(primary_key=True)
+    subject = fields.CharField(max_length=255)
+    start = fields.BigIntField()
+    count = fields.IntField()
+
+    class Meta:
+        table = "usage_window"
+        unique_together = (("subject", "start"),)
+        indexes = (("start",),)
+
+
+# A message Rapport did not answer, without a word of it: who, where, why and when.
+class Refusal(Model):
+    id = fields.BigIntField(primary_key=True)
+    at = fields.DatetimeField()
+    user_key = fields.CharField(max_length=191)
+    platform = fields.CharField(max_length=16)
+    server = fields.CharField(max_length=64)
+    channel = fields.CharField(max_length=64)
+    reason = fields.CharField(max_length=32)
+
+    class Meta:
+        table = "refusal"
+        indexes = (("server", "at"),)
