@@ -60,6 +60,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings()
+        if settings.rapport_config and args.command != "migrate":
+            from pathlib import Path
+
+            from bot.policy_file import PolicyError, load_policy
+
+            try:
+                load_policy(Path(settings.rapport_config))  # checked before anything starts
+            except PolicyError as exc:
+                for line in exc.lines:
+                    print(f"rapport: {line}", file=sys.stderr)
+                return 2
         quiet = args.command == "chat" and settings.log_level == "INFO"
         configure_logging("WARNING" if quiet else settings.log_level, settings.log_format, _secrets(settings))
         if args.command == "chat":

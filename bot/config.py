@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     learn_cooldown_seconds: float = Field(default=900.0, alias="LEARN_COOLDOWN_SECONDS", ge=0)
     learn_daily_tokens: int = Field(default=60_000, alias="LEARN_DAILY_TOKENS", ge=0)
     learn_deadline_seconds: float = Field(default=60.0, alias="LEARN_DEADLINE_SECONDS", gt=0, le=600)
+    rapport_config: str = Field(default="", alias="RAPPORT_CONFIG")  # the operators' policy file (rapport.toml)
     consent_note: str = Field(default=AssistantSettings().consent_note, alias="CONSENT_NOTE", max_length=1_000)
 
     database_url: str = Field(default=DEFAULT_DATABASE_URL, alias="DATABASE_URL")

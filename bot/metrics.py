@@ -46,6 +46,16 @@ class Metrics:
         self.learning_tokens = Counter(
             "rapport_learning_tokens", "Learning calls' tokens: input, output", ["direction"], registry=r
         )
+        self.cost = Counter(
+            "rapport_claude_cost_usd",
+            "Estimated cost of Claude calls in US dollars (the policy's price table), by model, place (the servers "
+            "the policy names, else dm or other) and kind (answer, learning)",
+            ["model", "place", "kind"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "rapport_refusals", "Messages the operators' policy did not answer, by reason", ["reason"], registry=r
+        )
         self.feedback = Counter("rapport_feedback", "Feedback reactions by polarity", ["polarity"], registry=r)
         self.errors = Counter("rapport_errors", "Errors by kind", ["kind"], registry=r)
         self.pending_work = Gauge("rapport_pending_background_work", "Jobs (storing, feedback) held here", registry=r)
@@ -79,6 +89,12 @@ class Metrics:
         self.learning_calls.labels(outcome=outcome).inc()
         self.learning_tokens.labels(direction="input").inc(input_tokens)
         self.learning_tokens.labels(direction="output").inc(output_tokens)
+
+    def spent(self, model: str, place: str, kind: str, cost: float) -> None:
+        self.cost.labels(model=model, place=place, kind=kind).inc(cost)
+
+    def refused(self, reason: str) -> None:
+        self.refusals.labels(reason=reason).inc()
 
     def error(self, kind: str) -> None:
         self.errors.labels(kind=kind).inc()

@@ -17,11 +17,14 @@ from threadpoolctl import threadpool_limits
 
 from bot.config import Settings
 from bot.metrics import Metrics
+from bot.policy_file import PolicyWatcher, load_policy
 from core.assistant import Assistant, AssistantSettings
+from core.gate import Gate
 from core.health import Health
 from core.learner import LearningSettings
 from core.llm import Claude, ClaudeSettings
-from core.ports import LanguageModel, ShortTermMemory, Telemetry
+from core.policy import PolicyBox
+from core.ports import LanguageModel, ShortTermMemory, Telemetry, UsageCounters
 from core.recall import Recall
 from core.turns import Turns
 from storage.database import Database
@@ -33,6 +36,7 @@ from storage.memory_store import RelationalMemory
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm, ResilientShortTerm
 from storage.spool import Spool
+from storage.usage import DatabaseUsage, RedisUsage
 from storage.vector_cache import CachedVectors
 
 __all__ = ["Services", "build_memory", "build_services", "describe_storage", "owner_id", "redact_url"]
@@ -79,10 +83,15 @@ class Services:
     inbox: RelationalInbox
     turns: Turns
     health: Health
+    gate: Gate
+    policy_watcher: PolicyWatcher | None = None
     redis: Redis | None = None
 
     def start(self) -> None:
-        """Resume what earlier processes left (the spool, waiting turns, jobs), then keep sweeping for it."""
+        """Resume what earlier processes left (the spool, waiting turns, jobs), then keep sweeping for it; follow
+        the policy file."""
+        if self.policy_watcher is not None:
+            self.policy_watcher.start()
         self.inbox.start()
         self.turns.start()
         self.assistant.start()
@@ -104,6 +113,8 @@ class Services:
         }
         for part, why in self.health.problems().items():
             found.setdefault(part, why)
+        if self.gate.box.problem:
+            found["policy"] = self.gate.box.problem
         if "database" in found:
             found["database"] += f" (events go to the local spool: {self.inbox.spooled} held)"
         blocking = [f"{name}: {why}" for name, why in found.items() if name == "database" and self.inbox.full]
@@ -112,6 +123,8 @@ class Services:
 
     async def close(self) -> None:
         """After the turns and jobs are drained (bot/worker.py): stop them, hand leases back, close the stores."""
+        if self.policy_watcher is not None:
+            await self.policy_watcher.close()
         await self.assistant.close()
         await self.turns.close()
         await self.inbox.close()
@@ -195,7 +208,22 @@ async def build_services(
     vectors, lexicon, long_term = await build_memory(database, chroma, health)
     records = RelationalRecords(database)
     metrics = Metrics()
+    box, watcher = PolicyBox(), None
+    if settings.rapport_config:
+        path = Path(settings.rapport_config)
+        box = PolicyBox(await asyncio.to_thread(load_policy, path), source=str(path))
+        watcher = PolicyWatcher(path, box)
+    database_usage = DatabaseUsage(database)
+    counters: UsageCounters = RedisUsage(redis, settings.redis_prefix) if redis is not None else database_usage
+    gate = Gate(
+        box=box,
+        counters=counters,
+        refusals=database_usage,
+        telemetry=telemetry or metrics,
+        health=health,
+    )
     assistant = Assistant(
+        gate=gate,
         llm=llm,
         records=records,
         short_term=short_term,
@@ -222,7 +250,9 @@ async def build_services(
             ),
         ),
     )
-    turns = Turns(inbox=inbox, handle=assistant.process, owner=owner, lease=settings.turn_lease_seconds)
+    turns = Turns(
+        inbox=inbox, handle=assistant.process, owner=owner, lease=settings.turn_lease_seconds, screen=gate.screen
+    )
     return Services(
         settings=settings,
         database=database,
@@ -238,5 +268,7 @@ async def build_services(
         inbox=inbox,
         turns=turns,
         health=health,
+        gate=gate,
+        policy_watcher=watcher,
         redis=redis,
     )

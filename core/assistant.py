@@ -20,6 +20,7 @@ from core.context import ContextLimits, build_prompt, message_text
 from core.entries import Answer, Entry, Step, interaction_id_for
 from core.events import ForgetRequested, MessageReceived, MessageRef
 from core.feedback import DEFAULT_EMOJI_SCORES
+from core.gate import Gate, server_of
 from core.health import Health
 from core.insights import build_insights
 from core.learner import LearningSettings, PersonLearner
@@ -88,7 +89,10 @@ class AssistantSettings:
     stale_note: str = "Sorry, I was restarting and missed this message. Could you send it again?"
     cut_off: str = "_(I was cut off here: my language model stopped answering. Ask me to go on if you need the rest.)_"
     stream: bool = True  # show answers as Claude writes them, where the platform can
-    forgotten: str = "Done: I have forgotten everything about you."
+    forgotten: str = (
+        "Done: I have forgotten everything about you. (How much you used me today is kept for the operators' "
+        "limits: it isn't a memory.)"
+    )
     forget_failed: str = "Sorry, I couldn't delete everything just now; please try again in a minute."
     stale_after: float = 900.0  # seconds after which a message gets the stale note instead of a late answer
     max_takes: int = 4  # turns that may take one entry before it is answered with the apology and let go
@@ -111,6 +115,10 @@ class NullTelemetry:
 
     def learning_called(self, outcome: str, input_tokens: int, output_tokens: int) -> None: ...
 
+    def spent(self, model: str, place: str, kind: str, cost: float) -> None: ...
+
+    def refused(self, reason: str) -> None: ...
+
     def error(self, kind: str) -> None: ...
 
 
@@ -129,8 +137,10 @@ class Assistant:
         outcomes: Outcomes | None = None,
         telemetry: Telemetry | None = None,
         settings: AssistantSettings | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._llm = llm
+        self.gate = gate
         self._records = records
         self._short_term = short_term
         self._long_term = long_term
@@ -163,6 +173,7 @@ class Assistant:
             settings=self._settings.learning,
             health=self._health,
             telemetry=self._telemetry,
+            charge=self._charge_learning if gate is not None else None,
         )
 
     @property
@@ -211,10 +222,14 @@ class Assistant:
         if delivery is None:
             log.error("no %s adapter runs here to deliver %s; closing it unanswered", event.user.platform, entry.key)
             return await self._delivered(entry, [])
+        note = entry.route.get("refused")
+        if isinstance(note, str):
+            return await self._refused(entry, event, note, delivery)
         started = time.perf_counter()
         embedding: list[float] | None = None
         answer, placeholder = entry.answer, list(entry.refs)
         stream: Stream | None = None
+        fresh = entry.step < Step.ANSWERED or answer is None
         if entry.step < Step.ANSWERED or answer is None:
             event, answer, embedding, placeholder, stream = await self._answer(entry, event, delivery)
             entry = replace(entry, event=event)
@@ -233,7 +248,8 @@ class Assistant:
         # The exchange joins the conversation's short-term memory while its step is kept: both are done before
         # this person's next message is taken.
         turns = self._remember_turns(delivered, event, answer) if answer.ok else asyncio.sleep(0)
-        released, _ = await asyncio.gather(self._delivered(entry, refs), turns)
+        charged = self._charge_answer(event, answer) if fresh else asyncio.sleep(0)
+        released, _, _ = await asyncio.gather(self._delivered(entry, refs), turns, charged)
         self.writer.submit(Job(entry=delivered, embedding=embedding))
         self.outcomes.settle(entry.key, answer)
         elapsed = time.perf_counter() - started
@@ -241,6 +257,49 @@ class Assistant:
         self._telemetry.message_handled(event.user.platform, outcome, elapsed)
         log.info("%s message %s in %.0f ms", event.user.platform, outcome, elapsed * 1000)
         return released
+
+    async def _refused(self, entry: Entry, event: MessageReceived, note: str, delivery: Delivery) -> bool:
+        """A message the operators' policy refused (core.gate): nothing of it was kept; the note goes to its author
+        alone, and Claude is not asked."""
+        await self._within("refusal note", delivery.notify(note), None)
+        released = await self._delivered(entry, [])
+        await self._inbox.finished([entry.key], self._owner)
+        self.outcomes.settle(entry.key, Answer(text=note, ok=False, error="refused"))
+        self._telemetry.message_handled(event.user.platform, "refused", 0.0)
+        return released
+
+    async def _charge_answer(self, event: MessageReceived, answer: Answer) -> None:
+        if self.gate is None or not (answer.input_tokens or answer.output_tokens):
+            return
+        await self.gate.charge(
+            user=event.user.key,
+            server=server_of(event),
+            private=event.private,
+            model=answer.model,
+            kind="answer",
+            input_tokens=answer.input_tokens,
+            output_tokens=answer.output_tokens,
+            cache_write=answer.cache_write_tokens,
+            cache_read=answer.cache_read_tokens,
+        )
+
+    async def _charge_learning(self, user_key: str, audience: str, model: str, tokens_in: int, tokens_out: int) -> None:
+        if self.gate is None:
+            return
+        # The audience says where what was learned from was said: its server pays, a DM's person alone.
+        kind, _, rest = audience.partition(":")
+        platform, _, community = rest.partition(":")
+        community = community.split(":", 1)[0]
+        server = f"{platform}:{community}" if kind in ("public", "place") and community else ""
+        await self.gate.charge(
+            user=user_key,
+            server=server,
+            private=not server,
+            model=model,
+            kind="learning",
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+        )
 
     async def _answer(
         self, entry: Entry, event: MessageReceived, delivery: Delivery
@@ -264,6 +323,9 @@ class Assistant:
         async with delivery.working(streamed=streamed) as placeholder:
             event = await self._within("platform look-up", delivery.prepare(event), event)
             embedding, prompt, newcomer = await self._assemble(event, text)
+            if self.gate is not None:
+                place = self.gate.place(event)
+                prompt = replace(prompt, model=place.model, system=_with_persona(prompt.system, place.persona))
             self._telemetry.context_built(time.perf_counter() - started)
             shown: list[MessageRef] = list(placeholder)
 
@@ -303,6 +365,8 @@ class Assistant:
             model=completion.model,
             input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens,
+            cache_write_tokens=completion.cache_write_tokens,
+            cache_read_tokens=completion.cache_read_tokens,
             latency_ms=int((time.perf_counter() - started) * 1000),
         )
 
@@ -439,7 +503,19 @@ class Assistant:
         stats = await self._records.stats(user_key)
         items = await self._records.person_items(user_key, scopes=None, current=False)
         paused = await self._records.is_paused(user_key)
-        return build_insights(profile or Profile(user_key=user_key), patterns, stats, items, learning_paused=paused)
+        found = build_insights(profile or Profile(user_key=user_key), patterns, stats, items, learning_paused=paused)
+        if self.gate is not None:
+            found["usage"] = await self._within("usage read", self.gate.month_of(user_key), None)
+        return found
+
+    async def operator_report(self, where: MessageReceived) -> dict[str, Any]:
+        """The settings in force where `where` was sent and today's usage there (/rapport; the adapter has checked
+        that the asker may see it)."""
+        if self.gate is None:
+            return {}
+        report = await self.gate.report(where)
+        report["model"] = report["model"] or self._llm.model
+        return report
 
     async def author_of(self, message_key: str) -> str | None:
         """Whose kept exchange the message accepted under this key is (None: Rapport kept none): an adapter asks
@@ -469,3 +545,10 @@ class Assistant:
     async def close(self) -> None:
         await self.learner.close()
         await self.writer.close()
+
+
+def _with_persona(system: tuple[str, ...], persona: str) -> tuple[str, ...]:
+    """The place's persona (the operators' policy) right after Rapport's own: stable for the place, so cached."""
+    if not persona:
+        return system
+    return (system[0], f"The operators of this place add:\n{persona}", *system[1:])

@@ -68,6 +68,8 @@ class Answer:
     model: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
     latency_ms: int = 0
 
 
@@ -192,6 +194,9 @@ def event_to_json(event: Event) -> dict[str, Any]:
             "audience": _audience(event.audience),
             "display_name": event.display_name,
             "tz": event.tz,
+            "community": event.community,
+            "parents": list(event.parents),
+            "roles": list(event.roles),
             "thread_id": event.thread_id,
             "message": _ref(event.message) if event.message else None,
             "sent_at": event.sent_at.isoformat(),
@@ -229,6 +234,9 @@ def event_from_json(data: Mapping[str, Any]) -> Event:
             audience=_audience_from(data.get("audience")),
             display_name=str(data.get("display_name", "")),
             tz=str(data.get("tz") or ""),
+            community=str(data.get("community") or ""),
+            parents=tuple(str(p) for p in data.get("parents") or ()),
+            roles=tuple(str(r) for r in data.get("roles") or ()),
             thread_id=data.get("thread_id"),
             message=_ref_from(message) if message else None,
             sent_at=datetime.fromisoformat(data["sent_at"]),
@@ -259,6 +267,8 @@ def answer_to_json(answer: Answer) -> dict[str, Any]:
         "model": answer.model,
         "input_tokens": answer.input_tokens,
         "output_tokens": answer.output_tokens,
+        "cache_write_tokens": answer.cache_write_tokens,
+        "cache_read_tokens": answer.cache_read_tokens,
         "latency_ms": answer.latency_ms,
     }
 
@@ -271,6 +281,8 @@ def answer_from_json(data: Mapping[str, Any]) -> Answer:
         model=str(data.get("model", "")),
         input_tokens=int(data.get("input_tokens", 0)),
         output_tokens=int(data.get("output_tokens", 0)),
+        cache_write_tokens=int(data.get("cache_write_tokens", 0)),
+        cache_read_tokens=int(data.get("cache_read_tokens", 0)),
         latency_ms=int(data.get("latency_ms", 0)),
     )
 

@@ -71,6 +71,9 @@ class MessageReceived:
     audience: Audience | None = None
     display_name: str = ""
     tz: str = ""  # the person's IANA time zone, where the platform says (Slack's users.info)
+    community: str = ""  # the Discord server or Slack workspace id ("" for a Discord DM)
+    parents: tuple[str, ...] = ()  # the channel's parents (a thread's channel, a category): for the policy
+    roles: tuple[str, ...] = ()  # the author's Discord role ids, as the policy's access lists name them
     thread_id: str | None = None
     message: MessageRef | None = None
     sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))

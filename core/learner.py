@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -112,6 +112,10 @@ def day_of(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
 
 
+# (person, audience code of what was read, model, input tokens, output tokens): counts a call's spending.
+Charge = Callable[[str, str, str, int, int], Awaitable[None]]
+
+
 class PersonLearner:
     """Finds the people due for learning now and then (any replica: a lease keeps it to one) and learns."""
 
@@ -124,8 +128,10 @@ class PersonLearner:
         settings: LearningSettings | None = None,
         health: Health | None = None,
         telemetry: Telemetry | None = None,
+        charge: Charge | None = None,
     ) -> None:
         self._store = store
+        self._charge = charge
         self._llm = llm
         self._owner = owner
         self.settings = settings or LearningSettings()
@@ -232,15 +238,15 @@ class PersonLearner:
             # Only an answer that does not hold (or a request Claude refuses) counts towards giving up on these
             # exchanges: an outage is waited out, however long.
             invalid = isinstance(exc, ValueError) or getattr(exc, "kind", "") == "bad_request"
-            self._called("invalid" if invalid else "failed", spent)
+            await self._called("invalid" if invalid else "failed", spent, user_key, audience)
             await self._failed(user_key, [ex.id for ex in batch], exc, sum(spent), invalid=invalid)
             return False
         except Exception as exc:  # noqa: BLE001 - a broken call must not end the sweeper
             log.exception("learning call for %s failed unexpectedly", user_key)
-            self._called("failed", spent)
+            await self._called("failed", spent, user_key, audience)
             await self._failed(user_key, [ex.id for ex in batch], exc, sum(spent), invalid=False)
             return False
-        self._called("learned", spent)
+        await self._called("learned", spent, user_key, audience)
         try:
             done = await store.apply_learning(
                 user_key,
@@ -265,9 +271,12 @@ class PersonLearner:
             log.info("learning for %s dropped %d changes that did not hold", user_key, plan.dropped)
         return done
 
-    def _called(self, outcome: str, spent: tuple[int, int]) -> None:
+    async def _called(self, outcome: str, spent: tuple[int, int], user_key: str, audience: str) -> None:
         if self._telemetry is not None:
             self._telemetry.learning_called(outcome, *spent)
+        if self._charge is not None and any(spent):
+            # Learning tokens count against the person's (and their server's) budget like an answer's.
+            await self._charge(user_key, audience, self.settings.model, *spent)
 
     async def _failed(
         self, user_key: str, batch: Sequence[str], exc: BaseException, tokens: int, *, invalid: bool

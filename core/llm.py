@@ -126,7 +126,7 @@ class Claude:
     async def complete(self, prompt: Prompt, *, on_text: Callable[[str], Awaitable[None]] | None = None) -> Completion:
         """Ask Claude; with `on_text`, stream and hand over the text so far as it grows."""
         request: dict[str, object] = {
-            "model": self.model,
+            "model": prompt.model or self.model,
             "max_tokens": self._settings.max_tokens,
             "system": system_blocks(prompt),
             "messages": message_blocks(prompt),

@@ -18,6 +18,8 @@ from core.entries import Entry, Incoming
 from core.ports import Accepted, Inbox
 from core.tracing import traced
 
+Screen = Callable[[Incoming], Awaitable[Incoming | None]]
+
 __all__ = ["Outcomes", "Turns"]
 
 log = logging.getLogger(__name__)
@@ -56,8 +58,10 @@ class Turns:
         owner: str,
         lease: float = 20.0,
         sweep_every: float = 2.0,
+        screen: Screen | None = None,
     ) -> None:
         self._inbox = inbox
+        self._screen = screen
         self._handle = handle
         self._owner = owner
         self._lease = lease
@@ -80,7 +84,13 @@ class Turns:
         return len(self._serving)
 
     async def accept(self, incoming: Incoming) -> Accepted:
-        """Write the event down (durable when this returns), then let its person's turn take it."""
+        """Screen the event (the operators' policy: core.gate), write down what may be kept (durable when this
+        returns), then let its person's turn take it."""
+        if self._screen is not None:
+            screened = await self._screen(incoming)
+            if screened is None:
+                return Accepted(fresh=False, refused=True)
+            incoming = screened
         accepted = await self._inbox.accept(incoming)
         if accepted.fresh:
             self.wake(incoming.person)

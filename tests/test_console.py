@@ -6,6 +6,7 @@ from collections import deque
 
 from adapters.console import ConsoleAdapter
 from bot.wiring import Services
+from core.assistant import AssistantSettings
 from tests.fakes.anthropic_api import FakeAnthropic, Say
 
 
@@ -33,7 +34,7 @@ async def test_console_conversation_with_insights_and_forget(services: Services,
     assert console.user_key == "console:ana"
     assert "rapport> Lovely! What do you play?" in out
     assert any('"music"' in line for line in out), "insights show the learned interest"
-    assert "Done: I have forgotten everything about you." in out
+    assert AssistantSettings().forgotten in out
     assert out[-2] == "I don't know anything about you yet."
     assert out[-1] == "Bye."
     assert lines == deque(["never read\n"])

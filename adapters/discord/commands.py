@@ -1,4 +1,5 @@
-"""The application (slash) commands: /insights, /forget and /learning, all answered only to the person who asked.
+"""The application (slash) commands: /insights, /forget, /learning and the operators' /rapport, all answered only
+to the person who asked.
 
 The /forget buttons carry their whole meaning in their custom id (`rapport:forget:<yes|no>:<user id>`), so a
 click is understood by any replica, after any restart, without a view kept in memory.
@@ -15,10 +16,11 @@ from typing import Any, Literal, cast
 import discord
 from discord import app_commands
 
-from adapters.discord.translate import insights_embed, user_ref
+from adapters.discord.translate import insights_embed, parents_of, user_ref
 from core.assistant import Assistant
 from core.entries import Incoming
-from core.events import ForgetRequested
+from core.events import ForgetRequested, MessageReceived
+from core.gate import report_text
 from core.turns import Turns
 
 __all__ = ["Commands", "forget_button_id", "parse_forget_button"]
@@ -29,8 +31,10 @@ _FORGET_ID = re.compile(r"rapport:forget:(yes|no):([0-9]{1,20})")
 FORGET_UNAVAILABLE = "Sorry, I can't do that right now; please try `/forget` again in a minute."
 FORGET_QUESTION = (
     "This deletes everything I know about you: our conversations, what I learned about you and your "
-    "feedback, in every server and in DMs. It can't be undone."
+    "feedback, in every server and in DMs. It can't be undone. (How much you used me today stays counted for the "
+    "operators' limits: usage isn't a memory.)"
 )
+NOT_AN_OPERATOR = "Only members who can manage this server (or the operators' listed admins) can use /rapport."
 
 
 def forget_button_id(choice: str, user_id: int) -> str:
@@ -57,6 +61,9 @@ class Commands:
         async def forget(interaction: discord.Interaction) -> None:
             await self.forget(interaction)
 
+        async def rapport(interaction: discord.Interaction) -> None:
+            await self.operators(interaction)
+
         @app_commands.describe(action="pause: stop learning from what you say; resume: start again")
         async def learning(interaction: discord.Interaction, action: Literal["pause", "resume"]) -> None:
             await self.learning(interaction, paused=action == "pause")
@@ -74,6 +81,13 @@ class Commands:
                 name="learning", description="Pause or resume Rapport learning about you", callback=learning
             )
         )
+        operators: app_commands.Command[Any, ..., None] = app_commands.Command(
+            name="rapport", description="Operators: Rapport's settings and usage in this server", callback=rapport
+        )
+        # Shown to Manage Server members only (server admins can change that in Integrations); checked again on use.
+        operators.default_permissions = discord.Permissions(manage_guild=True)
+        operators.guild_only = True
+        tree.add_command(operators)
 
     async def sync(self, tree: app_commands.CommandTree[discord.Client], guild_id: int | None) -> None:
         """Publish the commands: to one server (instant, for development) or globally (may take a while)."""
@@ -99,6 +113,33 @@ class Commands:
             await interaction.followup.send("Sorry, I couldn't read your insights right now.", ephemeral=True)
             return
         await interaction.followup.send(embed=insights_embed(found), ephemeral=True)
+
+    async def operators(self, interaction: discord.Interaction) -> None:
+        """/rapport: the settings in force in this channel and today's usage of the server, for its managers."""
+        user = user_ref(interaction.user.id)
+        gate = self._assistant.gate
+        admins = gate.box.current.admins if gate is not None else []
+        manages = interaction.guild is not None and interaction.permissions.manage_guild
+        if not manages and user.key not in admins:
+            await interaction.response.send_message(NOT_AN_OPERATOR, ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        channel = interaction.channel
+        where = MessageReceived(
+            user=user,
+            text="",
+            conversation_id=str(interaction.channel_id or 0),
+            private=interaction.guild is None,
+            community=str(interaction.guild_id or ""),
+            parents=parents_of(channel) if channel is not None else (),
+        )
+        try:
+            report = await asyncio.wait_for(self._assistant.operator_report(where), 5.0)
+            text = report_text(report, mention=lambda key: f"<@{key.rsplit(':', 1)[-1]}>")
+        except Exception:  # noqa: BLE001 - the operator gets a word instead of a spinning "thinking…"
+            log.exception("/rapport failed in %s", interaction.guild_id)
+            text = "Sorry, I couldn't read the settings and usage right now."
+        await interaction.followup.send(text[:2000], ephemeral=True)
 
     async def learning(self, interaction: discord.Interaction, *, paused: bool) -> None:
         """Pause or resume: one write, answered in the response itself (ephemeral)."""

@@ -150,11 +150,24 @@ class DiscordDelivery:
         return refs
 
     async def notify(self, text: str) -> None:
-        """Edit the interaction's original (ephemeral) response: its token is valid for 15 minutes."""
+        """A note for the person alone: the interaction's original (ephemeral) response when the entry came from
+        one (its token is valid for 15 minutes), else a DM (never a public message: a refused person is not
+        scolded in front of others)."""
         application, token = self._entry.route.get("application"), self._entry.route.get("token")
-        if not application or not token:
-            return
         client = self._logged_in()
+        if not application or not token:
+            event = self._entry.event
+            if not isinstance(event, MessageReceived):
+                return
+            try:
+                if event.private:
+                    await self._channel_object(client).send(text)
+                else:
+                    dm = await client.create_dm(discord.Object(id=int(event.user.user_id)))
+                    await dm.send(text)
+            except discord.HTTPException as exc:  # DMs closed to the bot: then nothing is said
+                log.info("could not send a private note to discord:%s: %s", event.user.user_id, exc)
+            return
         route = Route(
             "PATCH",
             "/webhooks/{webhook_id}/{webhook_token}/messages/@original",

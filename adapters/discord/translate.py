@@ -30,6 +30,7 @@ __all__ = [
     "facts_of",
     "insights_embed",
     "message_ref",
+    "parents_of",
     "reaction_event",
     "render_text",
     "reply_chunks",
@@ -200,12 +201,28 @@ def to_event(
         audience=None if _is_private(message) else audience_of(message),
         message=message_ref(message.channel.id, message.id),
         sent_at=message.created_at,
+        community=str(message.guild.id) if message.guild is not None else "",
+        parents=parents_of(message.channel),
+        roles=tuple(str(role.id) for role in getattr(message.author, "roles", ()) if not role.is_default()),
         reply_chain=tuple(
             chain_message(m, bot_id=bot_id, bot_name=bot_name)
             for m in chain
             if m.content and m.channel.id == message.channel.id
         ),
     )
+
+
+def parents_of(channel: object) -> tuple[str, ...]:
+    """A thread's channel and the category above, nearest first: the policy's channel lists match them too."""
+    found: list[str] = []
+    parent_id = getattr(channel, "parent_id", None) if isinstance(channel, discord.Thread) else None
+    if parent_id is not None:
+        found.append(str(parent_id))
+        channel = getattr(channel, "parent", None)
+    category_id = getattr(channel, "category_id", None)
+    if category_id is not None:
+        found.append(str(category_id))
+    return tuple(found)
 
 
 def reaction_event(raw: discord.RawReactionActionEvent, *, bot_id: int) -> ReactionAdded | ReactionRemoved | None:
@@ -260,6 +277,13 @@ def insights_embed(insights: Mapping[str, Any] | None) -> discord.Embed:
     if patterns := insights.get("top_patterns"):
         lines = [f"{p['kind']}: {p['value']} ({p['count']})" for p in patterns[:10]]
         embed.add_field(name="Patterns", value=_field("\n".join(lines)), inline=False)
+    usage = insights.get("usage")
+    if isinstance(usage, dict) and usage.get("tokens"):
+        embed.add_field(
+            name=f"Your usage in {usage.get('month', '')}",
+            value=f"{int(usage['tokens']):,} tokens, about ${float(usage.get('cost_usd') or 0):.2f}",
+            inline=False,
+        )
     paused = " Learning is paused (/learning resume)." if insights.get("learning_paused") else ""
     embed.set_footer(text=f"Only you can see this. /forget deletes all of it.{paused}")
     return embed

@@ -56,7 +56,8 @@ from adapters.slack.translate import (
 from core.assistant import Assistant
 from core.background import BackgroundWork
 from core.entries import Entry, Incoming
-from core.events import ForgetRequested, UserRef
+from core.events import ForgetRequested, MessageReceived, UserRef
+from core.gate import report_text
 from core.ports import InboxFull
 from core.turns import Turns
 
@@ -111,6 +112,7 @@ class SlackAdapter:
         self._app.command("/insights")(self._on_insights)
         self._app.command("/forget")(self._on_forget)
         self._app.command("/learning")(self._on_learning)
+        self._app.command("/rapport")(self._on_operators)
         self._app.action(FORGET_CONFIRM)(self._on_forget_confirm)
         self._app.action(FORGET_CANCEL)(self._on_forget_cancel)
         self._work = BackgroundWork()  # the reads (/insights) and ephemeral answers behind acknowledgements
@@ -321,7 +323,8 @@ class SlackAdapter:
             event=message,
             route={"channel": channel, "thread_ts": root, "fetch_thread": fetch_thread},
         )
-        if not (await self._turns.accept(incoming)).fresh:
+        accepted = await self._turns.accept(incoming)
+        if not accepted.fresh and not accepted.refused:
             log.info("Slack event %s (delivery %d) already taken: not answered again", envelope.event_id, retry + 1)
 
     async def _take_reaction(self, envelope: Envelope, bot_user_id: str | None) -> None:
@@ -356,6 +359,42 @@ class SlackAdapter:
             await self._outbox.ephemeral(body, respond, text="Sorry, I can't read what I know about you right now.")
             return
         await self._outbox.ephemeral(body, respond, text=insights_text(insights), blocks=insights_blocks(insights))
+
+    async def _on_operators(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> BoltResponse | None:
+        """/rapport: acknowledged at once; the settings in force here and today's usage follow, ephemerally, for
+        workspace admins and owners and the policy's admins only."""
+        try:
+            user = command_user(body)
+        except MalformedPayload as exc:
+            log.warning("malformed /rapport refused: %s", exc)
+            return BoltResponse(status=400, body={"error": str(exc)})
+        await ack()
+        self._work.spawn(user.key, self._send_report(user, body, respond), name=f"slack-rapport-{user.key}")
+        return None
+
+    async def _send_report(self, user: UserRef, body: Mapping[str, Any], respond: AsyncRespond) -> None:
+        gate = self._assistant.gate
+        try:
+            allowed = (gate is not None and user.key in gate.box.current.admins) or await self._outbox.is_admin(
+                user.user_id
+            )
+            if not allowed:
+                text = "Only workspace admins and owners (or the operators' listed admins) can use /rapport."
+            else:
+                channel = str(body.get("channel_id") or "")
+                where = MessageReceived(
+                    user=user,
+                    text="",
+                    conversation_id=channel,
+                    private=channel.startswith("D"),
+                    community=user.scope,
+                )
+                report = await asyncio.wait_for(self._assistant.operator_report(where), 5.0)
+                text = report_text(report, mention=lambda key: f"<@{key.rsplit(':', 1)[-1]}>", bold="*")
+        except Exception:  # noqa: BLE001 - the person is told, the log says why
+            log.exception("/rapport for %s failed", user.key)
+            text = "Sorry, I couldn't read the settings and usage right now."
+        await self._outbox.ephemeral(body, respond, text=text)
 
     async def _on_learning(self, ack: AsyncAck, body: dict[str, Any]) -> BoltResponse | None:
         """/learning pause | resume: one write, answered ephemerally in the acknowledgement (within Slack's 3 s)."""

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters.slack.mrkdwn import escape
+from core.assistant import AssistantSettings
 
 __all__ = [
     "FORGET_CANCEL",
@@ -19,11 +20,12 @@ __all__ = [
 
 FORGET_CONFIRM = "rapport_forget_confirm"
 FORGET_CANCEL = "rapport_forget_cancel"
-FORGOTTEN = "Done: I have forgotten everything about you."
+FORGOTTEN = AssistantSettings().forgotten  # what the turn says once it is done
 KEPT = "Kept everything. Nothing was deleted."
 FORGET_QUESTION = (
     "This deletes everything I know about you: your profile, our past conversations, my memories of them "
-    "and your feedback. It cannot be undone."
+    "and your feedback. It cannot be undone. (How much you used me today stays counted for the operators' "
+    "limits: usage isn't a memory.)"
 )
 
 Block = dict[str, Any]
@@ -69,6 +71,10 @@ def insights_blocks(insights: Mapping[str, Any] | None) -> list[Block]:
             blocks.append(_section(f"*{name}*\n{shown}"[:2_900]))
     if insights.get("learning_paused"):
         blocks.append(_context("Learning is paused: `/learning resume` starts it again."))
+    usage = insights.get("usage")
+    if isinstance(usage, Mapping) and usage.get("tokens"):
+        spent = f"{int(usage['tokens']):,} tokens, about ${float(usage.get('cost_usd') or 0):.2f}"
+        blocks.append(_context(f"Your usage in {usage.get('month', '')}: {spent}"))
     patterns = insights.get("top_patterns") or []
     if patterns:
         lines = [

@@ -103,9 +103,17 @@ class SlackDelivery:
         return [self.ref(ts) for ts in posted]
 
     async def notify(self, text: str) -> None:
+        """A note for the person alone: through the command's response_url, else an ephemeral message where they
+        wrote (in their thread)."""
         url = self.entry.route.get("response_url")
         if url:
             await self.outbox.respond(str(url), text)
+            return
+        event = self.entry.event
+        if isinstance(event, MessageReceived) and self.channel:
+            await self.outbox.client.chat_postEphemeral(
+                channel=self.channel, user=event.user.user_id, text=text, thread_ts=self.thread
+            )
 
 
 class _ThreadStream:

@@ -191,6 +191,12 @@ class Outbox:
             self._names.popitem(last=False)
         return self._names[user_id]
 
+    async def is_admin(self, user_id: str) -> bool:
+        """Whether users.info says the person administers or owns the workspace (asked afresh: it can change)."""
+        response = await self._client.users_info(user=user_id)
+        user = response.get("user") or {}
+        return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
+
     async def thread_so_far(
         self, channel: str, thread_ts: str, current_ts: str, bot_user_id: str | None
     ) -> tuple[ChainMessage, ...]:

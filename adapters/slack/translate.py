@@ -293,6 +293,7 @@ def _message(
         else audience_of(envelope.team_id, channel, channel_type=kind, shared_with_others=envelope.shared_with_others),
         message=MessageRef(platform=PLATFORM, channel_id=channel, message_id=ts),
         sent_at=sent_at(ts),
+        community=envelope.team_id,
         raw=envelope.event,
     )
 

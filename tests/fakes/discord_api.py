@@ -195,6 +195,13 @@ class FakeDiscord:
         self.guilds.append(guild)
         return guild
 
+    def add_role(self, guild: dict[str, Any], name: str) -> str:
+        """A role in `guild` (before the bot connects: the guild's payload carries it); its id."""
+        role_id = self.snowflake()
+        position = len(guild["roles"])
+        guild["roles"].append({"id": role_id, "name": name, "permissions": "0", "position": position, "color": 0})
+        return role_id
+
     @staticmethod
     def member(user: dict[str, Any], *, roles: Sequence[str] = (), nick: str | None = None) -> dict[str, Any]:
         return {
@@ -224,8 +231,10 @@ class FakeDiscord:
         flags: int = 0,
         embeds: Sequence[dict[str, Any]] = (),
         components: Sequence[dict[str, Any]] = (),
+        roles: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """A message payload as MESSAGE_CREATE and the REST API carry it (kept, so it can be fetched)."""
+        """A message payload as MESSAGE_CREATE and the REST API carry it (kept, so it can be fetched); `roles` are
+        the author's role ids in the server."""
         guild_id = self._channel_guild.get(channel_id)
         payload: dict[str, Any] = {
             "id": self.snowflake(),
@@ -247,7 +256,7 @@ class FakeDiscord:
         }
         if guild_id is not None:
             payload["guild_id"] = guild_id
-            member = self.member(author)
+            member = self.member(author, roles=roles)
             member.pop("user")
             payload["member"] = member
         if reply_to is not None:
@@ -275,7 +284,14 @@ class FakeDiscord:
         }
 
     def _interaction(
-        self, user: dict[str, Any], *, kind: int, data: dict[str, Any], channel_id: str, **extra: Any
+        self,
+        user: dict[str, Any],
+        *,
+        kind: int,
+        data: dict[str, Any],
+        channel_id: str,
+        permissions: str = "2248473465835073",  # a plain member's: no Manage Server
+        **extra: Any,
     ) -> dict[str, Any]:
         interaction_id = self.snowflake()
         guild_id = self._channel_guild.get(channel_id)
@@ -298,7 +314,7 @@ class FakeDiscord:
         if guild_id is not None:
             payload["guild_id"] = guild_id
             payload["guild_locale"] = "en-US"
-            payload["member"] = dict(self.member(user), permissions="2248473465835073")
+            payload["member"] = dict(self.member(user), permissions=permissions)
             payload["channel"] = {"id": channel_id, "type": 0, "guild_id": guild_id, "name": "general"}
         else:
             payload["user"] = user
@@ -353,16 +369,24 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_REACTION_REMOVE" if remove else "MESSAGE_REACTION_ADD", data)
 
     async def slash(
-        self, user: dict[str, Any], name: str, *, channel_id: str, options: list[dict[str, Any]] | None = None
+        self,
+        user: dict[str, Any],
+        name: str,
+        *,
+        channel_id: str,
+        options: list[dict[str, Any]] | None = None,
+        permissions: str | None = None,
     ) -> dict[str, Any]:
-        """`user` runs /name (with these option values); the command id is the one the bot synced."""
+        """`user` runs /name (with these option values, and these member permissions in a server); the command id
+        is the one the bot synced."""
         synced = [c for commands in self.commands.values() for c in commands if c["name"] == name]
         data: dict[str, Any] = {"id": synced[0]["id"] if synced else self.snowflake(), "name": name, "type": 1}
         if options:
             data["options"] = options
         if synced and synced[0].get("guild_id"):
             data["guild_id"] = synced[0]["guild_id"]
-        payload = self._interaction(user, kind=2, data=data, channel_id=channel_id)
+        extra = {"permissions": permissions} if permissions is not None else {}
+        payload = self._interaction(user, kind=2, data=data, channel_id=channel_id, **extra)
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
 
@@ -479,6 +503,7 @@ class FakeDiscord:
             ("GET", r"/gateway/bot", self._gateway_bot),
             ("PUT", r"/applications/(?P<app>\d+)(?:/guilds/(?P<guild>\d+))?/commands", self._put_commands),
             ("GET", r"/applications/(?P<app>\d+)(?:/guilds/(?P<guild>\d+))?/commands", self._get_commands),
+            ("POST", r"/users/@me/channels", self._open_dm),
             ("POST", r"/channels/(?P<channel>\d+)/messages", self._create_message),
             ("POST", r"/channels/(?P<channel>\d+)/typing", self._typing),
             ("GET", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", self._get_message),
@@ -488,6 +513,10 @@ class FakeDiscord:
             ("POST", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)", self._followup),
             ("PATCH", r"/webhooks/(?P<app>\d+)/(?P<token>[^/]+)/messages/(?P<message>[^/]+)", self._edit_webhook),
         ]
+
+    async def _open_dm(self, body: Any) -> web.Response:
+        user = self.user(str(body["recipient_id"]), "someone")
+        return _json({"id": self.dm_channel(user), "type": 1, "recipients": [user], "last_message_id": None})
 
     async def _me(self, _: Any) -> web.Response:
         return _json(dict(self.bot, verified=True, mfa_enabled=False, flags=0))

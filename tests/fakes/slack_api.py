@@ -37,6 +37,7 @@ class FakeSlackAPI:
 
     users: dict[str, str] = field(default_factory=lambda: {"U123": "Ada", "U456": "Grace"})
     zones: dict[str, str] = field(default_factory=dict)  # users.info `tz`, for those who have one
+    admins: set[str] = field(default_factory=set)  # users.info `is_admin`
     replies: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     # conversations.info by channel id: the flags Slack gives (is_channel, is_private, is_mpim, is_im, is_ext_shared);
     # a channel not here is "channel_not_found"
@@ -224,6 +225,7 @@ class FakeSlackAPI:
         shown = {"id": user, "name": name.lower(), "profile": {"display_name": name, "real_name": name}}
         if user in self.zones:
             shown["tz"] = self.zones[user]
+        shown["is_admin"] = user in self.admins
         return {"user": shown}
 
     def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
