@@ -20,7 +20,7 @@ from core.context import ContextLimits, build_prompt, message_text
 from core.entries import Answer, Entry, Step, interaction_id_for
 from core.events import ForgetRequested, MessageReceived, MessageRef
 from core.feedback import DEFAULT_EMOJI_SCORES
-from core.gate import Gate, server_of
+from core.gate import Gate, server_of, server_of_audience
 from core.health import Health
 from core.insights import build_insights
 from core.learner import LearningSettings, PersonLearner
@@ -174,6 +174,7 @@ class Assistant:
             health=self._health,
             telemetry=self._telemetry,
             charge=self._charge_learning if gate is not None else None,
+            budget=self._learning_budget if gate is not None else None,
         )
 
     @property
@@ -283,14 +284,15 @@ class Assistant:
             cache_read=answer.cache_read_tokens,
         )
 
+    async def _learning_budget(self, user_key: str, audience: str) -> float:
+        if self.gate is None:
+            return 0.0
+        return await self.gate.budget_wait(user_key, server_of_audience(audience))
+
     async def _charge_learning(self, user_key: str, audience: str, model: str, tokens_in: int, tokens_out: int) -> None:
         if self.gate is None:
             return
-        # The audience says where what was learned from was said: its server pays, a DM's person alone.
-        kind, _, rest = audience.partition(":")
-        platform, _, community = rest.partition(":")
-        community = community.split(":", 1)[0]
-        server = f"{platform}:{community}" if kind in ("public", "place") and community else ""
+        server = server_of_audience(audience)
         await self.gate.charge(
             user=user_key,
             server=server,

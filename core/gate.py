@@ -34,18 +34,27 @@ from core.policy import (
 )
 from core.ports import RefusalRecord, Refusals, Spent, Telemetry, UsageCounters
 
-__all__ = ["Gate", "facts_of", "report_text", "server_of", "until_text"]
+__all__ = ["Gate", "facts_of", "report_text", "server_of", "server_of_audience", "until_text"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PART = "usage counters"
 TOP_SPENDERS = 5
+RESTING = 5.0  # seconds the counters are left alone after a failure: a message then costs no wait for them
 
 
 def server_of(event: MessageReceived) -> str:
     """The server or workspace in the policy's form (`discord:<guild>`, `slack:<team>`); "" for a Discord DM."""
     return f"{event.user.platform}:{event.community}" if event.community else ""
+
+
+def server_of_audience(code: str) -> str:
+    """The server or workspace whose place an audience code (core.privacy) names; "" for the person alone."""
+    kind, _, rest = code.partition(":")
+    platform, _, community = rest.partition(":")
+    community = community.split(":", 1)[0]
+    return f"{platform}:{community}" if kind in ("public", "place") and platform and community else ""
 
 
 def facts_of(event: MessageReceived) -> Facts:
@@ -89,6 +98,7 @@ class Gate:
         self._telemetry = telemetry
         self._health = health or Health()
         self._deadline = deadline
+        self._resting_until = 0.0  # time.monotonic(): while the counters' store is failing, it is not asked
         self.clock = clock
 
     @property
@@ -132,17 +142,9 @@ class Gate:
             count = await self._counted(self._counters.hit(f"rate:{facts.user}", start, 60), 0)
             if count > limits.messages_per_minute:
                 what, until = f"{limits.messages_per_minute} messages a minute", start + 60
-        if not what and (limits.tokens_per_day or limits.server_tokens_per_day):
-            person, server = f"person:{facts.user}", f"server:{facts.server}"
-            subjects = [person, server] if facts.server else [person]
-            spent = await self._counted(self._counters.spent(day_of(now), subjects), {})
-            tomorrow = (datetime.fromtimestamp(now, UTC).date() + timedelta(days=1)).isoformat()
-            midnight = datetime.fromisoformat(tomorrow).replace(tzinfo=UTC).timestamp()
+        if not what:
             window = 3600.0
-            if limits.tokens_per_day and spent.get(person, Spent()).tokens >= limits.tokens_per_day:
-                what, until = "today's limit of what I can do for you", midnight
-            elif limits.server_tokens_per_day and spent.get(server, Spent()).tokens >= limits.server_tokens_per_day:
-                what, until = "today's limit of what I can do here", midnight
+            what, until = await self._spent_out(facts.user, facts.server, now)
         if not what:
             return None, ""
         # One note per window (the minute; an hour for the day's budget), however many messages arrive in it: the
@@ -151,6 +153,27 @@ class Gate:
         when = f"{until_text(until - now)} (at {datetime.fromtimestamp(until, UTC):%H:%M} UTC)"
         note = policy.limit_note.format(what=what, when=when) if told else ""
         return Refusal(reason="limit", detail=what), note
+
+    async def _spent_out(self, user: str, server: str, now: float) -> tuple[str, float]:
+        """Which daily budget (the person's, their server's) is spent, in words, and when the next day starts."""
+        limits = self._box.current.limits
+        if not (limits.tokens_per_day or limits.server_tokens_per_day):
+            return "", 0.0
+        person, place = f"person:{user}", f"server:{server}"
+        spent = await self._counted(self._counters.spent(day_of(now), [person, place] if server else [person]), {})
+        tomorrow = datetime.fromtimestamp(now, UTC).date() + timedelta(days=1)
+        midnight = datetime(tomorrow.year, tomorrow.month, tomorrow.day, tzinfo=UTC).timestamp()
+        if limits.tokens_per_day and spent.get(person, Spent()).tokens >= limits.tokens_per_day:
+            return "today's limit of what I can do for you", midnight
+        if limits.server_tokens_per_day and spent.get(place, Spent()).tokens >= limits.server_tokens_per_day:
+            return "today's limit of what I can do here", midnight
+        return "", 0.0
+
+    async def budget_wait(self, user: str, server: str) -> float:
+        """Seconds until the person may spend again (0: now): what a learning call asks before it is made."""
+        now = self.clock()
+        what, until = await self._spent_out(user, server, now)
+        return max(until - now, 1.0) if what else 0.0
 
     async def _first_in(self, subject: str, window: float, now: float) -> bool:
         """Whether this is the first time `subject` comes up in the window holding `now` (on failure: yes)."""
@@ -172,11 +195,18 @@ class Gate:
 
     async def _counted(self, work: Awaitable[T], default: T) -> T:
         """A counter call within the deadline; when it fails the message goes through (fail open), said once in
-        the health report and counted on every message."""
+        the health report and counted on every message. After a failure the store is left alone for a few seconds,
+        so that an outage costs each message nothing (the accept has a platform's deadline too)."""
+        if time.monotonic() < self._resting_until:
+            if asyncio.iscoroutine(work):
+                work.close()
+            self._telemetry.error("usage_unchecked")
+            return default
         try:
             async with asyncio.timeout(self._deadline):
                 result = await work
         except Exception as exc:  # noqa: BLE001 - let through; the metric and /ready say so
+            self._resting_until = time.monotonic() + RESTING
             self._health.down(PART, f"{type(exc).__name__}: {exc}".strip()[:200])
             self._telemetry.error("usage_unchecked")
             return default

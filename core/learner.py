@@ -114,6 +114,8 @@ def day_of(at: float) -> str:
 
 # (person, audience code of what was read, model, input tokens, output tokens): counts a call's spending.
 Charge = Callable[[str, str, str, int, int], Awaitable[None]]
+# (person, audience code): seconds until the operators' budgets let them spend again (0: now).
+Budget = Callable[[str, str], Awaitable[float]]
 
 
 class PersonLearner:
@@ -129,9 +131,11 @@ class PersonLearner:
         health: Health | None = None,
         telemetry: Telemetry | None = None,
         charge: Charge | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self._store = store
         self._charge = charge
+        self._budget = budget
         self._llm = llm
         self._owner = owner
         self.settings = settings or LearningSettings()
@@ -209,6 +213,14 @@ class PersonLearner:
         except Exception as exc:  # noqa: BLE001 - the store is down: this person's learning waits
             self._health.down(PART, f"{type(exc).__name__}: {exc}"[:200])
             log.debug("learning for %s could not start", user_key, exc_info=True)
+            return False
+        wait = await self._budget(user_key, audience) if self._budget is not None else 0.0
+        if wait > 0:
+            # Their (or their server's) budget for the day is spent: learning waits for it like answers do.
+            log.info("learning for %s waits %.0fs for the day's budget", user_key, wait)
+            await self._store.learning_failed(
+                user_key, self._owner, pause_of=lambda _: wait, tokens=0, day=day_of(time.time())
+            )
             return False
         system, user, item_refs, exchange_refs = learning_request(items, batch)
         spent = (0, 0)  # input and output tokens of the call

@@ -255,9 +255,9 @@ async def test_the_daily_budget_counts_answer_and_learning_tokens_refuses_once_s
     assert spent > 50  # one answer is over this small budget
     assert (await services.gate.month_of(user))["tokens"] == spent
 
-    # A learning call's tokens count too (the learner charges them against the same person).
-    await services.assistant.learner._charge(user, "person", "claude-haiku-5-5", 7, 3)
-    assert (await services.gate.month_of(user))["tokens"] == spent + 10
+    # Learning waits for the budget like answers do: no learning call while it is spent.
+    assert not await services.assistant.learner.learn(user, quiet=True)
+    assert not fake_claude.tool_requests
 
     await discord_fake.say(alice, "second question", channel_id=dm)
     await discord_fake.until(lambda: len(discord_fake.shown(dm)) == 2)
@@ -270,7 +270,7 @@ async def test_the_daily_budget_counts_answer_and_learning_tokens_refuses_once_s
     await discord_fake.say(alice, "third question", channel_id=dm)
     await eventually(lambda: _refused_count(services, 2))
     await settled(services)
-    assert len(fake_claude.requests) == 1 and (await services.gate.month_of(user))["tokens"] == spent + 10
+    assert len(fake_claude.requests) == 1 and (await services.gate.month_of(user))["tokens"] == spent
 
     services.gate.clock = lambda: evening + 120  # 00:01 UTC: a new day
     await discord_fake.say(alice, "fourth question", channel_id=dm)
@@ -432,11 +432,18 @@ async def test_insights_show_the_persons_own_usage_this_month(
     await discord_fake.say(alice, "hello", channel_id=dm)
     await discord_fake.until(lambda: discord_fake.posted(dm))
     await settled(services)
-    insights = await services.assistant.insights(f"discord:{alice['id']}")
+    user = f"discord:{alice['id']}"
+    insights = await services.assistant.insights(user)
     assert insights is not None
     usage = insights["usage"]
-    assert usage["tokens"] == sum(sum(u.values()) for u in fake_claude.usages) > 0
+    answered = sum(sum(u.values()) for u in fake_claude.usages)
+    assert usage["tokens"] == answered > 0
     assert usage["month"] == datetime.now(UTC).strftime("%Y-%m") and usage["cost_usd"] > 0
+
+    # A learning call's tokens are the person's too (answers and learning share one budget).
+    assert await services.assistant.learner.learn(user, quiet=True) and len(fake_claude.tool_requests) == 1
+    learned = services.assistant.learner.tokens
+    assert learned > 0 and (await services.gate.month_of(user))["tokens"] == answered + learned
 
 
 # --- Slack ----------------------------------------------------------------------------------------------------
