@@ -37,6 +37,7 @@ FULL: dict[str, dict[str, Any]] = {
         "control": True,
         "latency": {"people": 30, "messages": 20, "rounds": 3, "answer_latency": 0.1},
     },
+    "gate": {"messages": 2_000, "people": 200, "concurrency": [1, 50]},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "context": {"tiers": [0, 200], "others": 1_000, "messages": 5},
@@ -55,6 +56,7 @@ QUICK: dict[str, dict[str, Any]] = {
         "control": False,
         "latency": {"people": 6, "messages": 10, "rounds": 1, "answer_latency": 0.05},
     },
+    "gate": {"messages": 100, "people": 20, "concurrency": [1, 10]},
 }
 # Not part of a plain run: it needs a revision to compare with (python -m bench --only compare --before REV).
 OPTIONAL: dict[str, dict[str, Any]] = {"compare": {"people": 200, "seconds": 20.0, "rounds": 2}}
@@ -62,6 +64,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {"compare": {"people": 200, "seconds": 20.
 
 async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
     from bench.compare import measure_compare
+    from bench.gate import measure_gate
     from bench.latency import ContextClock, measure_context
     from bench.load import measure_load
     from bench.memory import run as run_memory
@@ -132,6 +135,10 @@ async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
         return await measure_streaming_cpu(**config)
     if name == "person_model":
         return await measure_person_model(config)
+    if name == "gate":
+        return await measure_gate(
+            messages=config["messages"], people=config["people"], concurrency=tuple(config["concurrency"])
+        )
     if name == "memory":
         return await run_memory(ROOT / config["dataset"], compare=True, database_url=None)
     raise ValueError(name)
@@ -289,6 +296,7 @@ def _md(results: dict[str, Any], command: str) -> str:
         out.append("")
     out += _streaming_md(results["parts"])
     out += _person_model_md(results["parts"])
+    out += _gate_md(results["parts"])
     memory = results["parts"].get("memory")
     if memory:
         from bench.memory import _table
@@ -352,6 +360,30 @@ def _streaming_md(parts: dict[str, Any]) -> list[str]:
                 f"| {r['added_ms']['p50']} / {r['added_ms']['p95']} | {split} | {c.get('total')} |"
             )
         out.append("")
+    return out
+
+
+def _gate_md(parts: dict[str, Any]) -> list[str]:
+    found = parts.get("gate")
+    if not found:
+        return []
+    out = [
+        "## The operators' gate",
+        "",
+        f"`Gate.screen` before each message is kept and `Gate.charge` after each answer, {found['messages']} messages "
+        f"from {found['people']} people, one at a time and many at once (ms).",
+        "",
+        "| policy | at once | screen p50 / p95 / p99 | charge p50 / p95 / p99 | messages/s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for case in found["cases"]:
+        for run in case["runs"]:
+            screen, charge = run["screen_ms"], run["charge_ms"]
+            out.append(
+                f"| {case['case']} | {run['concurrency']} | {screen['p50']} / {screen['p95']} / {screen['p99']} "
+                f"| {charge['p50']} / {charge['p95']} / {charge['p99']} | {run['messages_per_second']} |"
+            )
+    out.append("")
     return out
 
 

@@ -67,6 +67,9 @@ def test_quick_benchmarks_write_tables_and_raw_figures(tmp_path: Path) -> None:
     off, on = person["latency"]["runs"]
     assert (off["learning"], on["learning"]) == (False, True)
     assert off["answer_ms"]["n"] == on["answer_ms"]["n"] == 60 and on["learning_calls"] > 0
+    gate = raw["parts"]["gate"]["cases"]
+    assert [c["store"] for c in gate] == ["sqlite", "sqlite", "sqlite", "postgres", "redis"]
+    assert all(run["screen_ms"]["n"] == 100 and run["charge_ms"]["n"] == 100 for c in gate for run in c["runs"])
     table = (tmp_path / "benchmarks.md").read_text()
     for heading in (
         "## Context assembly",
@@ -77,6 +80,7 @@ def test_quick_benchmarks_write_tables_and_raw_figures(tmp_path: Path) -> None:
         "## Streaming",
         "## What streaming costs",
         "## Person model",
+        "## The operators' gate",
         "python -m bench --quick",
         "ceiling",
     ):
