@@ -230,11 +230,14 @@ class Assistant:
         embedding: list[float] | None = None
         answer, placeholder = entry.answer, list(entry.refs)
         stream: Stream | None = None
-        fresh = entry.step < Step.ANSWERED or answer is None
         if entry.step < Step.ANSWERED or answer is None:
+            spent = await self._within("budget", self.gate.spent_note(event), None) if self.gate else None
+            if spent is not None:  # the day's budget ran out while this waited: no Claude call
+                return await self._refused(entry, event, spent, delivery)
             event, answer, embedding, placeholder, stream = await self._answer(entry, event, delivery)
             entry = replace(entry, event=event)
-            await self._inbox.answered(entry, answer, placeholder)
+            # Charged with the answer kept: a delivery tried again later (not asking Claude again) is not charged.
+            await asyncio.gather(self._inbox.answered(entry, answer, placeholder), self._charge_answer(event, answer))
         try:
             if stream is not None:
                 refs = await stream.finish(answer.text)
@@ -249,8 +252,7 @@ class Assistant:
         # The exchange joins the conversation's short-term memory while its step is kept: both are done before
         # this person's next message is taken.
         turns = self._remember_turns(delivered, event, answer) if answer.ok else asyncio.sleep(0)
-        charged = self._charge_answer(event, answer) if fresh else asyncio.sleep(0)
-        released, _, _ = await asyncio.gather(self._delivered(entry, refs), turns, charged)
+        released, _ = await asyncio.gather(self._delivered(entry, refs), turns)
         self.writer.submit(Job(entry=delivered, embedding=embedding))
         self.outcomes.settle(entry.key, answer)
         elapsed = time.perf_counter() - started
@@ -260,9 +262,10 @@ class Assistant:
         return released
 
     async def _refused(self, entry: Entry, event: MessageReceived, note: str, delivery: Delivery) -> bool:
-        """A message the operators' policy refused (core.gate): nothing of it was kept; the note goes to its author
-        alone, and Claude is not asked."""
-        await self._within("refusal note", delivery.notify(note), None)
+        """A message the operators' policy refused (core.gate): Claude is not asked, nothing of it is stored as an
+        exchange, and the note (if any: "" once they were told) goes to its author alone."""
+        if note:
+            await self._within("refusal note", delivery.notify(note), None)
         released = await self._delivered(entry, [])
         await self._inbox.finished([entry.key], self._owner)
         self.outcomes.settle(entry.key, Answer(text=note, ok=False, error="refused"))
@@ -324,6 +327,8 @@ class Assistant:
         streamed = settings.stream and entry.taken <= 1
         async with delivery.working(streamed=streamed) as placeholder:
             event = await self._within("platform look-up", delivery.prepare(event), event)
+            if self.gate is not None:
+                event = self.gate.without_refused(event)  # the chain the look-up followed back, too
             embedding, prompt, newcomer = await self._assemble(event, text)
             if self.gate is not None:
                 place = self.gate.place(event)

@@ -201,7 +201,8 @@ def event_to_json(event: Event) -> dict[str, Any]:
             "message": _ref(event.message) if event.message else None,
             "sent_at": event.sent_at.isoformat(),
             "reply_chain": [
-                {"author": m.author, "text": m.text, "from_assistant": m.from_assistant} for m in event.reply_chain
+                {"author": m.author, "text": m.text, "from_assistant": m.from_assistant, "author_id": m.author_id}
+                for m in event.reply_chain
             ],
         }
     if isinstance(event, ForgetRequested):
@@ -241,7 +242,12 @@ def event_from_json(data: Mapping[str, Any]) -> Event:
             message=_ref_from(message) if message else None,
             sent_at=datetime.fromisoformat(data["sent_at"]),
             reply_chain=tuple(
-                ChainMessage(author=str(m["author"]), text=str(m["text"]), from_assistant=bool(m["from_assistant"]))
+                ChainMessage(
+                    author=str(m["author"]),
+                    text=str(m["text"]),
+                    from_assistant=bool(m["from_assistant"]),
+                    author_id=str(m.get("author_id") or ""),
+                )
                 for m in data.get("reply_chain", ())
             ),
         )

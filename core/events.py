@@ -54,6 +54,7 @@ class ChainMessage:
     author: str
     text: str
     from_assistant: bool = False
+    author_id: str = ""  # the platform's id of its author (the operators' block lists apply to quoted words too)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

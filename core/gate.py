@@ -22,6 +22,7 @@ from core.entries import Incoming
 from core.events import MessageReceived
 from core.health import Health
 from core.policy import (
+    Access,
     Facts,
     Place,
     PolicyBox,
@@ -99,6 +100,7 @@ class Gate:
         self._health = health or Health()
         self._deadline = deadline
         self._resting_until = 0.0  # time.monotonic(): while the counters' store is failing, it is not asked
+        self._unpriced: set[str] = set()
         self.clock = clock
 
     @property
@@ -120,17 +122,56 @@ class Gate:
         if refusal is not None:
             if policy.access.note:
                 every = policy.access.note_every
-                if every <= 0 or await self._first_in(f"note:{facts.user}", every, self.clock()):
+                if every <= 0 or await self._first_in(f"note:{facts.user}", every, self.clock(), unknown=False):
                     note = policy.access.note
         elif policy.limited:
             refusal, note = await self._over_limit(facts)
         if refusal is None:
-            return incoming
+            kept = self.without_refused(event)
+            return incoming if kept is event else replace(incoming, event=kept)
         await self._record(event, facts, refusal)
         if not note:
             return None
         stripped = replace(event, text="", reply_chain=(), display_name="", raw=None)
         return replace(incoming, event=stripped, route={**incoming.route, "refused": note})
+
+    def without_refused(self, event: MessageReceived) -> MessageReceived:
+        """The event without the quoted words (its reply chain, the thread so far) of people the policy refuses by
+        name: what a blocked person wrote reaches no prompt and no store through someone else's message either.
+        (A quoted author's roles are not known, so a role's block does not reach their quoted words.)"""
+        if not event.reply_chain:
+            return event
+        access = self._box.current.access
+        facts = facts_of(event)
+        scope = f"{event.user.scope}:" if event.user.scope else ""
+        kept = tuple(
+            message
+            for message in event.reply_chain
+            if message.from_assistant
+            or not message.author_id
+            or not _refused_by_name(access, replace(facts, user=f"{facts.platform}:{scope}{message.author_id}"))
+        )
+        return event if len(kept) == len(event.reply_chain) else replace(event, reply_chain=kept)
+
+    async def spent_note(self, event: MessageReceived) -> str | None:
+        """Asked again just before Claude is: None while the day's budgets allow an answer, else the note for the
+        person ("" once they were told this hour). Messages accepted while under budget would otherwise all be
+        answered, however many were waiting when it ran out."""
+        if event.user.platform not in ("discord", "slack"):
+            return None
+        facts = facts_of(event)
+        now = self.clock()
+        what, until = await self._spent_out(facts.user, facts.server, now)
+        if not what:
+            return None
+        await self._record(event, facts, Refusal(reason="limit", detail=what))
+        if not await self._first_in(f"limit:{facts.user}", 3600.0, now):
+            return ""
+        return self._limit_note(what, until, now)
+
+    def _limit_note(self, what: str, until: float, now: float) -> str:
+        when = f"{until_text(until - now)} (at {datetime.fromtimestamp(until, UTC):%H:%M} UTC)"
+        return self._box.current.limit_note.format(what=what, when=when)
 
     async def _over_limit(self, facts: Facts) -> tuple[Refusal | None, str]:
         policy = self._box.current
@@ -150,9 +191,7 @@ class Gate:
         # One note per window (the minute; an hour for the day's budget), however many messages arrive in it: the
         # rest are refused in silence.
         told = await self._first_in(f"limit:{facts.user}", window, now)
-        when = f"{until_text(until - now)} (at {datetime.fromtimestamp(until, UTC):%H:%M} UTC)"
-        note = policy.limit_note.format(what=what, when=when) if told else ""
-        return Refusal(reason="limit", detail=what), note
+        return Refusal(reason="limit", detail=what), self._limit_note(what, until, now) if told else ""
 
     async def _spent_out(self, user: str, server: str, now: float) -> tuple[str, float]:
         """Which daily budget (the person's, their server's) is spent, in words, and when the next day starts."""
@@ -175,10 +214,12 @@ class Gate:
         what, until = await self._spent_out(user, server, now)
         return max(until - now, 1.0) if what else 0.0
 
-    async def _first_in(self, subject: str, window: float, now: float) -> bool:
-        """Whether this is the first time `subject` comes up in the window holding `now` (on failure: yes)."""
+    async def _first_in(self, subject: str, window: float, now: float, *, unknown: bool = True) -> bool:
+        """Whether this is the first time `subject` comes up in the window holding `now`; `unknown` when the
+        counters cannot say (a person over a limit is told why; a refused one is not told again and again)."""
         start = int(now // window * window)
-        return await self._counted(self._counters.hit(subject, start, max(int(window), 1)), 1) == 1
+        count = await self._counted(self._counters.hit(subject, start, max(int(window), 1)), 0)
+        return unknown if count == 0 else count == 1
 
     async def _record(self, event: MessageReceived, facts: Facts, refusal: Refusal) -> None:
         self._telemetry.refused(refusal.reason)
@@ -191,7 +232,13 @@ class Gate:
             reason=refusal.reason,
             at=datetime.fromtimestamp(self.clock(), UTC),
         )
-        await self._counted(self._refusals.refused(record), None)
+        # The record goes to the database whichever store counts: its own deadline, not the counters' rest.
+        try:
+            async with asyncio.timeout(self._deadline):
+                await self._refusals.refused(record)
+        except Exception as exc:  # noqa: BLE001 - the refusal stands; only its record is missing
+            log.warning("could not record a refusal of %s: %s", facts.user, f"{type(exc).__name__}: {exc}"[:200])
+            self._telemetry.error("refusal_unrecorded")
 
     async def _counted(self, work: Awaitable[T], default: T) -> T:
         """A counter call within the deadline; when it fails the message goes through (fail open), said once in
@@ -237,8 +284,12 @@ class Gate:
         estimated cost in the metrics."""
         policy = self._box.current
         tokens = input_tokens + output_tokens + cache_write + cache_read
+        price = price_for(policy, model)
+        if price is None and model not in self._unpriced:
+            self._unpriced.add(model)
+            log.warning("no price for Claude model %r: its cost counts as 0 (add it under [prices])", model)
         cost = cost_of(
-            price_for(policy, model),
+            price,
             input=input_tokens,
             output=output_tokens,
             cache_write=cache_write,
@@ -300,6 +351,15 @@ class Gate:
             "model": place.model,
             "usage": usage,
         }
+
+
+def _refused_by_name(access: Access, facts: Facts) -> bool:
+    """Whether the policy refuses this person by who they are (not by where, nor by roles it cannot see here)."""
+    refusal = access_refusal(access, facts)
+    if refusal is None or refusal.reason not in ("blocked_user", "not_allowed_user"):
+        return False
+    role_allowed = any(role.startswith(f"{facts.platform}:") for role in access.allow.roles)
+    return refusal.reason == "blocked_user" or not role_allowed
 
 
 def day_of(now: float) -> str:

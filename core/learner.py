@@ -219,7 +219,7 @@ class PersonLearner:
             # Their (or their server's) budget for the day is spent: learning waits for it like answers do.
             log.info("learning for %s waits %.0fs for the day's budget", user_key, wait)
             await self._store.learning_failed(
-                user_key, self._owner, pause_of=lambda _: wait, tokens=0, day=day_of(time.time())
+                user_key, self._owner, pause_of=lambda _: wait, tokens=0, day=day_of(time.time()), count=False
             )
             return False
         system, user, item_refs, exchange_refs = learning_request(items, batch)

@@ -81,7 +81,7 @@ class Access(_Strict):
         default="Sorry, I'm not available to you here. An administrator of this place decides who I answer.",
         max_length=500,
     )  # said to someone refused, privately, at most once per `note_every` seconds; "" for silence
-    note_every: float = Field(default=3600.0, ge=0)
+    note_every: float = Field(default=3600.0, ge=0, le=86_400)
 
 
 class Limits(_Strict):
@@ -114,6 +114,15 @@ DEFAULT_PRICES: Mapping[str, Price] = {
     "claude-opus": Price(input=5.0, output=25.0, cache_write=6.25, cache_read=0.50),
     "claude-sonnet": Price(input=3.0, output=15.0, cache_write=3.75, cache_read=0.30),
     "claude-haiku": Price(input=1.0, output=5.0, cache_write=1.25, cache_read=0.10),
+    # Earlier generations, priced apart: Opus 4 and 4.1 (`claude-opus-4-0`, `claude-opus-4-2025…`), Claude 3.x.
+    "claude-opus-4-0": Price(input=15.0, output=75.0, cache_write=18.75, cache_read=1.50),
+    "claude-opus-4-1": Price(input=15.0, output=75.0, cache_write=18.75, cache_read=1.50),
+    "claude-opus-4-2025": Price(input=15.0, output=75.0, cache_write=18.75, cache_read=1.50),
+    "claude-3-opus": Price(input=15.0, output=75.0, cache_write=18.75, cache_read=1.50),
+    "claude-3-5-haiku": Price(input=0.80, output=4.0, cache_write=1.0, cache_read=0.08),
+    "claude-3-haiku": Price(input=0.25, output=1.25, cache_write=0.30, cache_read=0.03),
+    "claude-3-5-sonnet": Price(input=3.0, output=15.0, cache_write=3.75, cache_read=0.30),
+    "claude-3-7-sonnet": Price(input=3.0, output=15.0, cache_write=3.75, cache_read=0.30),
 }
 
 PlaceKey = Annotated[str, Field(pattern=f"^{_SNOWFLAKE_OR_SLACK_ID.pattern}$")]
@@ -172,25 +181,32 @@ class Refusal:
 
 
 def access_refusal(access: Access, facts: Facts) -> Refusal | None:
-    """None when the person may be answered where they wrote, else why not."""
+    """None when the person may be answered where they wrote, else why not. An allow list constrains only the
+    platform whose ids it names (a list of Discord roles says nothing about Slack)."""
     allow, block = access.allow, access.block
     if facts.user in block.users or any(role in block.roles for role in facts.roles):
         return Refusal(reason="blocked_user")
-    if allow.users or allow.roles:
-        if facts.user not in allow.users and not any(role in allow.roles for role in facts.roles):
-            return Refusal(reason="not_allowed_user")
-    if facts.private:
-        # A DM is no channel of a server: the allow lists of places do not apply to it, `dms` does; a Slack DM is
-        # still within its workspace, so a blocked workspace's DMs are refused too.
-        if facts.server and facts.server in block.servers:
-            return Refusal(reason="blocked_place")
-        return None if access.dms else Refusal(reason="dms_off")
-    if facts.server in block.servers or any(channel in block.channels for channel in facts.channels):
+    users, roles = _of(allow.users, facts.platform), _of(allow.roles, facts.platform)
+    if (users or roles) and facts.user not in users and not any(role in roles for role in facts.roles):
+        return Refusal(reason="not_allowed_user")
+    servers = _of(allow.servers, facts.server.split(":", 1)[0] if facts.server else facts.platform)
+    # A Slack DM is still within its workspace, so the workspace lists apply to it; a Discord DM is no server's.
+    if facts.server and facts.server in block.servers:
         return Refusal(reason="blocked_place")
-    if allow.servers or allow.channels:
-        if facts.server not in allow.servers and not any(channel in allow.channels for channel in facts.channels):
+    if facts.private:
+        if facts.server and servers and facts.server not in servers:
             return Refusal(reason="not_allowed_place")
+        return None if access.dms else Refusal(reason="dms_off")
+    if any(channel in block.channels for channel in facts.channels):
+        return Refusal(reason="blocked_place")
+    channels = _of(allow.channels, facts.platform)
+    if (servers or channels) and facts.server not in servers and not any(c in channels for c in facts.channels):
+        return Refusal(reason="not_allowed_place")
     return None
+
+
+def _of(ids: Sequence[str], platform: str) -> list[str]:
+    return [value for value in ids if value.startswith(f"{platform}:")]
 
 
 def place_settings(policy: Policy, *, server: str, channels: Sequence[str], private: bool) -> Place:

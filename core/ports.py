@@ -405,10 +405,10 @@ class PersonModels(Protocol):
         ...
 
     async def learning_failed(
-        self, user_key: str, owner: str, *, pause_of: Callable[[int], float], tokens: int, day: str
+        self, user_key: str, owner: str, *, pause_of: Callable[[int], float], tokens: int, day: str, count: bool = True
     ) -> int:
-        """Count a failure, keep the next try `pause_of(failures in a row)` seconds away, give up the lease;
-        returns the failures in a row."""
+        """Count a failure (unless `count` is False: a wait that is no failure), keep the next try
+        `pause_of(failures in a row)` seconds away, give up the lease; returns the failures in a row."""
         ...
 
     async def skip_exchanges(self, user_key: str, ids: Sequence[str]) -> None:

@@ -318,7 +318,9 @@ class RelationalInbox:
         row = {
             "key": incoming.key,
             "person": incoming.person,
-            "kind": incoming.kind,
+            # A refusal's note is delivered like a reply, but it is no message of a conversation: threads it was in
+            # are not Rapport's, and the history has nothing of it.
+            "kind": "refusal" if "refused" in incoming.route else incoming.kind,
             "platform": platform,
             "place": place,
             "thread": thread,

@@ -268,12 +268,13 @@ class UsageWindow(Model):
     id = fields.BigIntField(primary_key=True)
     subject = fields.CharField(max_length=255)
     start = fields.BigIntField()
+    until = fields.BigIntField(default=0)  # the window's end: it is pruned once that has passed
     count = fields.IntField()
 
     class Meta:
         table = "usage_window"
         unique_together = (("subject", "start"),)
-        indexes = (("start",),)
+        indexes = (("until",),)
 
 
 # A message Rapport did not answer, without a word of it: who, where, why and when.

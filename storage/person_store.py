@@ -252,7 +252,7 @@ class PersonModelStore:
             await PersonItem.bulk_create([_row(item) for item in plan.added], using_db=connection)
 
     async def learning_failed(
-        self, user_key: str, owner: str, *, pause_of: Callable[[int], float], tokens: int, day: str
+        self, user_key: str, owner: str, *, pause_of: Callable[[int], float], tokens: int, day: str, count: bool = True
     ) -> int:
         async with in_transaction(self._database.connection().connection_name) as connection:
             state = await PersonLearning.filter(user_key=user_key).using_db(connection).select_for_update().first()
@@ -263,7 +263,7 @@ class PersonModelStore:
             if state.owner not in (owner, None) and state.held_until >= now_ms():
                 await state.save(using_db=connection)
                 return 0  # another process holds it now: its tries count, not this one's
-            state.failures += 1
+            state.failures += 1 if count else 0
             state.retry_at = now_ms() + int(pause_of(state.failures) * 1000)
             state.owner, state.held_until = None, 0
             await state.save(using_db=connection)

@@ -19,10 +19,9 @@ __all__ = ["DatabaseUsage", "RedisUsage"]
 
 # Windows are pruned by the hit that is every PRUNE_EVERY-th of its object, in a statement of its own: no timer,
 # no background task, and a replica that counts nothing prunes nothing (another one does, or nothing is growing).
+# A window is deleted once it has ended before the pruning hit's own window began: each row keeps its end, so windows
+# of every length (a minute's rate, a day's notes) share the table.
 PRUNE_EVERY = 100
-# A window is kept until its start is this far behind the pruning hit's (or twice its window, if longer). Windows
-# of every length share the table, so it must exceed the longest the gate counts in (an hour, for its notes).
-KEEP_WINDOWS = 7_200
 
 DAY_TTL = 3 * 86_400
 MONTH_TTL = 40 * 86_400
@@ -53,7 +52,8 @@ class DatabaseUsage:
         # One statement: replicas counting in one window each get a count of their own, and none is lost.
         bind = self._database.params()
         sql = (
-            f"INSERT INTO usage_window (subject, start, count) VALUES ({bind(subject, int(start))}, 1) "
+            f"INSERT INTO usage_window (subject, start, until, count) "
+            f"VALUES ({bind(subject, int(start), int(start) + int(window))}, 1) "
             "ON CONFLICT (subject, start) DO UPDATE SET count = usage_window.count + 1 RETURNING count"
         )
         connection = self._database.connection()
@@ -61,8 +61,7 @@ class DatabaseUsage:
         self._hits += 1
         if self._hits % PRUNE_EVERY == 0:
             bind = self._database.params()
-            before = int(start) - max(KEEP_WINDOWS, 2 * int(window))
-            await connection.execute_query(f"DELETE FROM usage_window WHERE start < {bind(before)}", bind.values)
+            await connection.execute_query(f"DELETE FROM usage_window WHERE until < {bind(int(start))}", bind.values)
         return int(rows[0]["count"])
 
     async def spend(self, periods: Sequence[str], subjects: Sequence[str], tokens: int, cost: float) -> None:

@@ -4,6 +4,7 @@ storage (SQLite; PostgreSQL and Redis), a policy file that is written and reload
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -23,7 +24,8 @@ from bot.config import Settings
 from bot.http import AppState, make_app
 from bot.wiring import Services, build_services
 from core.entries import Incoming
-from core.events import MessageReceived, UserRef
+from core.events import ChainMessage, MessageReceived, UserRef
+from core.policy import Access, Facts, access_refusal
 from tests.conftest import REDIS_URL, eventually, fresh_postgres, make_settings, redis_namespace, settled, shut
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.discord_api import EPHEMERAL, FakeDiscord
@@ -58,23 +60,34 @@ async def apply(services: Services, text: str) -> None:
     assert services.gate.box.problem is None
 
 
-async def kept_anywhere(services: Services, words: str) -> list[str]:
-    """Every table (and short-term memory) that holds `words`: what a refused person wrote must be in none."""
+async def kept_anywhere(services: Services, words: str, *, places: tuple[str, ...] = ()) -> list[str]:
+    """Every table, spool file and short-term conversation that holds `words` (`places`: conversation keys to
+    look in besides those the inbox knows): what a refused person wrote must be in none."""
     connection = services.database.connection()
     found = []
-    for table, column in (
+    columns = (
         ("inbox", "event"),
+        ("inbox", "route"),
         ("interaction", "user_text"),
         ("memory", "text"),
         ("memory_term", "term"),
-    ):
+        ("person_item", "text"),
+    )
+    for table, column in columns:
         rows = await connection.execute_query_dict(f"SELECT {column} AS v FROM {table}")  # noqa: S608 - fixed names
         if any(words.lower() in str(row["v"]).lower() for row in rows):
             found.append(table)
-    for key in await _conversations(services):
+    spool = Path(services.settings.spool_dir or services.settings.data_dir / "spool")
+    if await asyncio.to_thread(_in_files, spool, words):
+        found.append("spool")
+    for key in sorted({*await _conversations(services), *places}):
         if any(words in turn.text for turn in await services.short_term.recent(key, 100)):
             found.append(f"short-term {key}")
     return found
+
+
+def _in_files(folder: Path, words: str) -> bool:
+    return folder.exists() and any(words in f.read_text(errors="replace") for f in folder.rglob("*") if f.is_file())
 
 
 async def _conversations(services: Services) -> list[str]:
@@ -194,8 +207,9 @@ async def test_a_role_allow_list_admits_its_members_and_a_blocked_role_or_channe
     asked = [json.dumps(request["messages"]) for request in fake_claude.requests]
     assert len(asked) == 2 and "ann asks" in asked[0] and "ann again" in asked[1]
     for words in ("bob asks", "carol asks", "ann in random"):
-        assert await kept_anywhere(services, words) == []
-    assert [r["reason"] for r in await refusals(services)] == ["not_allowed_user", "blocked_user", "blocked_place"]
+        assert await kept_anywhere(services, words, places=(f"discord::{random}", f"discord::{here}")) == []
+    reasons = sorted(r["reason"] for r in await refusals(services))  # the three were screened concurrently
+    assert reasons == ["blocked_place", "blocked_user", "not_allowed_user"]
     assert not discord_fake.posted(random) and not discord_fake.posted(discord_fake.dm_channel(bob))  # silence
 
 
@@ -573,3 +587,102 @@ async def test_a_refused_message_is_answered_once_after_a_restart(
             assert discord_fake.shown(dm) == ["Not in DMs, sorry."] and not fake_claude.requests
     finally:
         await shut(second)
+
+
+# --- what the review found -----------------------------------------------------------------------------------
+
+
+def test_an_allow_list_constrains_only_the_platform_it_names_and_a_slack_dm_belongs_to_its_workspace() -> None:
+    access = Access.model_validate({"allow": {"roles": ["discord:5"], "servers": ["slack:T1"]}})
+    slack = Facts(user="slack:T1:U1", platform="slack", private=False, server="slack:T1", channels=("slack:C1",))
+    assert access_refusal(access, slack) is None  # a Discord role list says nothing about Slack
+    discord = Facts(user="discord:1", platform="discord", private=False, server="discord:9", channels=("discord:2",))
+    assert access_refusal(access, discord).reason == "not_allowed_user"  # type: ignore[union-attr]
+    other_workspace = Facts(user="slack:T9:U1", platform="slack", private=True, server="slack:T9")
+    assert access_refusal(access, other_workspace).reason == "not_allowed_place"  # type: ignore[union-attr]
+    assert access_refusal(access, Facts(user="slack:T1:U1", platform="slack", private=True, server="slack:T1")) is None
+
+
+async def test_a_blocked_persons_words_quoted_in_a_reply_reach_no_prompt_and_no_store(
+    rapport: DiscordAdapter, discord_fake: FakeDiscord, fake_claude: FakeAnthropic, services: Services
+) -> None:
+    alice, mallory = (discord_fake.user(discord_fake.snowflake(), name) for name in ("Alice", "Mallory"))
+    await apply(services, f'[access]\nnote = ""\n[access.block]\nusers = ["discord:{mallory["id"]}"]\n')
+    here = general(discord_fake)
+    said = await discord_fake.say(mallory, "the vault code is 7734", channel_id=here)
+    await discord_fake.say(
+        alice, to_bot(discord_fake, "is that right?"), channel_id=here, reply_to=said, **mention(discord_fake)
+    )
+    await discord_fake.until(lambda: discord_fake.posted(here))
+    await settled(services)
+    assert "is that right?" in json.dumps(fake_claude.requests[0]["messages"])
+    assert "7734" not in json.dumps(fake_claude.requests[0]) and await kept_anywhere(services, "7734") == []
+    # The same reply to someone not blocked keeps the quote (the filter is what removed it).
+    bob = discord_fake.user(discord_fake.snowflake(), "Bob")
+    said = await discord_fake.say(bob, "the meeting is at 4711", channel_id=here)
+    await discord_fake.say(
+        alice, to_bot(discord_fake, "and that?"), channel_id=here, reply_to=said, **mention(discord_fake)
+    )
+    await discord_fake.until(lambda: len(discord_fake.posted(here)) == 2)
+    assert "4711" in json.dumps(fake_claude.requests[1]["messages"])
+
+
+def test_a_quoted_author_is_dropped_only_when_refused_by_name() -> None:
+    from core.gate import _refused_by_name
+
+    roles_only = Access.model_validate({"allow": {"roles": ["discord:5"]}})
+    facts = Facts(user="discord:1", platform="discord", private=False, server="discord:9", channels=("discord:2",))
+    assert not _refused_by_name(roles_only, facts)  # their roles are unknown here: kept
+    named = Access.model_validate({"allow": {"users": ["discord:2"]}, "block": {"users": ["discord:3"]}})
+    assert _refused_by_name(named, facts) and _refused_by_name(named, dataclasses.replace(facts, user="discord:3"))
+    assert ChainMessage(author="x", text="y").author_id == ""
+
+
+async def test_messages_waiting_when_the_budget_runs_out_get_no_claude_call(
+    rapport: DiscordAdapter, discord_fake: FakeDiscord, fake_claude: FakeAnthropic, services: Services
+) -> None:
+    """Three messages accepted while under budget: the first answer spends it, so the other two are not answered
+    (the budget is asked again before Claude is), and the person is told once."""
+    await apply(services, "[limits]\ntokens_per_day = 50\n")
+    fake_claude.latency = 0.5
+    alice = discord_fake.user(discord_fake.snowflake(), "Alice")
+    dm = discord_fake.dm_channel(alice)
+    for n in range(3):
+        await discord_fake.say(alice, f"queued {n}", channel_id=dm)
+    await discord_fake.until(lambda: len(discord_fake.shown(dm)) == 2)
+    await settled(services)
+    await asyncio.sleep(0.3)
+    shown = discord_fake.shown(dm)
+    assert shown[0] == "Noted: queued 0" and "today's limit" in shown[1] and len(shown) == 2
+    assert len(fake_claude.requests) == 1
+
+
+async def test_an_answer_whose_first_delivery_fails_is_charged_once(
+    rapport: DiscordAdapter, discord_fake: FakeDiscord, fake_claude: FakeAnthropic, services: Services
+) -> None:
+    alice = discord_fake.user(discord_fake.snowflake(), "Alice")
+    dm = discord_fake.dm_channel(alice)
+    discord_fake.refuse_posts = 2  # the streamed start and the first delivery are refused; the turn tries again
+    await discord_fake.say(alice, "hello", channel_id=dm)
+    await discord_fake.until(lambda: discord_fake.shown(dm) == ["Noted: hello"], timeout=20)
+    await settled(services)
+    [taken] = await services.database.connection().execute_query_dict("SELECT taken FROM inbox WHERE kind = 'message'")
+    assert taken["taken"] >= 2, "the delivery was tried again, without asking Claude again"
+    assert len(fake_claude.requests) == 1
+    spent = sum(sum(usage.values()) for usage in fake_claude.usages)
+    assert (await services.gate.month_of(f"discord:{alice['id']}"))["tokens"] == spent > 0
+
+
+async def test_a_refusal_in_a_slack_thread_does_not_make_rapport_follow_that_thread(
+    client: TestClient, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic, services: Services
+) -> None:
+    await apply(services, '[access.block]\nusers = ["slack:T1:U456"]\n')
+    await send_event(client, payload("app_mention_in_thread"))  # U456, blocked, calls Rapport into a thread
+    await slack_api.wait_for(lambda: slack_api.called("chat.postEphemeral"))
+    follow_up = payload("message_thread_reply")
+    follow_up["event"] |= {"thread_ts": "1712345600.000200", "ts": "1712345950.000600", "event_ts": "1712345950.000600"}
+    follow_up["event_id"] = "EvFollowUp1"
+    await send_event(client, follow_up)  # U123, allowed, without a mention
+    await settled(services)
+    assert not fake_claude.requests and not slack_api.posted()
+    assert not await services.turns.knows_thread("slack", "C1", "1712345600.000200")

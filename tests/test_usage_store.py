@@ -208,17 +208,20 @@ async def test_redis_counters_expire(tmp_path: Path) -> None:
             await redis.aclose()
 
 
-async def test_windows_long_over_are_pruned(database: Database) -> None:
+async def test_windows_that_have_ended_are_pruned_and_long_ones_kept(database: Database) -> None:
     usage = DatabaseUsage(database)
-    await usage.hit("person:a", 0, 60)  # over long before the newest hit: deleted
-    await usage.hit("person:b", 5_000, 60)  # within two hours of it: kept
-    for _ in range(PRUNE_EVERY - 3):
+    await usage.hit("person:a", 0, 60)  # ended long before the newest hit: deleted
+    await usage.hit("note:b", 0, 86_400)  # a day's window that started then: still running, kept
+    await usage.hit("person:c", 9_950, 60)  # running when the newest hit's window began: kept
+    for _ in range(PRUNE_EVERY - 4):
         await usage.hit("person:a", 10_000, 60)
-    rows = await database.connection().execute_query_dict("SELECT start FROM usage_window ORDER BY start")
-    assert [r["start"] for r in rows] == [0, 5_000, 10_000], "not pruned before the hundredth hit"
+    rows = await database.connection().execute_query_dict("SELECT subject FROM usage_window ORDER BY subject")
+    assert len(rows) == 4, "not pruned before the hundredth hit"
     await usage.hit("person:a", 10_000, 60)
-    rows = await database.connection().execute_query_dict("SELECT start FROM usage_window ORDER BY start")
-    assert [r["start"] for r in rows] == [5_000, 10_000]
+    rows = await database.connection().execute_query_dict(
+        "SELECT subject, start FROM usage_window ORDER BY subject, start"
+    )
+    assert [(r["subject"], r["start"]) for r in rows] == [("note:b", 0), ("person:a", 10_000), ("person:c", 9_950)]
 
 
 async def _columns(database: Database, table: str) -> dict[str, str]:
@@ -270,7 +273,7 @@ async def test_the_usage_migration_applies_on_a_fresh_database(tmp_path: Path) -
             assert await _columns(db, "usage_total") == {}, "not there before 0008"
             await db.migrate()
             assert set(await _columns(db, "usage_total")) == {"id", "period", "subject", "tokens", "cost"}
-            assert set(await _columns(db, "usage_window")) == {"id", "subject", "start", "count"}
+            assert set(await _columns(db, "usage_window")) == {"id", "subject", "start", "until", "count"}
             bind = db.params()
             insert = (
                 f"INSERT INTO usage_total (period, subject, tokens, cost) VALUES ({bind(MONTH, 'person:a', 1, 0.0)})"

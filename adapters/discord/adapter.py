@@ -308,7 +308,7 @@ class DiscordAdapter:
         except Exception:  # noqa: BLE001 - Discord cannot be asked to send it again: say so, loudly
             log.exception("could not write Discord event %s down; it is lost", incoming.key)
             return
-        if not accepted.fresh:
+        if not accepted.fresh and not accepted.refused:
             log.info("Discord event %s was already taken; not again", incoming.key)
 
     # --- the reply chain -------------------------------------------------------------------------

@@ -162,6 +162,7 @@ def chain_message(message: discord.Message, *, bot_id: int, bot_name: str) -> Ch
         author=bot_name if message.author.id == bot_id else message.author.display_name,
         text=message_text(message, bot_id=bot_id, bot_name=bot_name),
         from_assistant=message.author.id == bot_id,
+        author_id=str(message.author.id),
     )
 
 

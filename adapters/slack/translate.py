@@ -396,5 +396,5 @@ def chain_from_replies(
         cleaned = plain_text(text, bot_user_id)
         if cleaned:
             author = "Rapport" if mine else names.get(str(user), str(user))
-            chain.append(ChainMessage(author=author, text=cleaned, from_assistant=mine))
+            chain.append(ChainMessage(author=author, text=cleaned, from_assistant=mine, author_id=str(user or "")))
     return tuple(chain[-limit:])
