@@ -176,7 +176,12 @@ def test_reply_chain_is_handed_over_oldest_first(gateway: Gateway) -> None:
     event = to_event(message, bot_id=BOT_ID, bot_name="Rapport", chain=[earlier])
     assert event.text == "Is it good for beginners too?"
     assert event.reply_chain == (
-        ChainMessage(author="Rapport", text="A classic is *Fluent Python* by Luciano Ramalho.", from_assistant=True),
+        ChainMessage(
+            author="Rapport",
+            text="A classic is *Fluent Python* by Luciano Ramalho.",
+            from_assistant=True,
+            author_id=str(BOT_ID),
+        ),
     )
 
 
