@@ -7,7 +7,6 @@ for each answer before it reads the next line.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -17,13 +16,14 @@ from datetime import UTC, datetime
 from core.assistant import Assistant
 from core.entries import Entry, Incoming
 from core.events import ForgetRequested, MessageReceived, MessageRef, UserRef
+from core.memory_view import KIND_TITLES, MemoryView
 from core.turns import Turns
 
 __all__ = ["ConsoleAdapter"]
 
 HELP = (
-    "Type a message and press Enter. Commands: /insights, /forget, /learning pause, /learning resume, /help, "
-    "/quit (or Ctrl-D)."
+    "Type a message and press Enter. Commands: /memory (then /memory delete N, /memory next, /memory history), "
+    "/insights, /forget, /learning pause, /learning resume, /help, /quit (or Ctrl-D)."
 )
 PLATFORM = "console"
 WAIT = 300.0  # seconds the console waits for one answer (Claude's own deadline comes first)
@@ -82,6 +82,7 @@ class ConsoleAdapter:
         self._user = UserRef(platform=PLATFORM, user_id=user)
         self._read = read_line
         self._write = write
+        self._shown = MemoryView(items=(), page=0, pages=1, total=0)  # the last /memory listing (its numbers)
         assistant.deliver_with(PLATFORM, lambda entry: _Printed(entry, self._write))
 
     @property
@@ -99,6 +100,8 @@ class ConsoleAdapter:
                 self._write(HELP)
             elif text == "/insights":
                 await self._insights()
+            elif text == "/memory" or text.startswith("/memory "):
+                await self._memory(text.removeprefix("/memory").strip())
             elif text == "/forget":
                 await self._forget()
             elif text in ("/learning pause", "/learning resume"):
@@ -130,8 +133,42 @@ class ConsoleAdapter:
         insights = await self._assistant.insights(self._user.key)
         if insights is None:
             self._write("I don't know anything about you yet.")
-        else:
-            self._write(json.dumps(insights, indent=2, ensure_ascii=False))
+            return
+        lines = [f"Conversations: {insights.get('total_interactions', 0)}"]
+        satisfaction = insights.get("average_satisfaction")
+        lines.append(f"Satisfaction: {'no reactions yet' if satisfaction is None else f'{satisfaction:+.2f}'}")
+        for title, key in (("Facts", "facts"), ("Preferences", "preferences")):
+            lines += [f"{title}:"] + [f"  - {item['text']}" for item in insights.get(key) or []]
+        if insights.get("interests"):
+            lines.append("Interests: " + ", ".join(str(topic) for topic in insights["interests"]))
+        style = insights.get("communication_style") or {}
+        if style:
+            lines.append("Style: " + ", ".join(f"{k}: {v}" for k, v in style.items()))
+        usage = insights.get("usage")
+        if isinstance(usage, dict) and usage.get("tokens"):
+            lines.append(f"Usage in {usage['month']}: {usage['tokens']:,} tokens, about ${usage['cost_usd']:.2f}")
+        if insights.get("learning_paused"):
+            lines.append("Learning is paused (/learning resume starts it again).")
+        self._write("\n".join(lines))
+
+    async def _memory(self, rest: str) -> None:
+        """/memory lists (numbered), /memory next|previous|history pages, /memory delete N deletes."""
+        shown = self._shown
+        words = rest.split()
+        if words[:1] == ["delete"]:
+            number = words[1] if len(words) == 2 else ""
+            index = int(number) - shown.first if number.isdigit() else -1
+            if shown.history or not 0 <= index < len(shown.items):
+                self._write("Give the number of an item in the last /memory listing, e.g. /memory delete 2.")
+                return
+            item = shown.items[index]
+            deleted = await self._assistant.forget_item(self._user.key, item.id)
+            self._write(f"Deleted: {item.text}" if deleted else "That item was already gone.")
+            rest = "page" if shown.page else ""
+        history = rest == "history" or (shown.history and rest in ("next", "previous"))
+        page = shown.page + {"next": 1, "previous": -1, "page": 0}.get(rest, -shown.page)
+        view = self._shown = await self._assistant.memory(self._user.key, page=page, history=history)
+        self._write(_memory_text(view))
 
     async def _forget(self) -> None:
         self._write("This deletes everything I know about you. Type 'yes' to confirm:")
@@ -141,3 +178,24 @@ class ConsoleAdapter:
             await self._through_turn(key, Incoming(key=key, event=ForgetRequested(user=self._user)))
         else:
             self._write("Kept everything.")
+
+
+def _memory_text(view: MemoryView) -> str:
+    """The listing: numbered, grouped by kind, with how to go on."""
+    title = "What stopped being true" if view.history else "What I know about you"
+    if not view.items:
+        return f"{title}: nothing yet." + (" (Learning is paused.)" if view.paused else "")
+    lines = [f"{title} (page {view.page + 1} of {view.pages}):"]
+    kind = ""
+    for number, item in enumerate(view.items, view.first):
+        if item.kind != kind:
+            kind = item.kind
+            lines.append(f"{KIND_TITLES.get(kind, kind)}:")
+        lines.append(f"  {number}. {item.text}")
+    hints = ["/memory next" if view.page + 1 < view.pages else "", "/memory previous" if view.page else ""]
+    if not view.history:
+        hints += ["/memory delete N", "/memory history"]
+    lines.append("  ".join(h for h in hints if h))
+    if view.paused:
+        lines.append("Learning is paused: /learning resume starts it again.")
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ from core.insights import build_insights
 from core.learner import LearningSettings, PersonLearner
 from core.learning import describe_style, interests_for
 from core.llm import ClaudeError
+from core.memory_view import MemoryView, memory_page
 from core.ports import (
     Completion,
     Delivery,
@@ -152,6 +153,7 @@ class Assistant:
         self._telemetry = telemetry or NullTelemetry()
         self._settings = settings or AssistantSettings()
         self._deliveries: dict[str, DeliveryFactory] = {}
+        self._watchers: list[Callable[[str], Awaitable[None]]] = []
         self.writer = MemoryWriter(
             records=records,
             long_term=long_term,
@@ -175,6 +177,7 @@ class Assistant:
             telemetry=self._telemetry,
             charge=self._charge_learning if gate is not None else None,
             budget=self._learning_budget if gate is not None else None,
+            changed=self._model_changed,
         )
 
     @property
@@ -530,6 +533,36 @@ class Assistant:
         kept = await self._records.said(interaction_id_for(message_key))
         return kept[0] if kept else None
 
+    async def memory(self, user_key: str, *, page: int = 0, history: bool = False) -> MemoryView:
+        """One page of what Rapport knows about the person (/memory): only ever shown to them."""
+        async with asyncio.timeout(self._settings.step_timeout):
+            items = await self._records.person_items(user_key, scopes=None, current=False)
+            paused = await self._records.is_paused(user_key)
+        return memory_page(items, page=page, history=history, paused=paused)
+
+    async def forget_item(self, user_key: str, item_id: str) -> bool:
+        """Delete one item of the person's model (theirs only: False for any other id). It leaves the prompts at
+        once, its tombstone keeps the learner from extracting it again, and the turns it was learned from leave
+        long-term recall (what they said there would otherwise bring it back)."""
+        async with asyncio.timeout(self._settings.step_timeout):
+            gone = await self._records.delete_item(user_key, item_id)
+        if gone is None:
+            return False
+        if gone.origin == "said":
+            for source in gone.sources:
+                await self._within("long-term memory", self._long_term.revise(user_key, source, None), False)
+        log.info("deleted one item of %s's model", user_key)
+        await self._model_changed(user_key)
+        return True
+
+    def watch_model(self, callback: Callable[[str], Awaitable[None]]) -> None:
+        """Be told (with the person's key) when someone's model changed here: learned, deleted from, paused."""
+        self._watchers.append(callback)
+
+    async def _model_changed(self, user_key: str) -> None:
+        for callback in self._watchers:
+            await self._within("model watcher", callback(user_key), None)
+
     async def set_learning(self, user_key: str, *, paused: bool, timeout: float = 2.0) -> str:
         """Pause learning about a person (what they say meanwhile is never learned from) or resume it; answers go
         on either way. Returns what to tell them, within `timeout` (a slash command answers in its acknowledgement,
@@ -541,6 +574,7 @@ class Assistant:
             log.exception("could not %s learning for %s", "pause" if paused else "resume", user_key)
             return LEARNING_FAILED
         log.info("learning %s for %s", "paused" if paused else "resumed", user_key)
+        await self._model_changed(user_key)
         return LEARNING_PAUSED if paused else LEARNING_RESUMED
 
     # --- shutdown -------------------------------------------------------------------------------------------

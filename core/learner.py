@@ -132,8 +132,10 @@ class PersonLearner:
         telemetry: Telemetry | None = None,
         charge: Charge | None = None,
         budget: Budget | None = None,
+        changed: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
+        self._changed = changed
         self._charge = charge
         self._budget = budget
         self._llm = llm
@@ -205,10 +207,14 @@ class PersonLearner:
                 return False
             audience = waiting[0].audience
             batch = [ex for ex in waiting if ex.audience == audience]
+            # Tombstones hold no words, so all of them are read; the call is shown only what may be read here.
+            known = await store.person_items(user_key, scopes=None, current=False)
+            tombstones = [item for item in known if item.ended == "deleted"]
+            scopes = readable_where(audience)
             items = [
                 item
-                for item in await store.person_items(user_key, scopes=readable_where(audience))
-                if item.origin == "said"
+                for item in known
+                if item.current and item.origin == "said" and (scopes is None or item.audience in scopes)
             ][-settings.items_shown :]
         except Exception as exc:  # noqa: BLE001 - the store is down: this person's learning waits
             self._health.down(PART, f"{type(exc).__name__}: {exc}"[:200])
@@ -245,6 +251,7 @@ class PersonLearner:
                 item_refs=item_refs,
                 exchange_refs=exchange_refs,
                 now=datetime.now(UTC),
+                tombstones=tombstones,
             )
         except (ClaudeError, ValueError) as exc:
             # Only an answer that does not hold (or a request Claude refuses) counts towards giving up on these
@@ -271,6 +278,8 @@ class PersonLearner:
             )
             if done:
                 await refresh_preferences(store, user_key)
+                if self._changed is not None and (plan.added or plan.ended or plan.sourced):
+                    await self._changed(user_key)
         except Exception as exc:  # noqa: BLE001 - not applied: the exchanges still wait, and are tried again
             self._health.down(PART, f"{type(exc).__name__}: {exc}"[:200])
             log.debug("learning for %s could not be kept", user_key, exc_info=True)

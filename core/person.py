@@ -10,6 +10,7 @@ true, and stays for the person's view.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 import uuid
@@ -30,6 +31,8 @@ __all__ = [
     "Extraction",
     "Item",
     "Plan",
+    "buried",
+    "buried_mark",
     "learning_request",
     "model_lines",
     "parse_extraction",
@@ -167,6 +170,19 @@ def _normal(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
 
 
+def buried_mark(text: str) -> str:
+    """What a deleted item keeps of its words (its tombstone's `evidence`): a digest that recognises them said
+    again, and cannot be read back."""
+    return "deleted:" + hashlib.sha256(_normal(text).encode()).hexdigest()[:32]
+
+
+def buried(text: str, sources: Sequence[str], tombstones: Sequence[Item]) -> bool:
+    """Whether the person deleted this: the same words, or words drawn only from exchanges a deleted item was
+    learned from (the learner does not extract again what they took away)."""
+    mark = buried_mark(text)
+    return any(t.evidence == mark or (sources and set(sources) <= set(t.sources)) for t in tombstones)
+
+
 def learning_request(
     items: Sequence[Item], exchanges: Sequence[Exchange], *, text_chars: int = 1_500, reply_chars: int = 300
 ) -> tuple[str, str, dict[str, str], dict[str, str]]:
@@ -225,8 +241,10 @@ def plan_changes(
     item_refs: Mapping[str, str],
     exchange_refs: Mapping[str, str],
     now: datetime,
+    tombstones: Sequence[Item] = (),
 ) -> Plan:
-    """Turn validated changes into a plan, dropping each change that names what is not there."""
+    """Turn validated changes into a plan, dropping each change that names what is not there, or says again what
+    the person deleted (`tombstones`)."""
     by_id = {item.id: item for item in items if item.current}
     by_exchange = {ex.id: ex for ex in exchanges}
     # Whatever the call writes, it wrote reading these exchanges: a merge or a restatement is never read more
@@ -259,6 +277,9 @@ def plan_changes(
             continue
         if change.action in ("add", "supersede") and any(same_text(text, t) for t in ended_texts):
             plan.dropped += 1  # says again what this extraction ended: a contradiction in itself
+            continue
+        if change.action in ("add", "supersede", "merge") and buried(text, sources, tombstones):
+            plan.dropped += 1  # the person deleted it: not learned again
             continue
         when = max((by_exchange[s].at for s in sources), default=now)
         source_audiences = [by_exchange[s].audience for s in sources]

@@ -434,6 +434,11 @@ class PersonModels(Protocol):
         from again, and what was learned from it goes (what that had superseded is current again)."""
         ...
 
+    async def delete_item(self, user_key: str, item_id: str) -> Item | None:
+        """The person deleted one current item of theirs: it becomes a tombstone (core.person.buried); returns what
+        it was, or None when they have no such item."""
+        ...
+
     async def said(self, interaction_id: str) -> tuple[str, str] | None:
         """Whose exchange this is and what they said in it (None: no such exchange kept)."""
         ...

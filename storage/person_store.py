@@ -10,12 +10,13 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from core.feedback import Reaction
-from core.person import Exchange, Item, Plan
+from core.person import Exchange, Item, Plan, buried_mark
 from core.ports import LearningState, Scopes
 from storage.database import Database, among, as_datetime
 from storage.models import Feedback, Interaction, PersonItem, PersonLearning
@@ -330,9 +331,36 @@ class PersonModelStore:
                 return  # nobody to derive for (forgotten, or never reacted)
             await self._locked_state(user_key, connection)
             items = derive(await self._reactions(user_key, 200, connection))
-            await PersonItem.filter(user_key=user_key, origin="feedback").using_db(connection).delete()
+            buried = {
+                str(mark)
+                for mark in await PersonItem.filter(user_key=user_key, ended="deleted")
+                .using_db(connection)
+                .values_list("evidence", flat=True)
+            }
+            items = [item for item in items if buried_mark(item.text) not in buried]  # deleted: not derived again
+            await (
+                PersonItem.filter(user_key=user_key, origin="feedback")
+                .exclude(ended="deleted")
+                .using_db(connection)
+                .delete()
+            )
             if items:
                 await PersonItem.bulk_create([_row(item) for item in items], using_db=connection)
+
+    async def delete_item(self, user_key: str, item_id: str) -> Item | None:
+        """The person deleted one item of their model: it becomes a tombstone (no words, no topic: a digest of them,
+        and its sources), under their lock so that a learning call made meanwhile keeps nothing that says it again.
+        None when they have no such current item."""
+        async with in_transaction(self._database.connection().connection_name) as connection:
+            await self._locked_state(user_key, connection)
+            row = await PersonItem.filter(user_key=user_key, id=item_id, ended="").using_db(connection).first()
+            if row is None:
+                return None
+            gone = item_of(row)
+            row.evidence, row.text, row.about = buried_mark(row.text), "", ""
+            row.ended, row.valid_until = "deleted", datetime.now(UTC)
+            await row.save(using_db=connection, update_fields=["evidence", "text", "about", "ended", "valid_until"])
+            return gone
 
     async def said(self, interaction_id: str) -> tuple[str, str] | None:
         row = await Interaction.filter(id=interaction_id).values("user_key", "user_text")

@@ -33,7 +33,8 @@ async def test_console_conversation_with_insights_and_forget(services: Services,
     await console.run()
     assert console.user_key == "console:ana"
     assert "rapport> Lovely! What do you play?" in out
-    assert any('"music"' in line for line in out), "insights show the learned interest"
+    insights = next(line for line in out if line.startswith("Conversations:"))
+    assert "Interests: music" in insights, "insights show the learned interest, as readable text"
     assert AssistantSettings().forgotten in out
     assert out[-2] == "I don't know anything about you yet."
     assert out[-1] == "Bye."

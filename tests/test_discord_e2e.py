@@ -73,9 +73,9 @@ async def test_connects_identifies_and_syncs_commands_to_the_server(
     assert discord_fake.gateway_queries[0]["encoding"] == "json" and discord_fake.gateway_queries[0]["v"] == "10"
     guild_id = discord_fake.guilds[0]["id"]
     (sync,) = discord_fake.rest("PUT", rf"/applications/\d+/guilds/{guild_id}/commands")
-    assert {command["name"] for command in sync.body} == {"insights", "forget", "learning", "rapport"}
+    assert {command["name"] for command in sync.body} == {"insights", "forget", "learning", "memory", "rapport"}
     [operators] = [command for command in sync.body if command["name"] == "rapport"]
-    assert operators["default_member_permissions"] == str(1 << 5) and operators["dm_permission"] is False
+    assert int(operators["default_member_permissions"]) == 1 << 5 and operators["dm_permission"] is False
     [learning] = [command for command in sync.body if command["name"] == "learning"]
     [action] = learning["options"]
     assert [choice["value"] for choice in action["choices"]] == ["pause", "resume"]

@@ -251,9 +251,11 @@ def test_the_thread_so_far_leaves_out_the_message_being_answered() -> None:
 def test_the_manifest_asks_for_what_the_adapter_handles() -> None:
     yaml = pytest.importorskip("yaml")
     manifest = yaml.safe_load((Path(__file__).parent.parent / "slack-manifest.yml").read_text())
-    assert {c["command"] for c in manifest["features"]["slash_commands"]} == {"/insights", "/forget", "/learning"}
+    commands = {c["command"] for c in manifest["features"]["slash_commands"]}
+    assert commands == {"/insights", "/forget", "/learning", "/memory", "/rapport"}
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     assert {"app_mention", "message.channels", "message.im", "reaction_added", "reaction_removed"} <= events
+    assert "app_home_opened" in events and manifest["features"]["app_home"]["home_tab_enabled"] is True
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"app_mentions:read", "channels:history", "im:history", "chat:write", "commands", "reactions:read"} <= scopes
     assert {"users:read"} <= scopes  # users.info for display names

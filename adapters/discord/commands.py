@@ -21,6 +21,7 @@ from core.assistant import Assistant
 from core.entries import Incoming
 from core.events import ForgetRequested, MessageReceived
 from core.gate import report_text
+from core.memory_view import KIND_TITLES, MemoryView
 from core.turns import Turns
 
 __all__ = ["Commands", "forget_button_id", "parse_forget_button"]
@@ -28,6 +29,9 @@ __all__ = ["Commands", "forget_button_id", "parse_forget_button"]
 log = logging.getLogger(__name__)
 
 _FORGET_ID = re.compile(r"rapport:forget:(yes|no):([0-9]{1,20})")
+# /memory's components: what they do, whose they are, and the page they were on (any replica understands a click)
+_MEMORY_ID = re.compile(r"rapport:memory:(page|del|learn):([0-9]{1,20}):([0-9]{1,4}):([01]):(pause|resume|-)")
+MEMORY_NOT_YOURS = "This is someone else's /memory: run /memory to see yours."
 FORGET_UNAVAILABLE = "Sorry, I can't do that right now; please try `/forget` again in a minute."
 FORGET_QUESTION = (
     "This deletes everything I know about you: our conversations, what I learned about you and your "
@@ -64,6 +68,9 @@ class Commands:
         async def rapport(interaction: discord.Interaction) -> None:
             await self.operators(interaction)
 
+        async def memory(interaction: discord.Interaction) -> None:
+            await self.memory(interaction)
+
         @app_commands.describe(action="pause: stop learning from what you say; resume: start again")
         async def learning(interaction: discord.Interaction, action: Literal["pause", "resume"]) -> None:
             await self.learning(interaction, paused=action == "pause")
@@ -79,6 +86,13 @@ class Commands:
         tree.add_command(
             app_commands.Command(
                 name="learning", description="Pause or resume Rapport learning about you", callback=learning
+            )
+        )
+        tree.add_command(
+            app_commands.Command(
+                name="memory",
+                description="See and delete what Rapport knows about you (only you see it)",
+                callback=memory,
             )
         )
         operators: app_commands.Command[Any, ..., None] = app_commands.Command(
@@ -141,6 +155,42 @@ class Commands:
             text = "Sorry, I couldn't read the settings and usage right now."
         await interaction.followup.send(text[:2000], ephemeral=True)
 
+    async def memory(self, interaction: discord.Interaction) -> None:
+        """/memory: the person's model, one page, with a menu to delete and buttons to page, see history, pause."""
+        user_key = user_ref(interaction.user.id).key
+        try:
+            view = await self._assistant.memory(user_key)
+        except Exception:  # noqa: BLE001 - the person is told
+            log.exception("/memory failed for %s", user_key)
+            await interaction.response.send_message("Sorry, I couldn't read what I know about you.", ephemeral=True)
+            return
+        embed, components = memory_message(view, interaction.user.id)
+        await interaction.response.send_message(embed=embed, view=components, ephemeral=True)
+
+    async def _memory_click(self, interaction: discord.Interaction, custom_id: str, values: list[str]) -> None:
+        match = _MEMORY_ID.fullmatch(custom_id)
+        if match is None:
+            return
+        action, owner, page, history, learn = match[1], int(match[2]), int(match[3]), match[4] == "1", match[5]
+        if interaction.user.id != owner:
+            await interaction.response.send_message(MEMORY_NOT_YOURS, ephemeral=True)
+            return
+        user_key = user_ref(owner).key
+        note = ""
+        try:
+            if action == "del" and values:
+                deleted = await self._assistant.forget_item(user_key, values[0])
+                note = "Deleted." if deleted else "That one was already gone."
+            elif action == "learn":
+                note = await self._assistant.set_learning(user_key, paused=learn == "pause")
+            view = await self._assistant.memory(user_key, page=page, history=history)
+        except Exception:  # noqa: BLE001 - the person is told
+            log.exception("/memory click failed for %s", user_key)
+            await interaction.response.send_message("Sorry, I couldn't change that just now.", ephemeral=True)
+            return
+        embed, components = memory_message(view, owner, note=note)
+        await interaction.response.edit_message(embed=embed, view=components)
+
     async def learning(self, interaction: discord.Interaction, *, paused: bool) -> None:
         """Pause or resume: one write, answered in the response itself (ephemeral)."""
         note = await self._assistant.set_learning(user_ref(interaction.user.id).key, paused=paused)
@@ -167,6 +217,9 @@ class Commands:
         (after what they sent before it), and its confirmation edits this response."""
         data: Mapping[str, Any] = cast("Mapping[str, Any]", interaction.data or {})
         custom_id = data.get("custom_id")
+        if isinstance(custom_id, str) and custom_id.startswith("rapport:memory:"):
+            await self._memory_click(interaction, custom_id, [str(v) for v in data.get("values") or []])
+            return
         parsed = parse_forget_button(custom_id) if isinstance(custom_id, str) else None
         if parsed is None:
             return
@@ -189,3 +242,45 @@ class Commands:
         except Exception:  # noqa: BLE001 - say so rather than claim it will be done
             log.exception("could not take the forget of discord:%s", owner)
             await interaction.edit_original_response(content=FORGET_UNAVAILABLE)
+
+
+def memory_button_id(action: str, user_id: int, page: int, history: bool, learn: str = "-") -> str:
+    return f"rapport:memory:{action}:{user_id}:{page}:{int(history)}:{learn}"
+
+
+def memory_message(view: MemoryView, user_id: int, *, note: str = "") -> tuple[discord.Embed, discord.ui.View]:
+    """/memory as an embed (this page, grouped) and its components; their ids carry everything a click needs."""
+    title = "What stopped being true" if view.history else "What Rapport knows about you"
+    embed = discord.Embed(title=title, description=note or None)
+    groups: dict[str, list[str]] = {}
+    for number, item in enumerate(view.items, view.first):
+        groups.setdefault(item.kind, []).append(f"{number}. {item.text}")
+    for kind, lines in groups.items():
+        embed.add_field(name=KIND_TITLES.get(kind, kind), value="\n".join(lines)[:1024], inline=False)
+    if not view.items:
+        embed.add_field(name="Nothing yet", value="Talk to me and I'll start learning.", inline=False)
+    paused = " · learning is paused" if view.paused else ""
+    embed.set_footer(text=f"Page {view.page + 1} of {view.pages} · only you can see this{paused}")
+    components = discord.ui.View(timeout=None)
+    if view.items and not view.history:
+        menu: discord.ui.Select[discord.ui.View] = discord.ui.Select(
+            custom_id=memory_button_id("del", user_id, view.page, False),
+            placeholder="Delete one of these…",
+            options=[
+                discord.SelectOption(label=f"{n}. {item.text}"[:100], value=item.id)
+                for n, item in enumerate(view.items, view.first)
+            ],
+        )
+        components.add_item(menu)
+
+    def button(label: str, custom_id: str, *, disabled: bool = False) -> None:
+        style = discord.ButtonStyle.secondary
+        components.add_item(discord.ui.Button(label=label, custom_id=custom_id, style=style, disabled=disabled))
+
+    button("Previous", memory_button_id("page", user_id, max(view.page - 1, 0), view.history), disabled=view.page == 0)
+    button("Next", memory_button_id("page", user_id, view.page + 1, view.history), disabled=view.page + 1 >= view.pages)
+    button("Current" if view.history else "Show history", memory_button_id("page", user_id, 0, not view.history))
+    learn = "resume" if view.paused else "pause"
+    button(f"{learn.title()} learning", memory_button_id("learn", user_id, view.page, view.history, learn))
+    components.stop()  # clicks are routed by custom id (on_component), so the view need not be kept
+    return embed, components

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +30,14 @@ from adapters.slack.blocks import (
     FORGET_CONFIRM,
     FORGET_QUESTION,
     KEPT,
+    MEMORY_DELETE,
+    MEMORY_LEARN,
+    MEMORY_PAGE,
     forget_confirm_blocks,
     insights_blocks,
     insights_text,
+    memory_blocks,
+    memory_home,
 )
 from adapters.slack.delivery import SlackDelivery
 from adapters.slack.outbox import Outbox
@@ -113,6 +119,12 @@ class SlackAdapter:
         self._app.command("/forget")(self._on_forget)
         self._app.command("/learning")(self._on_learning)
         self._app.command("/rapport")(self._on_operators)
+        self._app.command("/memory")(self._on_memory)
+        self._app.event("app_home_opened")(self._on_home_opened)
+        self._app.action(MEMORY_DELETE)(self._on_memory_action)
+        self._app.action(re.compile(f"^{MEMORY_PAGE}_(previous|next|history)$"))(self._on_memory_action)
+        self._app.action(MEMORY_LEARN)(self._on_memory_action)
+        assistant.watch_model(self._model_changed)
         self._app.action(FORGET_CONFIRM)(self._on_forget_confirm)
         self._app.action(FORGET_CANCEL)(self._on_forget_cancel)
         self._work = BackgroundWork()  # the reads (/insights) and ephemeral answers behind acknowledgements
@@ -396,6 +408,106 @@ class SlackAdapter:
             text = "Sorry, I couldn't read the settings and usage right now."
         await self._outbox.ephemeral(body, respond, text=text)
 
+    # --- /memory and the Home tab ---------------------------------------------------------------------
+
+    async def _on_memory(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> BoltResponse | None:
+        """/memory: acknowledged at once; the person's own model follows, ephemerally."""
+        try:
+            user = command_user(body)
+        except MalformedPayload as exc:
+            log.warning("malformed /memory refused: %s", exc)
+            return BoltResponse(status=400, body={"error": str(exc)})
+        await ack()
+        self._work.spawn(user.key, self._send_memory(user, body, respond), name=f"slack-memory-{user.key}")
+        return None
+
+    async def _send_memory(
+        self, user: UserRef, body: Mapping[str, Any], respond: AsyncRespond, *, page: int = 0, history: bool = False
+    ) -> None:
+        try:
+            view = await self._assistant.memory(user.key, page=page, history=history)
+        except Exception:  # noqa: BLE001 - the person is told, the log says why
+            log.exception("/memory for %s failed", user.key)
+            await self._outbox.ephemeral(body, respond, text="Sorry, I can't read what I know about you right now.")
+            return
+        await self._outbox.ephemeral(
+            body,
+            respond,
+            text="What I know about you",
+            blocks=memory_blocks(view),
+            replace_original=bool(page or history),
+        )
+
+    async def _on_memory_action(
+        self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond
+    ) -> BoltResponse | None:
+        """A /memory or Home tab button: it acts on the clicker's own model (never on anyone a payload names)."""
+        try:
+            user = action_user(body)
+        except MalformedPayload as exc:
+            log.warning("malformed /memory action refused: %s", exc)
+            return BoltResponse(status=400, body={"error": str(exc)})
+        await ack()
+        actions = body.get("actions") or [{}]
+        action = actions[0] if isinstance(actions[0], Mapping) else {}
+        self._work.spawn(user.key, self._memory_action(user, body, respond, action), name=f"slack-memory-{user.key}")
+        return None
+
+    async def _memory_action(
+        self, user: UserRef, body: Mapping[str, Any], respond: AsyncRespond, action: Mapping[str, Any]
+    ) -> None:
+        action_id, value = str(action.get("action_id") or ""), str(action.get("value") or "")
+        page, history, note = 0, False, ""
+        try:
+            if action_id == MEMORY_DELETE:
+                deleted = await self._assistant.forget_item(user.key, value[:64])
+                note = "Deleted." if deleted else "That one was already gone."
+            elif action_id == MEMORY_LEARN:
+                learn, _, rest = value.partition(":")
+                note = await self._assistant.set_learning(user.key, paused=learn == "pause")
+                page, history = _page_of(rest)
+            else:
+                page, history = _page_of(value)
+            on_home = (body.get("container") or {}).get("type") == "view"
+            if on_home:
+                await self._publish_home(user, page=page, history=history, note=note)
+                return
+            view = await self._assistant.memory(user.key, page=page, history=history)
+            await self._outbox.ephemeral(
+                body,
+                respond,
+                text="What I know about you",
+                blocks=memory_blocks(view, note=note),
+                replace_original=True,
+            )
+        except Exception:  # noqa: BLE001 - the person is told, the log says why
+            log.exception("/memory action for %s failed", user.key)
+            await self._outbox.ephemeral(body, respond, text="Sorry, I couldn't change that just now.")
+
+    async def _on_home_opened(self, body: dict[str, Any]) -> None:
+        """The Home tab shows the person's /memory view (published for them alone)."""
+        event = body.get("event") or {}
+        user_id, team = event.get("user"), body.get("team_id")
+        if event.get("tab", "home") != "home" or not isinstance(user_id, str) or not isinstance(team, str):
+            return
+        user = UserRef(platform="slack", scope=team, user_id=user_id)
+        self._work.spawn(user.key, self._publish_home(user), name=f"slack-home-{user.key}")
+
+    async def _publish_home(self, user: UserRef, *, page: int = 0, history: bool = False, note: str = "") -> None:
+        try:
+            view = await self._assistant.memory(user.key, page=page, history=history)
+            await self._client.views_publish(user_id=user.user_id, view=memory_home(view, note=note))
+        except Exception as exc:  # noqa: BLE001 - the tab shows its last version
+            log.warning("could not publish the Home tab of %s: %s", user.key, exc)
+
+    async def _model_changed(self, user_key: str) -> None:
+        """Someone's model changed (learned, deleted from, paused): their Home tab follows, in the background."""
+        platform, _, rest = user_key.partition(":")
+        team, _, user_id = rest.partition(":")
+        if platform == "slack" and team and user_id and not self._stopping:
+            user = UserRef(platform="slack", scope=team, user_id=user_id)
+            self._work.spawn(user.key, self._publish_home(user), name=f"slack-home-{user.key}")
+
     async def _on_learning(self, ack: AsyncAck, body: dict[str, Any]) -> BoltResponse | None:
         """/learning pause | resume: one write, answered ephemerally in the acknowledgement (within Slack's 3 s)."""
         try:
@@ -455,3 +567,9 @@ class SlackAdapter:
 def _channel_of(body: Mapping[str, Any]) -> str:
     channel = body.get("channel")
     return str(channel.get("id") or "") if isinstance(channel, Mapping) else str(body.get("channel_id") or "")
+
+
+def _page_of(value: str) -> tuple[int, bool]:
+    """A paging button's value, "<page>:<0|1 history>" (anything else: the first page)."""
+    page, _, history = value.partition(":")
+    return (min(int(page), 9_999) if page.isdigit() else 0), history == "1"

@@ -7,15 +7,21 @@ from typing import Any
 
 from adapters.slack.mrkdwn import escape
 from core.assistant import AssistantSettings
+from core.memory_view import KIND_TITLES, MemoryView
 
 __all__ = [
     "FORGET_CANCEL",
     "FORGET_CONFIRM",
     "FORGOTTEN",
     "KEPT",
+    "MEMORY_DELETE",
+    "MEMORY_LEARN",
+    "MEMORY_PAGE",
     "forget_confirm_blocks",
     "insights_blocks",
     "insights_text",
+    "memory_blocks",
+    "memory_home",
 ]
 
 FORGET_CONFIRM = "rapport_forget_confirm"
@@ -111,3 +117,56 @@ def forget_confirm_blocks() -> list[Block]:
             ],
         },
     ]
+
+
+MEMORY_DELETE = "rapport_memory_delete"
+MEMORY_PAGE = "rapport_memory_page"  # _previous, _next, _history; value "<page>:<0|1 history>"
+MEMORY_LEARN = "rapport_memory_learn"  # value "<pause|resume>:<page>:<0|1>"
+
+
+def _button(action_id: str, text: str, value: str, **extra: Any) -> Block:
+    return {
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": text},
+        "value": value,
+    } | extra
+
+
+def memory_blocks(view: MemoryView, *, note: str = "") -> list[Block]:
+    """/memory and the Home tab: this page of the person's model, grouped, each item with a Delete button; paging,
+    history and pause below. Every button says what it acts on; the clicker is whose model it acts on."""
+    title = "What stopped being true" if view.history else "What Rapport knows about you"
+    blocks: list[Block] = [{"type": "header", "text": {"type": "plain_text", "text": title}}]
+    if note:
+        blocks.append(_context(escape(note)))
+    kind = ""
+    for number, item in enumerate(view.items, view.first):
+        if item.kind != kind:
+            kind = item.kind
+            blocks.append(_section(f"*{KIND_TITLES.get(kind, kind)}*"))
+        section = _section(f"{number}. {escape(item.text)}"[:2_900])
+        if not view.history:
+            section["accessory"] = _button(MEMORY_DELETE, "Delete", item.id, style="danger")
+        blocks.append(section)
+    if not view.items:
+        blocks.append(_section("Nothing yet. Talk to me and I'll start learning."))
+    paused = " Learning is paused." if view.paused else ""
+    blocks.append(_context(f"Page {view.page + 1} of {view.pages}. Only you can see this.{paused}"))
+    history = int(view.history)
+    elements = []
+    if view.page > 0:
+        elements.append(_button(f"{MEMORY_PAGE}_previous", "Previous", f"{view.page - 1}:{history}"))
+    if view.page + 1 < view.pages:
+        elements.append(_button(f"{MEMORY_PAGE}_next", "Next", f"{view.page + 1}:{history}"))
+    elements.append(
+        _button(f"{MEMORY_PAGE}_history", "Current" if view.history else "Show history", f"0:{1 - history}")
+    )
+    learn = "resume" if view.paused else "pause"
+    elements.append(_button(MEMORY_LEARN, f"{learn.title()} learning", f"{learn}:{view.page}:{history}"))
+    blocks.append({"type": "actions", "block_id": "rapport_memory", "elements": elements})
+    return blocks[:50]
+
+
+def memory_home(view: MemoryView, *, note: str = "") -> dict[str, Any]:
+    return {"type": "home", "blocks": memory_blocks(view, note=note)}

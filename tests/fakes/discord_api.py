@@ -399,6 +399,16 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
 
+    async def select(
+        self, user: dict[str, Any], custom_id: str, values: Sequence[str], *, channel_id: str
+    ) -> dict[str, Any]:
+        """`user` picks `values` in the select menu `custom_id` on an (ephemeral) message of the bot."""
+        message = self.message(self.bot, "", channel_id=channel_id, flags=EPHEMERAL)
+        data = {"custom_id": custom_id, "component_type": 3, "values": list(values)}
+        payload = self._interaction(user, kind=3, data=data, channel_id=channel_id, message=message)
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
+
     async def drop(self, code: int = 4000) -> None:
         """Close the gateway connection the way an outage does; discord.py resumes the session."""
         if self._ws is not None:

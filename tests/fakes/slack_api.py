@@ -219,6 +219,10 @@ class FakeSlackAPI:
     def _chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"message_ts": self._next_ts()}
 
+    def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        view = args.get("view")
+        return {"view": json.loads(view) if isinstance(view, str) else view}
+
     def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         user = args.get("user", "")
         name = self.users.get(user, user)
