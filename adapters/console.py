@@ -157,17 +157,21 @@ class ConsoleAdapter:
         words = rest.split()
         if words[:1] == ["delete"]:
             number = words[1] if len(words) == 2 else ""
-            index = int(number) - shown.first if number.isdigit() else -1
-            if shown.history or not 0 <= index < len(shown.items):
+            index = int(number) - shown.first if number.isascii() and number.isdigit() else -1
+            if not 0 <= index < len(shown.items):
                 self._write("Give the number of an item in the last /memory listing, e.g. /memory delete 2.")
                 return
             item = shown.items[index]
             deleted = await self._assistant.forget_item(self._user.key, item.id)
             self._write(f"Deleted: {item.text}" if deleted else "That item was already gone.")
-            rest = "page" if shown.page else ""
-        history = rest == "history" or (shown.history and rest in ("next", "previous"))
+            rest = "page"
+        history = rest == "history" or (shown.history and rest in ("next", "previous", "page"))
         page = shown.page + {"next": 1, "previous": -1, "page": 0}.get(rest, -shown.page)
-        view = self._shown = await self._assistant.memory(self._user.key, page=page, history=history)
+        try:
+            view = self._shown = await self._assistant.memory(self._user.key, page=page, history=history)
+        except Exception:  # noqa: BLE001 - the conversation goes on
+            self._write("Sorry, I couldn't read what I know about you just now.")
+            return
         self._write(_memory_text(view))
 
     async def _forget(self) -> None:
@@ -193,8 +197,7 @@ def _memory_text(view: MemoryView) -> str:
             lines.append(f"{KIND_TITLES.get(kind, kind)}:")
         lines.append(f"  {number}. {item.text}")
     hints = ["/memory next" if view.page + 1 < view.pages else "", "/memory previous" if view.page else ""]
-    if not view.history:
-        hints += ["/memory delete N", "/memory history"]
+    hints += ["/memory delete N", "" if view.history else "/memory history"]
     lines.append("  ".join(h for h in hints if h))
     if view.paused:
         lines.append("Learning is paused: /learning resume starts it again.")

@@ -501,6 +501,7 @@ class Assistant:
         await self._long_term.forget_user(user_key)
         await self._short_term.forget_user(user_key)
         log.info("forgot everything about %s", user_key)
+        await self._model_changed(user_key)  # a view published for them (Slack's Home tab) shows nothing any more
 
     # --- reads ----------------------------------------------------------------------------------------------
 
@@ -549,8 +550,12 @@ class Assistant:
         if gone is None:
             return False
         if gone.origin == "said":
+            # The turns it was learned from leave recall and the conversation so far: what they said there would
+            # otherwise bring it straight back into the next prompt.
             for source in gone.sources:
-                await self._within("long-term memory", self._long_term.revise(user_key, source, None), False)
+                if not await self._within("long-term memory", self._long_term.revise(user_key, source, None), True):
+                    log.info("a source of %s's deleted item had no memory (or could not be removed)", user_key)
+                await self._within(SHORT_TERM, self._short_term.unsay(user_key, source), None)
         log.info("deleted one item of %s's model", user_key)
         await self._model_changed(user_key)
         return True

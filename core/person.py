@@ -172,7 +172,7 @@ def _normal(text: str) -> str:
 
 def buried_mark(text: str) -> str:
     """What a deleted item keeps of its words (its tombstone's `evidence`): a digest that recognises them said
-    again, and cannot be read back."""
+    again. (Unsalted: someone who can read the database could confirm a guess of short words; it is no copy.)"""
     return "deleted:" + hashlib.sha256(_normal(text).encode()).hexdigest()[:32]
 
 

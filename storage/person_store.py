@@ -16,10 +16,10 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from core.feedback import Reaction
-from core.person import Exchange, Item, Plan, buried_mark
+from core.person import Exchange, Item, Plan, buried, buried_mark
 from core.ports import LearningState, Scopes
 from storage.database import Database, among, as_datetime
-from storage.models import Feedback, Interaction, PersonItem, PersonLearning
+from storage.models import Feedback, Interaction, PersonItem, PersonLearning, UserProfile
 
 __all__ = ["PersonModelStore"]
 
@@ -195,6 +195,7 @@ class PersonModelStore:
                 newest = max(as_datetime(row["created_at"]) for row in now_read.values())
                 state.last_seen = max(state.last_seen, int(newest.timestamp() * 1000))
             if unchanged:
+                plan = await self._not_deleted(user_key, plan, connection)
                 await self._apply_plan(user_key, await self._still_there(user_key, plan, connection), connection)
                 if learned:
                     await (
@@ -214,6 +215,21 @@ class PersonModelStore:
                 state.last_quiet_call = now_ms()
             await state.save(using_db=connection)
         return unchanged
+
+    @staticmethod
+    async def _not_deleted(user_key: str, plan: Plan, connection: BaseDBAsyncClient) -> Plan:
+        """The plan without what says again an item deleted while it was made (the call read the tombstones
+        before; a deletion since is seen here, under the same lock), nor what replaces one."""
+        rows = await PersonItem.filter(user_key=user_key, ended="deleted").using_db(connection)
+        if not rows or not plan.added:
+            return plan
+        tombstones = [item_of(row) for row in rows]
+        gone = {item.id for item in tombstones}
+        replacing = {by for target, (_, by, _) in plan.ended.items() if target in gone and by}
+        added = [i for i in plan.added if i.id not in replacing and not buried(i.text, i.sources, tombstones)]
+        if len(added) == len(plan.added):
+            return plan
+        return replace(plan, added=added, dropped=plan.dropped + len(plan.added) - len(added))
 
     @staticmethod
     async def _still_there(user_key: str, plan: Plan, connection: BaseDBAsyncClient) -> Plan:
@@ -353,14 +369,36 @@ class PersonModelStore:
         None when they have no such current item."""
         async with in_transaction(self._database.connection().connection_name) as connection:
             await self._locked_state(user_key, connection)
-            row = await PersonItem.filter(user_key=user_key, id=item_id, ended="").using_db(connection).first()
+            row = (
+                await PersonItem.filter(user_key=user_key, id=item_id)
+                .exclude(ended="deleted")
+                .using_db(connection)
+                .first()
+            )
             if row is None:
                 return None
             gone = item_of(row)
+            if gone.kind == "interest":
+                await self._drop_topic(user_key, gone.text, connection)
             row.evidence, row.text, row.about = buried_mark(row.text), "", ""
             row.ended, row.valid_until = "deleted", datetime.now(UTC)
             await row.save(using_db=connection, update_fields=["evidence", "text", "about", "ended", "valid_until"])
             return gone
+
+    @staticmethod
+    async def _drop_topic(user_key: str, text: str, connection: BaseDBAsyncClient) -> None:
+        """A deleted interest also leaves the keyword topics (shown while the model has no interests of theirs)."""
+        profile = await UserProfile.filter(user_key=user_key).using_db(connection).first()
+        if profile is None:
+            return
+        topic = text.casefold().strip()
+        interests = {
+            scope: {t: n for t, n in counts.items() if t.casefold() != topic}
+            for scope, counts in dict(profile.interests).items()
+        }
+        if interests != profile.interests:
+            profile.interests = interests
+            await profile.save(using_db=connection, update_fields=["interests"])
 
     async def said(self, interaction_id: str) -> tuple[str, str] | None:
         row = await Interaction.filter(id=interaction_id).values("user_key", "user_text")
@@ -389,7 +427,9 @@ class PersonModelStore:
         was their only source, or when they are a merge (whose words may hold the lost message's). What a gone
         item had superseded or merged becomes current again if that item was current; if it had itself been
         replaced since, it points to what replaced it (A -> B -> C with B gone: A stays past, replaced by C)."""
-        rows = await PersonItem.filter(user_key=user_key).using_db(connection).order_by("seq")
+        # A tombstone keeps its sources whatever happens to them: an edited message is learned from again, and
+        # what the person deleted from it must stay out.
+        rows = await PersonItem.filter(user_key=user_key).exclude(ended="deleted").using_db(connection).order_by("seq")
         by_id = {row.id: row for row in rows}
         merged_into = {row.replaced_by for row in rows if row.ended == "merged" and row.replaced_by}
         doomed: set[str] = set()

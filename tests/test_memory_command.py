@@ -66,12 +66,23 @@ async def rapport(services: Services, discord_fake: FakeDiscord) -> AsyncIterato
         yield adapter
 
 
-async def _said(fake: FakeDiscord, user: dict[str, Any], texts: list[str]) -> None:
+async def _said(fake: FakeDiscord, user: dict[str, Any], texts: list[str]) -> list[dict[str, Any]]:
     dm = fake.dm_channel(user)
+    said = []
     for text in texts:
         before = len(fake.shown(dm))
-        await fake.say(user, text, channel_id=dm)
+        said.append(await fake.say(user, text, channel_id=dm))
         await fake.until(lambda before=before: len(fake.shown(dm)) > before)
+    return said
+
+
+async def _edited(fake: FakeDiscord, interaction: dict[str, Any]) -> dict[str, Any]:
+    """A click's answer: deferred at once (type 6), then the ephemeral message edited in place."""
+    deferred = await _callback(fake, interaction)
+    assert deferred["type"] == 6
+    pattern = rf"/webhooks/\d+/{interaction['token']}/messages/@original"
+    await fake.until(lambda: fake.rest("PATCH", pattern))
+    return {"data": fake.rest("PATCH", pattern)[-1].body}
 
 
 async def _callback(fake: FakeDiscord, interaction: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +120,7 @@ async def test_discord_memory_lists_the_model_and_a_deleted_item_stays_gone(
 ) -> None:
     alice = discord_fake.user(discord_fake.snowflake(), "Alice")
     user = f"discord:{alice['id']}"
-    await _said(discord_fake, alice, ["I live in Lisbon", "I play the cello"])
+    [lisbon_said, _] = await _said(discord_fake, alice, ["I live in Lisbon", "I play the cello"])
     await settled(services)
     assert await services.assistant.learner.learn(user)
 
@@ -130,13 +141,13 @@ async def test_discord_memory_lists_the_model_and_a_deleted_item_stays_gone(
     assert "someone else's" in refused["data"]["content"] and refused["data"]["flags"] & EPHEMERAL
     assert any("Lisbon" in i.text for i in await services.records.person_items(user, scopes=None))
 
-    deleted = await _callback(
+    deleted = await _edited(
         discord_fake, await discord_fake.select(alice, menu["custom_id"], [lisbon], channel_id=general)
     )
-    assert deleted["type"] == 7 and "Deleted." in _embed_text(deleted) and "Lisbon" not in _embed_text(deleted)
+    assert "Deleted." in _embed_text(deleted) and "Lisbon" not in _embed_text(deleted)
     assert "I play the cello" in _embed_text(deleted)
-    hits = await services.long_term.search(user, "Lisbon", services.embedder.embed(["Lisbon"]), scopes=None, limit=5)
-    assert all("Lisbon" not in hit.memory.text for hit in hits)  # its source turn left recall too
+    assert "Lisbon" not in await _recalled(services, user, "where do I live? Lisbon")  # its source turn left recall
+    assert "cello" in await _recalled(services, user, "which instrument, the cello?")  # the others stay
 
     # The next learning job says it again (the same words): the tombstone keeps it out.
     fake_claude.tool_script.append(
@@ -144,14 +155,29 @@ async def test_discord_memory_lists_the_model_and_a_deleted_item_stays_gone(
     )
     await _said(discord_fake, alice, ["what do you know about me?"])
     await settled(services)
-    assert "I play the cello" in json.dumps(fake_claude.requests[-1]["system"])
-    assert "I live in Lisbon" not in json.dumps(fake_claude.requests[-1]["system"])
+    assert "I play the cello" in json.dumps(fake_claude.requests[-1])
+    assert "Lisbon" not in json.dumps(fake_claude.requests[-1])  # nor in the conversation so far
     assert await services.assistant.learner.learn(user)
     assert len(fake_claude.tool_requests) == 2
     current = [i.text for i in await services.records.person_items(user, scopes=None)]
     assert "I live in Lisbon" not in current and "I play the cello" in current
     await _said(discord_fake, alice, ["and now?"])
-    assert "I live in Lisbon" not in json.dumps(fake_claude.requests[-1]["system"])
+    assert "Lisbon" not in json.dumps(fake_claude.requests[-1])
+
+    # Editing the message it came from, which is learned from again, does not bring it back either.
+    await discord_fake.edit_message(lisbon_said, "I live in Lisbon, Portugal")
+    await settled(services)
+    await services.assistant.learner.learn(user)
+    assert "Lisbon" not in json.dumps([i.text for i in await services.records.person_items(user, scopes=None)])
+
+
+async def _recalled(services: Services, user: str, query: str) -> str:
+    async def vector() -> list[float]:
+        [embedded] = await services.embedder.embed([query])
+        return embedded
+
+    hits = await services.long_term.search(user, query, asyncio.ensure_future(vector()), scopes=None, limit=10)
+    return json.dumps([hit.memory.text for hit in hits])
 
 
 async def test_discord_memory_pauses_and_resumes_learning_and_shows_history(
@@ -173,12 +199,12 @@ async def test_discord_memory_pauses_and_resumes_learning_and_shows_history(
 
     shown = await _callback(discord_fake, await discord_fake.slash(alice, "memory", channel_id=dm))
     assert "works at Globex" in _embed_text(shown) and "I work at Acme" not in _embed_text(shown)
-    history = await _callback(
+    history = await _edited(
         discord_fake, await discord_fake.click(alice, _button(shown, "Show history")["custom_id"], channel_id=dm)
     )
     assert "I work at Acme" in _embed_text(history) and acme.text == "I work at Acme"
 
-    paused = await _callback(
+    paused = await _edited(
         discord_fake, await discord_fake.click(alice, _button(shown, "Pause learning")["custom_id"], channel_id=dm)
     )
     assert "Learning paused" in _embed_text(paused) and await services.records.is_paused(user)
@@ -188,7 +214,7 @@ async def test_discord_memory_pauses_and_resumes_learning_and_shows_history(
     await services.assistant.learner.learn(user)
     assert len(fake_claude.tool_requests) == calls  # paused: no learning call
 
-    resumed = await _callback(
+    resumed = await _edited(
         discord_fake, await discord_fake.click(alice, _button(paused, "Resume learning")["custom_id"], channel_id=dm)
     )
     assert "Learning resumed" in _embed_text(resumed) and not await services.records.is_paused(user)
@@ -272,11 +298,9 @@ async def test_slack_memory_command_and_home_tab_list_delete_and_follow_the_mode
 
     mine = dict(stranger, user={"id": "U123", "team_id": "T1"})
     assert (await send_action(client, mine)).status == 200
-    await slack_api.wait_for(lambda: any("Deleted." in view for view in _published(slack_api, "U123")))
+    await slack_api.wait_for(lambda: "tomatoes" not in _published(slack_api, "U123")[-1])
     await settled(services)
     assert await services.records.person_items(user, scopes=None) == []
-    after = next(view for view in _published(slack_api, "U123") if "Deleted." in view)
-    assert "I grow tomatoes" not in after
     assert all("tomatoes" not in view for view in _published(slack_api, "U456"))  # never shown to anyone else
 
 

@@ -177,6 +177,8 @@ class Commands:
             return
         user_key = user_ref(owner).key
         note = ""
+        # Answered first (Discord wants it within 3 s; a deletion reaches several stores), then the view is edited.
+        await interaction.response.defer()
         try:
             if action == "del" and values:
                 deleted = await self._assistant.forget_item(user_key, values[0])
@@ -186,10 +188,10 @@ class Commands:
             view = await self._assistant.memory(user_key, page=page, history=history)
         except Exception:  # noqa: BLE001 - the person is told
             log.exception("/memory click failed for %s", user_key)
-            await interaction.response.send_message("Sorry, I couldn't change that just now.", ephemeral=True)
+            await interaction.followup.send("Sorry, I couldn't change that just now.", ephemeral=True)
             return
         embed, components = memory_message(view, owner, note=note)
-        await interaction.response.edit_message(embed=embed, view=components)
+        await interaction.edit_original_response(embed=embed, view=components)
 
     async def learning(self, interaction: discord.Interaction, *, paused: bool) -> None:
         """Pause or resume: one write, answered in the response itself (ephemeral)."""
@@ -251,20 +253,23 @@ def memory_button_id(action: str, user_id: int, page: int, history: bool, learn:
 def memory_message(view: MemoryView, user_id: int, *, note: str = "") -> tuple[discord.Embed, discord.ui.View]:
     """/memory as an embed (this page, grouped) and its components; their ids carry everything a click needs."""
     title = "What stopped being true" if view.history else "What Rapport knows about you"
-    embed = discord.Embed(title=title, description=note or None)
-    groups: dict[str, list[str]] = {}
+    lines = [f"_{note}_", ""] if note else []
+    kind = ""
     for number, item in enumerate(view.items, view.first):
-        groups.setdefault(item.kind, []).append(f"{number}. {item.text}")
-    for kind, lines in groups.items():
-        embed.add_field(name=KIND_TITLES.get(kind, kind), value="\n".join(lines)[:1024], inline=False)
+        if item.kind != kind:
+            kind = item.kind
+            lines.append(f"**{KIND_TITLES.get(kind, kind)}**")
+        lines.append(f"{number}. {item.text}")
     if not view.items:
-        embed.add_field(name="Nothing yet", value="Talk to me and I'll start learning.", inline=False)
+        lines.append("Nothing yet. Talk to me and I'll start learning.")
+    # The description (4,096 characters) holds a whole page: eight items of 240 characters at most.
+    embed = discord.Embed(title=title, description="\n".join(lines)[:4096])
     paused = " · learning is paused" if view.paused else ""
     embed.set_footer(text=f"Page {view.page + 1} of {view.pages} · only you can see this{paused}")
     components = discord.ui.View(timeout=None)
-    if view.items and not view.history:
+    if view.items:
         menu: discord.ui.Select[discord.ui.View] = discord.ui.Select(
-            custom_id=memory_button_id("del", user_id, view.page, False),
+            custom_id=memory_button_id("del", user_id, view.page, view.history),
             placeholder="Delete one of these…",
             options=[
                 discord.SelectOption(label=f"{n}. {item.text}"[:100], value=item.id)

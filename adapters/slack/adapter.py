@@ -132,6 +132,7 @@ class SlackAdapter:
         self._handler: AsyncSocketModeHandler | None = None
         self._runner: asyncio.Task[None] | None = None
         self._bot_user_id: str | None = None
+        self._team_id: str | None = None  # the workspace this token publishes Home tabs in
         self._signed_in = False
         self._stopping = False
         self._problem = "not started"
@@ -208,6 +209,7 @@ class SlackAdapter:
             log.warning("%s", self._problem)
             return False
         self._bot_user_id = result.get("user_id")
+        self._team_id = result.get("team_id")
         self._signed_in = True
         self._problem = CONNECTING
         mode = "Socket Mode" if self.socket_mode else "HTTP mode at POST /slack/events"
@@ -421,22 +423,14 @@ class SlackAdapter:
         self._work.spawn(user.key, self._send_memory(user, body, respond), name=f"slack-memory-{user.key}")
         return None
 
-    async def _send_memory(
-        self, user: UserRef, body: Mapping[str, Any], respond: AsyncRespond, *, page: int = 0, history: bool = False
-    ) -> None:
+    async def _send_memory(self, user: UserRef, body: Mapping[str, Any], respond: AsyncRespond) -> None:
         try:
-            view = await self._assistant.memory(user.key, page=page, history=history)
+            view = await self._assistant.memory(user.key)
         except Exception:  # noqa: BLE001 - the person is told, the log says why
             log.exception("/memory for %s failed", user.key)
             await self._outbox.ephemeral(body, respond, text="Sorry, I can't read what I know about you right now.")
             return
-        await self._outbox.ephemeral(
-            body,
-            respond,
-            text="What I know about you",
-            blocks=memory_blocks(view),
-            replace_original=bool(page or history),
-        )
+        await self._outbox.ephemeral(body, respond, text="What I know about you", blocks=memory_blocks(view))
 
     async def _on_memory_action(
         self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond
@@ -459,17 +453,21 @@ class SlackAdapter:
         action_id, value = str(action.get("action_id") or ""), str(action.get("value") or "")
         page, history, note = 0, False, ""
         try:
+            on_home = (body.get("container") or {}).get("type") == "view"
             if action_id == MEMORY_DELETE:
-                deleted = await self._assistant.forget_item(user.key, value[:64])
+                item_id, _, rest = value.partition(":")
+                deleted = await self._assistant.forget_item(user.key, item_id[:64])
                 note = "Deleted." if deleted else "That one was already gone."
+                page, history = _page_of(rest)
             elif action_id == MEMORY_LEARN:
                 learn, _, rest = value.partition(":")
                 note = await self._assistant.set_learning(user.key, paused=learn == "pause")
                 page, history = _page_of(rest)
             else:
                 page, history = _page_of(value)
-            on_home = (body.get("container") or {}).get("type") == "view"
             if on_home:
+                if action_id in (MEMORY_DELETE, MEMORY_LEARN) and note != "That one was already gone.":
+                    return  # the model changed: the watcher publishes the tab (one publish, not two racing)
                 await self._publish_home(user, page=page, history=history, note=note)
                 return
             view = await self._assistant.memory(user.key, page=page, history=history)
@@ -504,7 +502,7 @@ class SlackAdapter:
         """Someone's model changed (learned, deleted from, paused): their Home tab follows, in the background."""
         platform, _, rest = user_key.partition(":")
         team, _, user_id = rest.partition(":")
-        if platform == "slack" and team and user_id and not self._stopping:
+        if platform == "slack" and team == self._team_id and user_id and not self._stopping:
             user = UserRef(platform="slack", scope=team, user_id=user_id)
             self._work.spawn(user.key, self._publish_home(user), name=f"slack-home-{user.key}")
 

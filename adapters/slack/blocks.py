@@ -146,8 +146,9 @@ def memory_blocks(view: MemoryView, *, note: str = "") -> list[Block]:
             kind = item.kind
             blocks.append(_section(f"*{KIND_TITLES.get(kind, kind)}*"))
         section = _section(f"{number}. {escape(item.text)}"[:2_900])
-        if not view.history:
-            section["accessory"] = _button(MEMORY_DELETE, "Delete", item.id, style="danger")
+        section["accessory"] = _button(
+            MEMORY_DELETE, "Delete", f"{item.id}:{view.page}:{int(view.history)}", style="danger"
+        )
         blocks.append(section)
     if not view.items:
         blocks.append(_section("Nothing yet. Talk to me and I'll start learning."))
