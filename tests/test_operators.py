@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -653,7 +654,8 @@ async def test_messages_waiting_when_the_budget_runs_out_get_no_claude_call(
     await settled(services)
     await asyncio.sleep(0.3)
     shown = discord_fake.shown(dm)
-    assert shown[0] == "Noted: queued 0" and "today's limit" in shown[1] and len(shown) == 2
+    # Which of the three is taken first is the gateway's and the inbox's business; one is answered, once.
+    assert re.fullmatch(r"Noted: queued [0-2]", shown[0]) and "today's limit" in shown[1] and len(shown) == 2
     assert len(fake_claude.requests) == 1
 
 

@@ -267,7 +267,8 @@ async def test_a_long_answer_is_split_into_messages_in_the_thread(
 ) -> None:
     sections = [f"## Part {i}\n\n" + f"This is **sentence** {i}. " * 60 for i in range(8)]
     code = "```python\n" + "\n".join(f"print({i})" for i in range(300)) + "\n```"
-    fake_claude.script.append(Say("\n\n".join(sections) + "\n\n" + code + "\n\nThe end."))
+    # Streamed in pieces with a breath between them, as Claude does: the stream opens before the answer is whole.
+    fake_claude.script.append(Say("\n\n".join(sections) + "\n\n" + code + "\n\nThe end.", pause=0.001))
     await send_event(client, payload("app_mention"))
     await slack_api.wait_for(lambda: any("The end." in a.get("text", "") for a in answers(slack_api)))
     await settled(services)
