@@ -152,6 +152,7 @@ class FakeAnthropic:
         self.latency = latency
         self.in_flight = 0
         self.max_in_flight = 0
+        self._generation = 0
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -168,6 +169,7 @@ class FakeAnthropic:
         self.tool_default = lambda body: {"changes": []}
         self.tool_latency = 0.0
         self.in_flight = self.max_in_flight = 0
+        self._generation += 1
 
     async def start(self) -> str:
         app = web.Application(client_max_size=64 * 1024**2)
@@ -185,12 +187,16 @@ class FakeAnthropic:
             await self._runner.cleanup()
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
+        # A request still waiting from an earlier test (its process was killed mid-answer) ends after `reset`:
+        # it must not take one off this test's count.
+        generation = self._generation
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             return await self._answer(request)
         finally:
-            self.in_flight -= 1
+            if generation == self._generation:
+                self.in_flight -= 1
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
