@@ -166,3 +166,15 @@ async def test_the_cached_prefix_holds_from_turn_to_turn_and_across_a_history_wi
     assert drops, "the window dropped old turns (in a block)"
     for i in drops:
         assert grew[i] > 0, "across a drop, the system part is still read from the cache"
+
+
+def test_what_a_slack_stream_shows_is_always_a_beginning_of_its_finished_message() -> None:
+    """However far a long reply has arrived, the streamed part is a beginning of what the finished message holds
+    (else the finished reply cannot be appended, and the message is rewritten as a plain one)."""
+    from adapters.slack.delivery import _growing, _streamable
+
+    text = "\n\n".join(f"## Part {i}\n\n" + f"This is **sentence** {i}. " * 60 for i in range(14)) + "\n\nThe end."
+    final = _streamable(text)
+    assert len(final) < len(text)  # the reply is longer than one streamed message
+    for end in range(0, len(text) + 1, 37):
+        assert final.startswith(_growing(text[:end])), end

@@ -149,7 +149,7 @@ class _ThreadStream:
         self._paced.offer(so_far)
 
     async def _append(self, text: str) -> None:
-        text = _streamable(text)
+        text = _growing(text)
         delta = text[len(self._sent) :] if text.startswith(self._sent) else ""
         if not delta:
             return
@@ -187,6 +187,18 @@ class _ThreadStream:
             delivery.channel, delivery.thread, answer_chunks(after), {}, lambda part: delivery.metadata(part + 1)
         )
         return [ref, *(delivery.ref(ts) for ts in more)]
+
+
+def _growing(text: str) -> str:
+    """What of a reply still arriving may be streamed now: never more than the finished reply's streamed message
+    will hold (`_streamable` of the whole), so what is shown is always a beginning of it. Past half the limit the
+    stream goes by whole paragraphs: the message may end at any of them."""
+    if len(text) > STREAM_LIMIT:
+        return _streamable(text)
+    if len(text) > STREAM_LIMIT // 2:
+        cut = text.rfind("\n\n")
+        return text[:cut] if cut > 0 else text[: STREAM_LIMIT // 2]
+    return text
 
 
 def _streamable(text: str) -> str:
