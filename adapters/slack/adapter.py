@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,8 @@ __all__ = ["SlackAdapter", "SlackConfig"]
 
 log = logging.getLogger(__name__)
 
+# A command's answer, sent behind its acknowledgement: (who asked, the command's body, its respond).
+Later = Callable[[UserRef, Mapping[str, Any], AsyncRespond], Coroutine[Any, Any, None]]
 ACCEPT_BUDGET = 2.0  # seconds for the inbox calls of one event together: Slack wants its ack within 3
 CONNECTING = "Socket Mode: connecting to Slack"
 _REFUSED = (InboxFull, TimeoutError, OSError)  # the inbox could not keep it: Slack delivers it again
@@ -115,11 +117,11 @@ class SlackAdapter:
         )
         for event in ("app_mention", "message", "reaction_added", "reaction_removed"):
             self._app.event(event)(self._on_event)
-        self._app.command("/insights")(self._on_insights)
+        self._app.command("/insights")(self._answered_later("/insights", self._send_insights))
         self._app.command("/forget")(self._on_forget)
         self._app.command("/learning")(self._on_learning)
-        self._app.command("/rapport")(self._on_operators)
-        self._app.command("/memory")(self._on_memory)
+        self._app.command("/rapport")(self._answered_later("/rapport", self._send_report))
+        self._app.command("/memory")(self._answered_later("/memory", self._send_memory))
         self._app.event("app_home_opened")(self._on_home_opened)
         self._app.action(MEMORY_DELETE)(self._on_memory_action)
         self._app.action(re.compile(f"^{MEMORY_PAGE}_(previous|next|history)$"))(self._on_memory_action)
@@ -354,16 +356,21 @@ class SlackAdapter:
 
     # --- slash commands and buttons ----------------------------------------------------------------
 
-    async def _on_insights(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> BoltResponse | None:
-        """/insights: acknowledged at once; the person's own summary follows, ephemerally."""
-        try:
-            user = command_user(body)
-        except MalformedPayload as exc:
-            log.warning("malformed /insights refused: %s", exc)
-            return BoltResponse(status=400, body={"error": str(exc)})
-        await ack()
-        self._work.spawn(user.key, self._send_insights(user, body, respond), name=f"slack-insights-{user.key}")
-        return None
+    def _answered_later(self, command: str, send: Later) -> Callable[..., Awaitable[BoltResponse | None]]:
+        """A command's listener: acknowledged at once, its answer (a read: /insights, /memory, /rapport) following
+        ephemerally from `send`, behind the acknowledgement."""
+
+        async def listener(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> BoltResponse | None:
+            try:
+                user = command_user(body)
+            except MalformedPayload as exc:
+                log.warning("malformed %s refused: %s", command, exc)
+                return BoltResponse(status=400, body={"error": str(exc)})
+            await ack()
+            self._work.spawn(user.key, send(user, body, respond), name=f"slack-{command[1:]}-{user.key}")
+            return None
+
+        return listener
 
     async def _send_insights(self, user: UserRef, body: Mapping[str, Any], respond: AsyncRespond) -> None:
         try:
@@ -374,19 +381,9 @@ class SlackAdapter:
             return
         await self._outbox.ephemeral(body, respond, text=insights_text(insights), blocks=insights_blocks(insights))
 
-    async def _on_operators(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> BoltResponse | None:
-        """/rapport: acknowledged at once; the settings in force here and today's usage follow, ephemerally, for
-        workspace admins and owners and the policy's admins only."""
-        try:
-            user = command_user(body)
-        except MalformedPayload as exc:
-            log.warning("malformed /rapport refused: %s", exc)
-            return BoltResponse(status=400, body={"error": str(exc)})
-        await ack()
-        self._work.spawn(user.key, self._send_report(user, body, respond), name=f"slack-rapport-{user.key}")
-        return None
-
     async def _send_report(self, user: UserRef, body: Mapping[str, Any], respond: AsyncRespond) -> None:
+        """/rapport: the settings in force here and today's usage, for workspace admins and owners and the
+        policy's admins only."""
         gate = self._assistant.gate
         try:
             allowed = (gate is not None and user.key in gate.box.current.admins) or await self._outbox.is_admin(
@@ -411,17 +408,6 @@ class SlackAdapter:
         await self._outbox.ephemeral(body, respond, text=text)
 
     # --- /memory and the Home tab ---------------------------------------------------------------------
-
-    async def _on_memory(self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> BoltResponse | None:
-        """/memory: acknowledged at once; the person's own model follows, ephemerally."""
-        try:
-            user = command_user(body)
-        except MalformedPayload as exc:
-            log.warning("malformed /memory refused: %s", exc)
-            return BoltResponse(status=400, body={"error": str(exc)})
-        await ack()
-        self._work.spawn(user.key, self._send_memory(user, body, respond), name=f"slack-memory-{user.key}")
-        return None
 
     async def _send_memory(self, user: UserRef, body: Mapping[str, Any], respond: AsyncRespond) -> None:
         try:
