@@ -17,12 +17,20 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
 from redis.asyncio import Redis
 
+from adapters.discord import DiscordAdapter, DiscordConfig
+from adapters.slack import SlackAdapter, SlackConfig
 from bot.config import Settings
+from bot.http import AppState, make_app
 from bot.wiring import Services, build_services
 from storage.embeddings import default_model_path, load_model
 from tests.fakes.anthropic_api import FakeAnthropic
+from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.slack_api import FakeSlackAPI
 
 IN_CI = os.environ.get("CI") == "true"
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -214,3 +222,65 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+# --- the platforms' fakes with Rapport's adapters on them (tests that need other set-ups define their own) -----
+
+SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+@asynccontextmanager
+async def running(services: Services, fake: FakeDiscord, **config: Any) -> AsyncIterator[DiscordAdapter]:
+    """The adapter on the fake; discord.py's global addresses are as before once it stops."""
+    base, gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+    settings = DiscordConfig(token="fake-token", api_base=fake.api_base, guild_id=int(fake.guilds[0]["id"]), **config)
+    adapter = DiscordAdapter(services.assistant, services.turns, settings)
+    await adapter.start()
+    try:
+        yield adapter
+    finally:
+        await adapter.stop()
+        assert (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY) == (base, gateway)
+
+
+@pytest_asyncio.fixture
+async def discord_fake() -> AsyncIterator[FakeDiscord]:
+    fake = FakeDiscord()
+    fake.add_guild()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest_asyncio.fixture
+async def rapport(services: Services, discord_fake: FakeDiscord) -> AsyncIterator[DiscordAdapter]:
+    async with running(services, discord_fake) as adapter:
+        await discord_fake.until(lambda: adapter.connected)
+        yield adapter
+
+
+@pytest_asyncio.fixture
+async def slack_api() -> AsyncIterator[FakeSlackAPI]:
+    api = FakeSlackAPI()
+    await api.start()
+    yield api
+    await api.stop()
+
+
+@pytest_asyncio.fixture
+async def adapter(services: Services, slack_api: FakeSlackAPI) -> AsyncIterator[SlackAdapter]:
+    """Slack in HTTP mode on the fake Web API (requests signed with SLACK_SECRET)."""
+    config = SlackConfig(bot_token="xoxb-test-token", signing_secret=SLACK_SECRET, api_url=slack_api.url)
+    slack = SlackAdapter(services.assistant, services.turns, config)
+    await slack.start()
+    yield slack
+    await settled(services)
+    await slack.stop()
+    assert await slack.drain(15)
+
+
+@pytest_asyncio.fixture
+async def client(services: Services, adapter: SlackAdapter) -> AsyncIterator[TestClient]:
+    state = AppState(services=services, adapters=[adapter], slack_events=adapter.handle_http)
+    async with TestClient(TestServer(make_app(state))) as test_client:
+        yield test_client

@@ -6,52 +6,17 @@ platform (fake gateway) → adapter → core → fake Claude → adapter → pla
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import pytest_asyncio
-from discord.gateway import DiscordWebSocket
-from discord.http import Route
 
-from adapters.discord import DiscordAdapter, DiscordConfig
+from adapters.discord import DiscordAdapter
 from adapters.discord.split import split_pieces
 from bot.wiring import Services
 from core.assistant import LEARNING_PAUSED, LEARNING_RESUMED, AssistantSettings
-from tests.conftest import eventually, settled
+from tests.conftest import eventually, running, settled
 from tests.fakes.anthropic_api import FakeAnthropic, Say
 from tests.fakes.discord_api import EPHEMERAL, MESSAGE_CONTENT_INTENT, FakeDiscord
-
-
-@pytest_asyncio.fixture
-async def discord_fake() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    fake.add_guild()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@asynccontextmanager
-async def running(services: Services, fake: FakeDiscord, **config: Any) -> AsyncIterator[DiscordAdapter]:
-    """The adapter on the fake; discord.py's global addresses are as before once it stops."""
-    base, gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
-    settings = DiscordConfig(token="fake-token", api_base=fake.api_base, guild_id=int(fake.guilds[0]["id"]), **config)
-    adapter = DiscordAdapter(services.assistant, services.turns, settings)
-    await adapter.start()
-    try:
-        yield adapter
-    finally:
-        await adapter.stop()
-        assert (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY) == (base, gateway)
-
-
-@pytest_asyncio.fixture
-async def rapport(services: Services, discord_fake: FakeDiscord) -> AsyncIterator[DiscordAdapter]:
-    async with running(services, discord_fake) as adapter:
-        await discord_fake.until(lambda: adapter.connected)
-        yield adapter
 
 
 def general(fake: FakeDiscord) -> str:

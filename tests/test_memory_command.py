@@ -12,20 +12,17 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from adapters.console import ConsoleAdapter
 from adapters.discord import DiscordAdapter
-from adapters.slack import SlackAdapter, SlackConfig
 from bot.config import Settings
-from bot.http import AppState, make_app
 from bot.wiring import Services
 from tests.conftest import REDIS_URL, fresh_postgres, make_settings, redis_namespace, settled
 from tests.fakes.anthropic_api import FakeAnthropic, Use
 from tests.fakes.discord_api import EPHEMERAL, FakeDiscord
 from tests.fakes.slack_api import FakeSlackAPI
-from tests.test_discord_e2e import running
-from tests.test_slack_http import SECRET, payload, send_action, send_command, send_event
+from tests.test_slack_http import payload, send_action, send_command, send_event
 
 
 def _echo(body: dict[str, Any]) -> dict[str, Any]:
@@ -48,22 +45,6 @@ async def settings(
         yield make_settings(
             tmp_path, fake_claude, DATABASE_URL=pg, REDIS_URL=REDIS_URL, REDIS_PREFIX=prefix, LEARNING="false"
         )
-
-
-@pytest_asyncio.fixture
-async def discord_fake() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    fake.add_guild()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest_asyncio.fixture
-async def rapport(services: Services, discord_fake: FakeDiscord) -> AsyncIterator[DiscordAdapter]:
-    async with running(services, discord_fake) as adapter:
-        await discord_fake.until(lambda: adapter.connected)
-        yield adapter
 
 
 async def _said(fake: FakeDiscord, user: dict[str, Any], texts: list[str]) -> list[dict[str, Any]]:
@@ -226,29 +207,6 @@ async def test_discord_memory_pauses_and_resumes_learning_and_shows_history(
 
 
 # --- Slack ---------------------------------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture
-async def slack_api() -> AsyncIterator[FakeSlackAPI]:
-    api = FakeSlackAPI()
-    await api.start()
-    yield api
-    await api.stop()
-
-
-@pytest_asyncio.fixture
-async def client(services: Services, slack_api: FakeSlackAPI) -> AsyncIterator[TestClient]:
-    slack = SlackAdapter(
-        services.assistant,
-        services.turns,
-        SlackConfig(bot_token="xoxb-test", signing_secret=SECRET, api_url=slack_api.url),
-    )
-    await slack.start()
-    state = AppState(services=services, adapters=[slack], slack_events=slack.handle_http)
-    async with TestClient(TestServer(make_app(state))) as test_client:
-        yield test_client
-    await settled(services)
-    await slack.stop()
 
 
 def _home_opened() -> dict[str, Any]:

@@ -17,22 +17,20 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from adapters.discord import DiscordAdapter
-from adapters.slack import SlackAdapter, SlackConfig
 from bot.config import Settings
-from bot.http import AppState, make_app
 from bot.wiring import Services, build_services
 from core.entries import Incoming
 from core.events import ChainMessage, MessageReceived, UserRef
 from core.policy import Access, Facts, access_refusal
-from tests.conftest import REDIS_URL, eventually, fresh_postgres, make_settings, redis_namespace, settled, shut
+from tests.conftest import REDIS_URL, eventually, fresh_postgres, make_settings, redis_namespace, running, settled, shut
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.discord_api import EPHEMERAL, FakeDiscord
 from tests.fakes.slack_api import FakeSlackAPI
-from tests.test_discord_e2e import general, running
-from tests.test_slack_http import SECRET, payload, send_command, send_event
+from tests.test_discord_e2e import general
+from tests.test_slack_http import payload, send_command, send_event
 
 MANAGE_GUILD = str(1 << 5)
 
@@ -125,13 +123,6 @@ async def discord_fake() -> AsyncIterator[FakeDiscord]:
     await fake.start()
     yield fake
     await fake.stop()
-
-
-@pytest_asyncio.fixture
-async def rapport(services: Services, discord_fake: FakeDiscord) -> AsyncIterator[DiscordAdapter]:
-    async with running(services, discord_fake) as adapter:
-        await discord_fake.until(lambda: adapter.connected)
-        yield adapter
 
 
 def role(fake: FakeDiscord, name: str) -> str:
@@ -462,29 +453,6 @@ async def test_insights_show_the_persons_own_usage_this_month(
 
 
 # --- Slack ----------------------------------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture
-async def slack_api() -> AsyncIterator[FakeSlackAPI]:
-    api = FakeSlackAPI()
-    await api.start()
-    yield api
-    await api.stop()
-
-
-@pytest_asyncio.fixture
-async def client(services: Services, slack_api: FakeSlackAPI) -> AsyncIterator[TestClient]:
-    slack = SlackAdapter(
-        services.assistant,
-        services.turns,
-        SlackConfig(bot_token="xoxb-test", signing_secret=SECRET, api_url=slack_api.url),
-    )
-    await slack.start()
-    state = AppState(services=services, adapters=[slack], slack_events=slack.handle_http)
-    async with TestClient(TestServer(make_app(state))) as test_client:
-        yield test_client
-    await settled(services)
-    await slack.stop()
 
 
 async def test_slack_a_blocked_workspace_member_is_told_ephemerally_and_nothing_is_kept(

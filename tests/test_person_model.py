@@ -27,11 +27,10 @@ from core.feedback import Reaction, preferences_from
 from core.learner import LearningSettings, PersonLearner, day_of, due
 from core.person import Exchange, Item, Plan, model_lines, parse_extraction, plan_changes
 from core.ports import LearningState
-from tests.conftest import REDIS_URL, eventually, fresh_postgres, make_settings, redis_namespace, settled
+from tests.conftest import REDIS_URL, eventually, fresh_postgres, make_settings, redis_namespace, running, settled
 from tests.fakes.anthropic_api import Fail, FakeAnthropic, Say, Use
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.slack_api import FakeSlackAPI
-from tests.test_discord_e2e import running
 from tests.test_privacy import _channel, _mention, _say, slack, two_servers  # noqa: F401 - fixtures
 from tests.test_slack_http import payload, send_event
 

@@ -14,11 +14,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from adapters.slack import SlackAdapter, SlackConfig
 from bot.http import AppState, make_app
 from bot.wiring import Services
-from tests.conftest import settled
+from tests.conftest import running, settled
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.slack_api import FakeSlackAPI
-from tests.test_discord_e2e import running
 from tests.test_slack_http import SECRET, payload, send_event
 
 _TS = itertools.count(1)

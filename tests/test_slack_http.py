@@ -9,29 +9,26 @@ import asyncio
 import copy
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-import pytest_asyncio
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from slack_sdk.signature import SignatureVerifier
 
 from adapters.slack import SlackAdapter, SlackConfig
 from adapters.slack.blocks import FORGET_CANCEL, FORGET_CONFIRM, FORGOTTEN, KEPT
 from adapters.slack.delivery import THINKING
-from bot.http import AppState, make_app
 from bot.wiring import Services
 from core.assistant import LEARNING_PAUSED, LEARNING_RESUMED
+from tests.conftest import SLACK_SECRET as SECRET
 from tests.conftest import eventually, settled
 from tests.fakes.anthropic_api import FakeAnthropic, Say
 from tests.fakes.slack_api import FakeSlackAPI
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slack"
-SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 ASKER = "slack:T1:U123"
 MENTION_TS = "1712345678.000100"
 
@@ -71,32 +68,6 @@ async def send_command(client: TestClient, body: dict[str, Any]) -> ClientRespon
 async def send_action(client: TestClient, body: dict[str, Any]) -> ClientResponse:
     form = urlencode({"payload": json.dumps(body)})
     return await post(client, form, content_type="application/x-www-form-urlencoded")
-
-
-@pytest_asyncio.fixture
-async def slack_api() -> AsyncIterator[FakeSlackAPI]:
-    api = FakeSlackAPI()
-    await api.start()
-    yield api
-    await api.stop()
-
-
-@pytest_asyncio.fixture
-async def adapter(services: Services, slack_api: FakeSlackAPI) -> AsyncIterator[SlackAdapter]:
-    config = SlackConfig(bot_token="xoxb-test-token", signing_secret=SECRET, api_url=slack_api.url)
-    slack = SlackAdapter(services.assistant, services.turns, config)
-    await slack.start()
-    yield slack
-    await settled(services)
-    await slack.stop()
-    assert await slack.drain(15)
-
-
-@pytest_asyncio.fixture
-async def client(services: Services, adapter: SlackAdapter) -> AsyncIterator[TestClient]:
-    state = AppState(services=services, adapters=[adapter], slack_events=adapter.handle_http)
-    async with TestClient(TestServer(make_app(state))) as test_client:
-        yield test_client
 
 
 def answers(api: FakeSlackAPI) -> list[dict[str, Any]]:

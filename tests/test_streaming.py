@@ -23,7 +23,6 @@ from tests.fakes.anthropic_api import FakeAnthropic, Say
 from tests.fakes.chat import FakeChat
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.slack_api import FakeSlackAPI
-from tests.test_discord_e2e import running
 from tests.test_slack_http import SECRET, payload, send_event
 
 FENCE = "```"
@@ -35,22 +34,6 @@ def long_answer() -> str:
     prose = [f"Paragraph {i}: " + "the quick brown fox jumps over the lazy dog. " * 9 for i in range(6)]
     code = FENCE + "python\n" + "\n".join(f"value_{i} = {i} * 2  # a line of code" for i in range(60)) + "\n" + FENCE
     return "\n\n".join([*prose[:3], code, *prose[3:], "The end."])
-
-
-@pytest_asyncio.fixture
-async def discord_fake() -> AsyncIterator[FakeDiscord]:
-    fake = FakeDiscord()
-    fake.add_guild()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest_asyncio.fixture
-async def rapport(services: Services, discord_fake: FakeDiscord) -> AsyncIterator[DiscordAdapter]:
-    async with running(services, discord_fake) as adapter:
-        await discord_fake.until(lambda: adapter.connected)
-        yield adapter
 
 
 async def _reply_stored(services: Services) -> str:
