@@ -9,38 +9,24 @@ from bench.platform import ask
 from bench.stats import summary_ms
 from bench.workload import message_for, seed_memories
 from bot.wiring import Services
+from core.assistant import NullTelemetry
 from core.events import UserRef
-from core.ports import Completion
 
 __all__ = ["ContextClock", "measure_context"]
 
 
-class ContextClock:
+class ContextClock(NullTelemetry):
     """A Telemetry that keeps the context-assembly and storing times the assistant reports."""
 
     def __init__(self) -> None:
         self.context: list[float] = []
         self.stored_seconds: list[float] = []
 
-    def message_handled(self, platform: str, outcome: str, seconds: float) -> None: ...
-
     def context_built(self, seconds: float) -> None:
         self.context.append(seconds)
 
-    def claude_called(self, seconds: float, completion: Completion) -> None: ...
-
-    def feedback_recorded(self, polarity: str) -> None: ...
-
     def stored(self, seconds: float) -> None:
         self.stored_seconds.append(seconds)
-
-    def learning_called(self, outcome: str, input_tokens: int, output_tokens: int) -> None: ...
-
-    def spent(self, model: str, place: str, kind: str, cost: float) -> None: ...
-
-    def refused(self, reason: str) -> None: ...
-
-    def error(self, kind: str) -> None: ...
 
 
 async def _seed(services: Services, user_key: str, count: int, seed: int) -> None:
