@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 
 from core.assistant import Assistant
 from core.entries import Entry, Incoming
-from core.events import ForgetRequested, MessageReceived, MessageRef, UserRef
+from core.events import Attachment, ForgetRequested, MessageReceived, MessageRef, UserRef
+from core.files import NotFromPlatform
 from core.memory_view import KIND_TITLES, MemoryView
 from core.turns import Turns
 
@@ -63,6 +64,9 @@ class _Printed:
 
     async def notify(self, text: str) -> None:
         self._write(text)
+
+    async def fetch(self, attachment: Attachment, limit: int) -> bytes:
+        raise NotFromPlatform("the console sends no files")
 
 
 class ConsoleAdapter:

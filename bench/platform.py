@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from adapters.streaming import Paced
 from bot.wiring import Services
 from core.entries import Answer, Entry, Incoming
-from core.events import MessageReceived, MessageRef
+from core.events import Attachment, MessageReceived, MessageRef
+from core.files import NotFromPlatform
 
 __all__ = ["PLATFORM", "STREAMING", "BenchDelivery", "ask"]
 
@@ -77,6 +78,9 @@ class BenchDelivery:
         return [self._ref()]
 
     async def notify(self, text: str) -> None: ...
+
+    async def fetch(self, attachment: Attachment, limit: int) -> bytes:
+        raise NotFromPlatform("the benchmark sends no files")
 
 
 async def ask(services: Services, event: MessageReceived) -> Answer:

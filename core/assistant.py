@@ -20,6 +20,7 @@ from core.context import ContextLimits, build_prompt, message_text
 from core.entries import Answer, Entry, Step, interaction_id_for
 from core.events import ForgetRequested, MessageReceived, MessageRef
 from core.feedback import DEFAULT_EMOJI_SCORES
+from core.files import NO_FILES, Files, read_files, remembered_text
 from core.gate import Gate, server_of, server_of_audience
 from core.health import Health
 from core.insights import build_insights
@@ -27,6 +28,7 @@ from core.learner import LearningSettings, PersonLearner
 from core.learning import describe_style, interests_for
 from core.llm import ClaudeError
 from core.memory_view import MemoryView, memory_page
+from core.policy import FileLimits
 from core.ports import (
     Completion,
     Delivery,
@@ -318,7 +320,7 @@ class Assistant:
         started = time.perf_counter()
         settings = self._settings
         text = message_text(event.text, settings.limits)
-        if not text:
+        if not text and not event.attachments:
             return event, Answer(text=settings.empty_reply, ok=False, error="empty"), None, [], None
         if entry.taken > settings.max_takes:
             log.error("%s was taken %d times without being answered; giving up on it", entry.key, entry.taken)
@@ -332,7 +334,13 @@ class Assistant:
             event = await self._within("platform look-up", delivery.prepare(event), event)
             if self.gate is not None:
                 event = self.gate.without_refused(event)  # the chain the look-up followed back, too
-            embedding, prompt, newcomer = await self._assemble(event, text)
+            files = await self._files(event, delivery)
+            if not text and not files.blocks:  # only files, and none of them readable: said why, without Claude
+                note = files.reply_note or settings.empty_reply
+                return event, Answer(text=note, ok=False, error="files_unread"), None, list(placeholder), None
+            said = f"{text}\n\n{files.for_claude}".strip() if files.for_claude else text
+            embedding, prompt, newcomer = await self._assemble(event, said)
+            prompt = replace(prompt, attachments=files.blocks)
             if self.gate is not None:
                 place = self.gate.place(event)
                 prompt = replace(prompt, model=place.model, system=_with_persona(prompt.system, place.persona))
@@ -346,11 +354,21 @@ class Assistant:
 
             stream = delivery.stream(placeholder, started_in) if streamed else None
             answer = await self._ask(prompt, event.user.key, started, stream)
+            if files.reply_note and answer.ok:
+                answer = replace(answer, text=f"{answer.text}\n\n{files.reply_note}")
             if newcomer and answer.ok and settings.consent_note:
                 # Said once, to someone Rapport has never met: the first answer ends with it.
                 if await self._within("first meeting", self._records.greet_once(event.user.key), False):
                     answer = replace(answer, text=f"{answer.text}\n\n{settings.consent_note}")
         return event, answer, embedding, shown, stream
+
+    async def _files(self, event: MessageReceived, delivery: Delivery) -> Files:
+        """The message's files that can be read, as Claude's blocks (core.files): downloaded by the adapter, from
+        the platform's own addresses, within the operators' limits."""
+        if not event.attachments:
+            return NO_FILES
+        limits = self.gate.box.current.files if self.gate is not None else FileLimits()
+        return await read_files(event.attachments, delivery.fetch, limits, platform=event.user.platform)
 
     async def _ask(self, prompt: Prompt, user_key: str, started: float, stream: Stream | None = None) -> Answer:
         asked = time.perf_counter()
@@ -383,7 +401,7 @@ class Assistant:
     async def _remember_turns(self, entry: Entry, event: MessageReceived, answer: Answer) -> None:
         """Both sides of the exchange into the conversation's short-term memory, before the next message."""
         now = time.time()
-        text = message_text(event.text, self._settings.limits)
+        text = remembered_text(event, self._settings.limits)
         said = Turn(
             role="user",
             author=event.author_name,

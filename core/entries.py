@@ -15,6 +15,7 @@ from enum import IntEnum
 from typing import Any, Literal
 
 from core.events import (
+    Attachment,
     ChainMessage,
     ForgetRequested,
     MessageChanged,
@@ -182,6 +183,18 @@ def _audience_from(data: Any) -> Audience | None:
     )
 
 
+def _attachment_from(data: Mapping[str, Any]) -> Attachment:
+    size = data.get("size")
+    return Attachment(
+        name=str(data.get("name") or ""),
+        url=str(data.get("url") or ""),
+        size=size if isinstance(size, int) else None,
+        media_type=str(data.get("media_type") or ""),
+        file_id=str(data.get("file_id") or ""),
+        external=bool(data.get("external")),
+    )
+
+
 def event_to_json(event: Event) -> dict[str, Any]:
     """The event as plain JSON values (the raw payload is not kept: the core never reads it)."""
     if isinstance(event, MessageReceived):
@@ -203,6 +216,17 @@ def event_to_json(event: Event) -> dict[str, Any]:
             "reply_chain": [
                 {"author": m.author, "text": m.text, "from_assistant": m.from_assistant, "author_id": m.author_id}
                 for m in event.reply_chain
+            ],
+            "attachments": [
+                {
+                    "name": a.name,
+                    "url": a.url,
+                    "size": a.size,
+                    "media_type": a.media_type,
+                    "file_id": a.file_id,
+                    "external": a.external,
+                }  # fmt: skip
+                for a in event.attachments
             ],
         }
     if isinstance(event, ForgetRequested):
@@ -250,6 +274,7 @@ def event_from_json(data: Mapping[str, Any]) -> Event:
                 )
                 for m in data.get("reply_chain", ())
             ),
+            attachments=tuple(_attachment_from(a) for a in data.get("attachments") or () if isinstance(a, Mapping)),
         )
     if kind == "forget":
         return ForgetRequested(user=_user_from(data["user"]))

@@ -10,6 +10,7 @@ from typing import Any
 from core.privacy import PERSON, Audience
 
 __all__ = [
+    "Attachment",
     "ChainMessage",
     "ForgetRequested",
     "MessageChanged",
@@ -58,6 +59,20 @@ class ChainMessage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Attachment:
+    """A file sent with a message, as the platform described it: its own URL for the bytes (authenticated where the
+    platform wants that; the adapter fetches only from the platform's own addresses), and the size and type it
+    declared (checked again against what arrives)."""
+
+    name: str
+    url: str
+    size: int | None = None  # bytes, as declared; None when the platform did not say
+    media_type: str = ""  # the declared content type ("" when not said)
+    file_id: str = ""
+    external: bool = False  # a link to a file kept elsewhere (Slack's Google Drive files): never fetched
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MessageReceived:
     """A person wrote to Rapport.
 
@@ -79,6 +94,7 @@ class MessageReceived:
     message: MessageRef | None = None
     sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     reply_chain: tuple[ChainMessage, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
     raw: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property

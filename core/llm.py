@@ -55,8 +55,15 @@ def system_blocks(prompt: Prompt) -> list[dict[str, object]]:
 
 
 def message_blocks(prompt: Prompt) -> list[dict[str, object]]:
-    """The messages, with a cache breakpoint after the conversation so far."""
+    """The messages, with a cache breakpoint after the conversation so far; the files of the new message go before
+    its text (where Claude reads images best)."""
     messages: list[dict[str, object]] = [dict(m) for m in prompt.messages]
+    if prompt.attachments and messages:
+        last = prompt.messages[-1]
+        messages[-1] = {
+            "role": last["role"],
+            "content": [*(dict(block) for block in prompt.attachments), {"type": "text", "text": last["content"]}],
+        }
     last_stable = prompt.stable_messages - 1
     if 0 <= last_stable < len(messages):
         stable = prompt.messages[last_stable]

@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_PRICES",
     "Access",
     "Facts",
+    "FileLimits",
     "Limits",
     "Place",
     "Policy",
@@ -92,6 +93,35 @@ class Limits(_Strict):
     server_tokens_per_day: int = Field(default=0, ge=0)  # per Discord server or Slack workspace, UTC day
 
 
+class FileLimits(_Strict):
+    """What of the files people send is read (images, PDFs, text and code). A file over its limit, past the count,
+    or of another kind is not downloaded at all; the person is told which and why. The ceilings are Claude's own
+    (5 MB an image, 32 MB a request): a message's files go to Claude in one request, base64 (a third larger)."""
+
+    max_count: int = Field(default=5, ge=0, le=20)  # files read from one message; 0 reads none
+    image_mb: float = Field(default=5.0, gt=0, le=5.0)
+    pdf_mb: float = Field(default=10.0, gt=0, le=20.0)
+    text_kb: float = Field(default=256.0, gt=0, le=2_048.0)
+    total_mb: float = Field(default=20.0, gt=0, le=22.0)  # all of one message's files together
+    timeout: float = Field(default=20.0, gt=0, le=120.0)  # seconds for one download
+
+    @property
+    def image_bytes(self) -> int:
+        return int(self.image_mb * 1_000_000)
+
+    @property
+    def pdf_bytes(self) -> int:
+        return int(self.pdf_mb * 1_000_000)
+
+    @property
+    def text_bytes(self) -> int:
+        return int(self.text_kb * 1_000)
+
+    @property
+    def total_bytes(self) -> int:
+        return int(self.total_mb * 1_000_000)
+
+
 class Place(_Strict):
     """Settings for a server/workspace or a channel (the most specific one that sets a field wins)."""
 
@@ -131,6 +161,7 @@ PlaceKey = Annotated[str, Field(pattern=f"^{_SNOWFLAKE_OR_SLACK_ID.pattern}$")]
 class Policy(_Strict):
     access: Access = Access()
     limits: Limits = Limits()
+    files: FileLimits = FileLimits()
     defaults: Place = Place()
     servers: dict[PlaceKey, Place] = {}
     channels: dict[PlaceKey, Place] = {}

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from core.entries import Answer, Entry, Incoming
-from core.events import MessageReceived, MessageRef
+from core.events import Attachment, MessageReceived, MessageRef
 
 if TYPE_CHECKING:
     from core.feedback import Reaction
@@ -172,6 +172,7 @@ class Prompt:
     messages: tuple[dict[str, str], ...]
     stable_messages: int = 0
     model: str = ""  # the place's model (the operators' policy); "" for the client's own
+    attachments: tuple[Mapping[str, Any], ...] = ()  # Claude's blocks for the message's files (core.files)
 
     @property
     def system_text(self) -> str:
@@ -599,6 +600,11 @@ class Delivery(Protocol):
 
     async def notify(self, text: str) -> None:
         """Tell the person how a command of theirs went (only to them)."""
+        ...
+
+    async def fetch(self, attachment: Attachment, limit: int) -> bytes:
+        """A file of the message, from the platform's own address only (core.files.NotFromPlatform otherwise), at
+        most `limit` bytes (core.files.FileTooBig as soon as more arrive); the caller sets the deadline."""
         ...
 
 

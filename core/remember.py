@@ -23,6 +23,7 @@ from core.context import ContextLimits, message_text
 from core.entries import Entry, interaction_id_for
 from core.events import MessageChanged, MessageReceived, ReactionAdded, ReactionRemoved
 from core.feedback import normalise_emoji, polarity, score_for
+from core.files import remembered_text
 from core.health import Health
 from core.learner import refresh_preferences
 from core.learning import extract_topics, patterns_of, update_profile
@@ -60,7 +61,7 @@ def exchange_of(entry: Entry, limits: ContextLimits) -> tuple[InteractionRecord,
     event, answer = entry.event, entry.answer
     if not isinstance(event, MessageReceived) or answer is None:
         return None
-    text = message_text(event.text, limits)
+    text = remembered_text(event, limits)  # the words and a note of the files, never their contents
     if not text:
         return None
     reply = answer.text if answer.ok else ""

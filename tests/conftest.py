@@ -233,6 +233,7 @@ SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 async def running(services: Services, fake: FakeDiscord, **config: Any) -> AsyncIterator[DiscordAdapter]:
     """The adapter on the fake; discord.py's global addresses are as before once it stops."""
     base, gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+    config.setdefault("file_origins", frozenset())  # no test downloads from Discord's real CDN
     settings = DiscordConfig(token="fake-token", api_base=fake.api_base, guild_id=int(fake.guilds[0]["id"]), **config)
     adapter = DiscordAdapter(services.assistant, services.turns, settings)
     await adapter.start()
@@ -270,7 +271,9 @@ async def slack_api() -> AsyncIterator[FakeSlackAPI]:
 @pytest_asyncio.fixture
 async def adapter(services: Services, slack_api: FakeSlackAPI) -> AsyncIterator[SlackAdapter]:
     """Slack in HTTP mode on the fake Web API (requests signed with SLACK_SECRET)."""
-    config = SlackConfig(bot_token="xoxb-test-token", signing_secret=SLACK_SECRET, api_url=slack_api.url)
+    config = SlackConfig(
+        bot_token="xoxb-test-token", signing_secret=SLACK_SECRET, api_url=slack_api.url, file_origins=frozenset()
+    )
     slack = SlackAdapter(services.assistant, services.turns, config)
     await slack.start()
     yield slack

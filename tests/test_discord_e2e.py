@@ -256,14 +256,16 @@ async def test_one_persons_messages_are_answered_in_order_while_others_go_on(
     assert [call.body["content"] for call in discord_fake.posted(dm)] == ["answer one", "answer two", "answer three"]
 
 
-async def test_attachments_alone_get_a_note_without_asking_claude(
+async def test_files_alone_that_cannot_be_read_get_a_note_naming_them_without_asking_claude(
     rapport: DiscordAdapter, discord_fake: FakeDiscord, fake_claude: FakeAnthropic
 ) -> None:
     alice = discord_fake.user(discord_fake.snowflake(), "Alice")
     dm = discord_fake.dm_channel(alice)
-    await discord_fake.say(alice, "", channel_id=dm, attachments=[discord_fake.attachment()])
+    # the test adapter may download from nowhere (tests.conftest.running): the CDN address is not fetched
+    await discord_fake.say(alice, "", channel_id=dm, attachments=[discord_fake.attachment("holiday.png")])
     await discord_fake.until(lambda: discord_fake.posted(dm))
-    assert discord_fake.posted(dm)[0].body["content"] == AssistantSettings().empty_reply
+    note = discord_fake.posted(dm)[0].body["content"]
+    assert note.startswith("_(I couldn't read holiday.png: ") and note != AssistantSettings().empty_reply
     assert fake_claude.requests == []
 
 

@@ -91,7 +91,7 @@ def gateway() -> Gateway:
         ("message_create_thread", Verdict.IGNORE),
         ("message_create_other_bot", Verdict.IGNORE),
         ("message_create_system", Verdict.IGNORE),
-        ("message_create_attachment_only", Verdict.TEXT_ONLY),
+        ("message_create_attachment_only", Verdict.ANSWER),  # its files are read (core.files)
     ],
 )
 def test_recorded_messages_are_answered_only_when_addressed(gateway: Gateway, fixture: str, verdict: Verdict) -> None:
@@ -131,10 +131,13 @@ def test_decision_on_plain_values() -> None:
     assert decide(replace(FACTS, private=True, author_id=99), bot_id=99) is Verdict.IGNORE
     assert decide(replace(FACTS, private=True, author_is_bot=True), bot_id=99) is Verdict.IGNORE
     assert decide(replace(FACTS, private=True, ordinary=False), bot_id=99) is Verdict.IGNORE
-    # attachments alone get the note; text with attachments is answered
+    # files alone are answered (they are read); a sticker alone gets the note; text with either is answered
     only_files = replace(FACTS, private=True, has_text=False, has_attachments=True)
-    assert decide(only_files, bot_id=99) is Verdict.TEXT_ONLY
-    assert decide(replace(only_files, has_text=True), bot_id=99) is Verdict.ANSWER
+    assert decide(only_files, bot_id=99) is Verdict.ANSWER
+    only_sticker = replace(FACTS, private=True, has_text=False, has_stickers=True)
+    assert decide(only_sticker, bot_id=99) is Verdict.TEXT_ONLY
+    assert decide(replace(only_sticker, has_text=True), bot_id=99) is Verdict.ANSWER
+    assert decide(replace(only_sticker, has_attachments=True), bot_id=99) is Verdict.ANSWER
 
 
 # --- payload -> neutral event ------------------------------------------------------------------

@@ -35,12 +35,13 @@ from adapters.discord.translate import (
     to_event,
     user_ref,
 )
+from adapters.download import Downloader
 from core.assistant import Assistant
 from core.entries import Entry, Incoming
 from core.events import MessageChanged, UserRef
 from core.turns import Turns
 
-__all__ = ["DiscordAdapter", "DiscordConfig"]
+__all__ = ["DISCORD_FILE_ORIGINS", "DiscordAdapter", "DiscordConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ _CLOSE_PROBLEMS = {
 }
 
 
+DISCORD_FILE_ORIGINS = frozenset({"https://cdn.discordapp.com", "https://media.discordapp.net"})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DiscordConfig:
     token: str
@@ -67,6 +71,7 @@ class DiscordConfig:
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None  # this replica's shards; an AutoShardedClient when set
     api_base: str | None = None  # overrides discord.http.Route.BASE (tests); the gateway comes from its /gateway/bot
+    file_origins: frozenset[str] = DISCORD_FILE_ORIGINS  # where attachments may be downloaded from
 
 
 class DiscordAdapter:
@@ -96,10 +101,11 @@ class DiscordAdapter:
         self._transient: str | None = None
         self._restore: list[Callable[[], None]] = []
         self._stopping = asyncio.Event()
+        self._downloads = Downloader(config.file_origins)
         assistant.deliver_with(PLATFORM, self._delivery)
 
     def _delivery(self, entry: Entry) -> DiscordDelivery:
-        return DiscordDelivery(entry, lambda: self._client)
+        return DiscordDelivery(entry, lambda: self._client, self._downloads)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -151,6 +157,7 @@ class DiscordAdapter:
                     await self._runner
             self._runner = None
         self._links.clear()
+        await self._downloads.close()
         while self._restore:
             self._restore.pop()()
 

@@ -19,9 +19,11 @@ import discord
 from discord.http import Route
 
 from adapters.discord.translate import chain_message, message_ref, reply_chunks
+from adapters.download import Downloader
 from adapters.streaming import Paced, with_closed_fences
 from core.entries import Entry
-from core.events import ChainMessage, MessageReceived, MessageRef
+from core.events import Attachment, ChainMessage, MessageReceived, MessageRef
+from core.files import NotFromPlatform
 
 __all__ = ["CHAIN_DEPTH", "DiscordDelivery", "DiscordStream", "nonce_for"]
 
@@ -38,9 +40,12 @@ def nonce_for(message_id: str, part: int) -> str:
 class DiscordDelivery:
     """Implements core.ports.Delivery for Discord entries."""
 
-    def __init__(self, entry: Entry, client: Callable[[], discord.Client | None]) -> None:
+    def __init__(
+        self, entry: Entry, client: Callable[[], discord.Client | None], downloader: Downloader | None = None
+    ) -> None:
         self._entry = entry
         self._client = client
+        self._downloader = downloader
         route = entry.route
         self._channel = int(route.get("channel") or 0)
         self._message = str(route.get("message") or "")
@@ -148,6 +153,12 @@ class DiscordDelivery:
             with contextlib.suppress(discord.HTTPException):
                 await channel.get_partial_message(int(extra.message_id)).delete()
         return refs
+
+    async def fetch(self, attachment: Attachment, limit: int) -> bytes:
+        """A file of the message from Discord's CDN (the address the gateway gave, signed by Discord)."""
+        if self._downloader is None:
+            raise NotFromPlatform("no downloader here")
+        return await self._downloader.fetch(attachment.url, limit)
 
     async def notify(self, text: str) -> None:
         """A note for the person alone: the interaction's original (ephemeral) response when the entry came from

@@ -15,7 +15,7 @@ from typing import Any
 import discord
 
 from adapters.discord.split import split_message
-from core.events import ChainMessage, MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, UserRef
+from core.events import Attachment, ChainMessage, MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, UserRef
 from core.feedback import normalise_emoji
 from core.privacy import PERSON, Audience
 
@@ -23,6 +23,7 @@ __all__ = [
     "PLATFORM",
     "TEXT_ONLY_NOTE",
     "audience_of",
+    "attachment_of",
     "MessageFacts",
     "Verdict",
     "chain_message",
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 PLATFORM = "discord"
-TEXT_ONLY_NOTE = "I can only read text for now. Tell me in words what you'd like and I'll gladly answer."
+TEXT_ONLY_NOTE = "I can't see stickers. Tell me in words what you'd like and I'll gladly answer."
 _ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 _USER_MENTION = re.compile(r"<@!?([0-9]{15,20})>")
 _ROLE_MENTION = re.compile(r"<@&([0-9]{15,20})>")
@@ -50,7 +51,7 @@ _CUSTOM_EMOJI = re.compile(r"<a?:([A-Za-z0-9_~]{1,32}):[0-9]{15,20}>")
 class Verdict(enum.Enum):
     IGNORE = "ignore"
     ANSWER = "answer"
-    TEXT_ONLY = "text_only"  # addressed to Rapport, but nothing to read: answer with TEXT_ONLY_NOTE
+    TEXT_ONLY = "text_only"  # addressed to Rapport with only a sticker: answer with TEXT_ONLY_NOTE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,7 +67,8 @@ class MessageFacts:
     mentions_bot: bool
     replies_to_bot: bool
     has_text: bool
-    has_attachments: bool
+    has_attachments: bool  # files (read by core.files)
+    has_stickers: bool = False
 
 
 def decide(facts: MessageFacts, *, bot_id: int, allowed_channel_ids: Collection[int] = frozenset()) -> Verdict:
@@ -78,7 +80,7 @@ def decide(facts: MessageFacts, *, bot_id: int, allowed_channel_ids: Collection[
     )
     if not (facts.private or facts.mentions_bot or facts.replies_to_bot or opened):
         return Verdict.IGNORE
-    if not facts.has_text and facts.has_attachments:
+    if not facts.has_text and not facts.has_attachments and facts.has_stickers:
         return Verdict.TEXT_ONLY
     return Verdict.ANSWER
 
@@ -153,7 +155,8 @@ def facts_of(
         mentions_bot=bot_id in message.raw_mentions or any(r in role_ids for r in message.raw_role_mentions),
         replies_to_bot=referenced is not None and referenced.author.id == bot_id,
         has_text=bool(message_text(message, bot_id=bot_id, bot_name=bot_name)),
-        has_attachments=bool(message.attachments or message.stickers),
+        has_attachments=bool(message.attachments),
+        has_stickers=bool(message.stickers),
     )
 
 
@@ -210,6 +213,18 @@ def to_event(
             for m in chain
             if m.content and m.channel.id == message.channel.id
         ),
+        attachments=tuple(attachment_of(a) for a in message.attachments),
+    )
+
+
+def attachment_of(attachment: discord.Attachment) -> Attachment:
+    """A file as the gateway described it: its CDN address (signed by Discord; no token is needed for it)."""
+    return Attachment(
+        name=attachment.filename,
+        url=attachment.url,
+        size=attachment.size,
+        media_type=attachment.content_type or "",
+        file_id=str(attachment.id),
     )
 
 

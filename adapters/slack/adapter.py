@@ -25,6 +25,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.download import Downloader
 from adapters.slack.blocks import (
     FORGET_CANCEL,
     FORGET_CONFIRM,
@@ -67,7 +68,7 @@ from core.gate import report_text
 from core.ports import InboxFull
 from core.turns import Turns
 
-__all__ = ["SlackAdapter", "SlackConfig"]
+__all__ = ["SLACK_FILE_ORIGINS", "SlackAdapter", "SlackConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,16 @@ CONNECTING = "Socket Mode: connecting to Slack"
 _REFUSED = (InboxFull, TimeoutError, OSError)  # the inbox could not keep it: Slack delivers it again
 
 
+SLACK_FILE_ORIGINS = frozenset({"https://files.slack.com"})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SlackConfig:
     bot_token: str
     app_token: str | None = None  # set: Socket Mode
     signing_secret: str | None = None  # needed for HTTP mode
     api_url: str | None = None  # Web API base URL override (tests, proxies), e.g. "http://127.0.0.1:1234/api/"
+    file_origins: frozenset[str] = SLACK_FILE_ORIGINS  # where shared files are downloaded from, with the bot token
 
 
 class SlackAdapter:
@@ -131,6 +136,7 @@ class SlackAdapter:
         self._app.action(FORGET_CANCEL)(self._on_forget_cancel)
         self._work = BackgroundWork()  # the reads (/insights) and ephemeral answers behind acknowledgements
         self._outbox = Outbox(self._client)
+        self._downloads = Downloader(config.file_origins, headers={"Authorization": f"Bearer {config.bot_token}"})
         self._handler: AsyncSocketModeHandler | None = None
         self._runner: asyncio.Task[None] | None = None
         self._bot_user_id: str | None = None
@@ -169,7 +175,7 @@ class SlackAdapter:
         return self._work.pending
 
     def _delivery(self, entry: Entry) -> SlackDelivery:
-        return SlackDelivery(entry, self._outbox, bot_user_id=self._bot_user_id)
+        return SlackDelivery(entry, self._outbox, bot_user_id=self._bot_user_id, downloader=self._downloads)
 
     async def start(self) -> None:
         """Sign in (auth.test), then in Socket Mode connect in the background; retried until it works."""
@@ -198,6 +204,7 @@ class SlackAdapter:
     async def stop(self) -> None:
         """Shutdown, last step (also enough alone): nothing taken any more, the socket closed."""
         await self.stop_taking()
+        await self._downloads.close()
 
     async def _sign_in(self) -> bool:
         try:

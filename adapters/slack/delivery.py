@@ -15,11 +15,13 @@ from typing import Any
 
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 
+from adapters.download import Downloader
 from adapters.slack.outbox import Outbox, answer_chunks
 from adapters.slack.translate import PLATFORM
 from adapters.streaming import Paced, with_closed_fences
 from core.entries import Entry
-from core.events import MessageReceived, MessageRef
+from core.events import Attachment, MessageReceived, MessageRef
+from core.files import NotFromPlatform
 from core.ports import Stream
 
 __all__ = ["REPLY_EVENT", "THINKING", "SlackDelivery"]
@@ -33,9 +35,12 @@ FENCE = "```"
 class SlackDelivery:
     """Implements core.ports.Delivery for Slack entries."""
 
-    def __init__(self, entry: Entry, outbox: Outbox, *, bot_user_id: str | None) -> None:
+    def __init__(
+        self, entry: Entry, outbox: Outbox, *, bot_user_id: str | None, downloader: Downloader | None = None
+    ) -> None:
         self.entry = entry
         self.outbox = outbox
+        self._downloader = downloader
         self._bot_user_id = bot_user_id
         self.channel = str(entry.route.get("channel") or "")
         self.thread: str | None = entry.route.get("thread_ts") or None
@@ -101,6 +106,13 @@ class SlackDelivery:
             existing.setdefault(part, ref.message_id)
         posted = await self.outbox.deliver(self.channel, self.thread, answer_chunks(text), existing, self.metadata)
         return [self.ref(ts) for ts in posted]
+
+    async def fetch(self, attachment: Attachment, limit: int) -> bytes:
+        """A file of the message, from Slack's own file addresses with the bot token (`files:read`)."""
+        if self._downloader is None:
+            raise NotFromPlatform("no downloader here")
+        expect_html = attachment.media_type.startswith("text/html") or attachment.name.lower().endswith(".html")
+        return await self._downloader.fetch(attachment.url, limit, expect_html=expect_html)
 
     async def notify(self, text: str) -> None:
         """A note for the person alone: through the command's response_url, else an ephemeral message where they

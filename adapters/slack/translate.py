@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from core.events import (
+    Attachment,
     ChainMessage,
     MessageChanged,
     MessageReceived,
@@ -37,6 +38,7 @@ __all__ = [
     "decide_message",
     "envelope_of",
     "event_key",
+    "files_of",
     "message_key",
     "plain_text",
     "reaction_of",
@@ -283,6 +285,7 @@ def _message(
 ) -> MessageReceived:
     kind = envelope.event.get("channel_type")
     return MessageReceived(
+        attachments=files_of(envelope.event),
         user=UserRef(platform=PLATFORM, scope=envelope.team_id, user_id=user),
         text=plain_text(text, bot_user_id),
         conversation_id=channel,
@@ -296,6 +299,38 @@ def _message(
         community=envelope.team_id,
         raw=envelope.event,
     )
+
+
+MAX_FILES = 20  # of one message's `files`: more are not looked at (Slack itself allows ten)
+
+
+def files_of(event: Mapping[str, Any]) -> tuple[Attachment, ...]:
+    """The files shared with a message (`files`), with the address Slack serves each from to the bot token
+    (`url_private_download`, else `url_private`). A file Slack only links to (an external one, from Google Drive
+    say) is marked so, never fetched; a deleted or hidden one, and anything malformed, is left out."""
+    files = event.get("files")
+    if not isinstance(files, list):
+        return ()
+    found: list[Attachment] = []
+    for item in files[:MAX_FILES]:
+        if not isinstance(item, Mapping) or item.get("mode") in ("tombstone", "hidden_by_limit"):
+            continue
+        url = item.get("url_private_download") or item.get("url_private")
+        name = item.get("name") or item.get("title") or "a file"
+        size, mimetype, file_id = item.get("size"), item.get("mimetype"), item.get("id")
+        if not isinstance(url, str) or not isinstance(name, str):
+            continue
+        found.append(
+            Attachment(
+                name=name[:200],
+                url=url,
+                size=size if isinstance(size, int) and size >= 0 else None,
+                media_type=mimetype if isinstance(mimetype, str) else "",
+                file_id=file_id if isinstance(file_id, str) and _ID.fullmatch(file_id) else "",
+                external=bool(item.get("is_external")) or item.get("mode") == "external",
+            )
+        )
+    return tuple(found)
 
 
 def reaction_of(envelope: Envelope, *, bot_user_id: str | None) -> ReactionAdded | ReactionRemoved | None:

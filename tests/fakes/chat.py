@@ -13,7 +13,17 @@ from typing import Any
 
 from bot.wiring import Services
 from core.entries import Answer, Entry, Incoming, interaction_id_for
-from core.events import ForgetRequested, MessageReceived, MessageRef, ReactionAdded, ReactionRemoved, Reply, UserRef
+from core.events import (
+    Attachment,
+    ForgetRequested,
+    MessageReceived,
+    MessageRef,
+    ReactionAdded,
+    ReactionRemoved,
+    Reply,
+    UserRef,
+)
+from core.files import NotFromPlatform
 from core.privacy import Audience
 
 WAIT = 30.0
@@ -67,6 +77,9 @@ class FakeDelivery:
         return [reply_ref(self._entry)]
 
     async def notify(self, text: str) -> None: ...
+
+    async def fetch(self, attachment: Attachment, limit: int) -> bytes:
+        raise NotFromPlatform("this fake platform sends no files")
 
 
 def reply_ref(entry: Entry) -> MessageRef:
