@@ -11,14 +11,18 @@ most the cap). The caller (core.files) sets the deadline.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Collection, Mapping
 
 import aiohttp
 import yarl
 
+from core.events import Attachment
 from core.files import FileTooBig, NotFromPlatform
 
 __all__ = ["Downloader", "origin_of"]
+
+log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 MAX_REDIRECTS = 3
@@ -44,6 +48,7 @@ class Downloader:
         self._headers = dict(headers or {})
         self._session: aiohttp.ClientSession | None = None
         self._opening = asyncio.Lock()
+        self._warned: set[str] = set()
 
     def allows(self, url: str) -> bool:
         return origin_of(url) in self._origins
@@ -57,21 +62,25 @@ class Downloader:
                 )
             return self._session
 
-    async def fetch(self, url: str, limit: int, *, expect_html: bool = False) -> bytes:
-        """At most `limit` bytes of the file at `url`. Slack answers a request it will not serve (a missing
-        `files:read` scope, say) with its sign-in page and a 200: an HTML body where no HTML was sent is refused."""
+    async def fetch(self, attachment: Attachment, limit: int) -> bytes:
+        """At most `limit` bytes of the file. Slack answers a request it will not serve (a missing `files:read`
+        scope, say) with its sign-in page, or a redirect to it: a web page where the file is not one (or not the
+        size declared) is refused, and so is a redirect off the platform after the first hop."""
         session = await self._opened()
-        for _ in range(MAX_REDIRECTS + 1):
+        url = attachment.url
+        html = attachment.media_type.startswith("text/html") or attachment.name.lower().endswith((".html", ".htm"))
+        for hop in range(MAX_REDIRECTS + 1):
             if not self.allows(url):
-                raise NotFromPlatform(origin_of(url) or "not an http(s) address")
+                if hop == 0:
+                    raise NotFromPlatform(origin_of(url) or "not an http(s) address")
+                self._warn(f"a file download was redirected away from the platform, to {origin_of(url) or url!r}")
+                raise OSError("redirected away from the platform")
             async with session.get(url, headers=self._headers, allow_redirects=False) as response:
                 if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
                     url = str(response.url.join(yarl.URL(response.headers["Location"])))
                     continue
                 if response.status != 200:
                     raise OSError(f"HTTP {response.status}")
-                if not expect_html and response.content_type == "text/html":
-                    raise OSError("the platform sent a web page instead of the file (a missing permission?)")
                 declared = response.content_length
                 if declared is not None and declared > limit:
                     response.close()
@@ -82,8 +91,18 @@ class Downloader:
                     if len(body) > limit:
                         response.close()  # the connection is dropped: nothing more is read
                         raise FileTooBig(declared)
-                return bytes(body)
+                page = response.content_type == "text/html"
+            if page and (not html or (attachment.size is not None and len(body) != attachment.size)):
+                self._warn("the platform sent a web page instead of a file (does the app have files:read?)")
+                raise OSError("the platform sent a web page instead of the file")
+            return bytes(body)
         raise OSError("too many redirects")
+
+    def _warn(self, problem: str) -> None:
+        """Once per kind of problem: it points at the app's permissions, which an operator fixes once."""
+        if problem not in self._warned:
+            self._warned.add(problem)
+            log.warning("%s", problem)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -354,6 +354,14 @@ class Assistant:
 
             stream = delivery.stream(placeholder, started_in) if streamed else None
             answer = await self._ask(prompt, event.user.key, started, stream)
+            if answer.error == "bad_request" and any(b.get("type") != "text" for b in prompt.attachments):
+                # Claude refused the request: most likely an image or a PDF it cannot open (encrypted, too many
+                # pages). Asked once more without them, and the person is told which.
+                log.warning("Claude refused a request with files for %s; asking again without them", event.user.key)
+                refused = files.unopened([name for name, kind in files.read if kind != "text"])
+                prompt = _without_files(prompt, files.for_claude, refused.for_claude)
+                files = refused
+                answer = await self._ask(prompt, event.user.key, started, stream)
             if files.reply_note and answer.ok:
                 answer = replace(answer, text=f"{answer.text}\n\n{files.reply_note}")
             if newcomer and answer.ok and settings.consent_note:
@@ -609,6 +617,17 @@ class Assistant:
     async def close(self) -> None:
         await self.learner.close()
         await self.writer.close()
+
+
+def _without_files(prompt: Prompt, said: str, instead: str) -> Prompt:
+    """The prompt with its images and PDFs left out, and the line that named them saying so."""
+    *earlier, last = prompt.messages
+    content = last["content"].replace(said, instead) if said else last["content"]
+    return replace(
+        prompt,
+        messages=(*earlier, {"role": last["role"], "content": content}),
+        attachments=tuple(block for block in prompt.attachments if block.get("type") == "text"),
+    )
 
 
 def _with_persona(system: tuple[str, ...], persona: str) -> tuple[str, ...]:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import struct
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from core.context import ContextLimits, message_text
+from core.context import ContextLimits, clean_text, message_text
 from core.events import Attachment, MessageReceived
 from core.policy import FileLimits
 
@@ -57,6 +58,8 @@ _IMAGE_EXTENSIONS = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpe
 _WORDS = {"image": "an image", "pdf": "a PDF", "text": "a text file"}
 _NOUNS = {"image": "image", "pdf": "PDF", "text": "text file"}
 NAME_CHARS = 100
+MAX_SIDE = 8_000  # pixels: Claude refuses a larger image
+CUT_MARK = "\n[… the rest of the file was not read]"
 
 
 class FileTooBig(Exception):
@@ -84,6 +87,8 @@ class Files:
     blocks: tuple[Mapping[str, Any], ...] = ()
     read: tuple[tuple[str, Kind], ...] = ()
     skipped: tuple[Skipped, ...] = ()
+    cut: tuple[str, ...] = ()  # text files read only in part (the message's text budget)
+    text_chars: int = 0  # that budget, for the note
 
     @property
     def for_claude(self) -> str:
@@ -98,10 +103,26 @@ class Files:
 
     @property
     def reply_note(self) -> str:
-        """What the reply adds when something was not read: each file and why, in one line."""
-        if not self.skipped:
-            return ""
-        return "_(I couldn't read " + "; ".join(f"{s.name}: {s.reason}" for s in self.skipped) + ".)_"
+        """What the reply adds when something was not read (each file and why) or read only in part, in a line."""
+        parts: list[str] = []
+        if self.skipped:
+            parts.append("I couldn't read " + "; ".join(f"{s.name}: {s.reason}" for s in self.skipped))
+        if self.cut:
+            parts.append(
+                f"I read only the beginning of {', '.join(self.cut)} (up to {self.text_chars:,} characters of text "
+                "files a message)"
+            )
+        return "_(" + ". ".join(parts) + ".)_" if parts else ""
+
+    def unopened(self, names: Sequence[str]) -> Files:
+        """These files as Claude refused them (a PDF it cannot open, say): said so, with the rest kept."""
+        gone = set(names)
+        return Files(
+            read=tuple(r for r in self.read if r[0] not in gone),
+            skipped=(*self.skipped, *(Skipped(name, "my language model couldn't open it") for name in names)),
+            cut=self.cut,
+            text_chars=self.text_chars,
+        )
 
 
 NO_FILES = Files()
@@ -140,7 +161,7 @@ def _limit(kind: Kind, limits: FileLimits) -> int:
 
 def _size(count: int) -> str:
     if count >= 1_000_000:
-        return f"{count / 1_000_000:.1f} MB"
+        return f"{count / 1_000_000:.3g} MB"
     return f"{max(count, 1_000) / 1_000:.0f} KB"
 
 
@@ -154,6 +175,41 @@ def sniff_image(data: bytes) -> str | None:
         return "image/gif"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
+    return None
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from an image's header (PNG, GIF, WebP, JPEG), or None when it cannot be told."""
+    try:
+        if data.startswith(b"\x89PNG"):
+            width, height = struct.unpack(">II", data[16:24])
+            return int(width), int(height)
+        if data[:3] == b"GIF":
+            width, height = struct.unpack("<HH", data[6:10])
+            return int(width), int(height)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            chunk = data[12:16]
+            if chunk == b"VP8X":
+                return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+            if chunk == b"VP8L":
+                b0, b1, b2, b3 = data[21:25]
+                return 1 + (((b1 & 0x3F) << 8) | b0), 1 + (((b3 & 0x0F) << 10) | (b2 << 2) | ((b1 & 0xC0) >> 6))
+            if chunk == b"VP8 ":
+                width, height = struct.unpack("<HH", data[26:30])
+                return int(width) & 0x3FFF, int(height) & 0x3FFF
+            return None
+        if data.startswith(b"\xff\xd8"):
+            at = 2
+            while at + 9 < min(len(data), 2_000_000):
+                if data[at] != 0xFF:
+                    return None
+                marker = data[at + 1]
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                    height, width = struct.unpack(">HH", data[at + 5 : at + 9])
+                    return int(width), int(height)
+                at += 2 + struct.unpack(">H", data[at + 2 : at + 4])[0]
+    except (struct.error, ValueError):
+        return None
     return None
 
 
@@ -179,23 +235,40 @@ def _encoded(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-async def _block(name: str, kind: Kind, data: bytes) -> Mapping[str, Any] | str:
-    """Claude's block for the bytes that arrived, or why they cannot be sent."""
+def _cleaned(text: str, budget: int) -> tuple[str, bool]:
+    """A file's text for Claude: control characters dropped (as from a message), cut to `budget` characters."""
+    text = clean_text(text[: budget + 1_000])
+    if len(text) <= budget:
+        return text, False
+    return text[:budget] + CUT_MARK, True
+
+
+async def _block(name: str, kind: Kind, data: bytes, text_budget: int) -> tuple[Mapping[str, Any], int] | str:
+    """Claude's block for the bytes that arrived (and the characters of text it takes), or why they cannot be
+    sent."""
     if kind == "image":
         media_type = sniff_image(data)
         if media_type is None:
             return "it isn't a PNG, JPEG, GIF or WebP image"
+        size = image_size(data)
+        if size is not None and max(size) > MAX_SIDE:
+            return f"too large ({size[0]}×{size[1]} pixels; an image can be up to {MAX_SIDE:,} a side)"
         source = {"type": "base64", "media_type": media_type, "data": await asyncio.to_thread(_encoded, data)}
-        return {"type": "image", "source": source}
+        return {"type": "image", "source": source}, 0
     if kind == "pdf":
         if not data.startswith(b"%PDF-"):
             return "it isn't a PDF"
         source = {"type": "base64", "media_type": "application/pdf", "data": await asyncio.to_thread(_encoded, data)}
-        return {"type": "document", "source": source, "title": name}
+        return {"type": "document", "source": source, "title": name}, 0
     text = as_text(data)
     if text is None:
         return "it isn't a text file (it holds binary data)"
-    return {"type": "text", "text": f'<file name="{name}">\n{text}\n</file>'}
+    if text_budget <= 0:
+        return "the message's text files together are over what I read of them"
+    shown, _ = (
+        await asyncio.to_thread(_cleaned, text, text_budget) if len(text) > 50_000 else _cleaned(text, text_budget)
+    )
+    return {"type": "text", "text": f'<file name="{name}">\n{shown}\n</file>'}, len(shown)
 
 
 async def read_files(attachments: Sequence[Attachment], fetch: Fetch, limits: FileLimits, *, platform: str) -> Files:
@@ -209,6 +282,8 @@ async def read_files(attachments: Sequence[Attachment], fetch: Fetch, limits: Fi
         kind = kind_of(attachment)
         if attachment.external:
             skipped[index] = Skipped(name, f"it is a link to a file kept outside {platform.title()}, not opened")
+        elif not attachment.url:
+            skipped[index] = Skipped(name, f"{platform.title()} didn't let me download it")
         elif kind is None:
             shown = attachment.media_type.split(";", 1)[0] or _extension(attachment.name) or "unknown"
             skipped[index] = Skipped(name, f"I can't read this kind of file ({shown})")
@@ -234,7 +309,7 @@ async def read_files(attachments: Sequence[Attachment], fetch: Fetch, limits: Fi
         except NotFromPlatform:
             return f"it isn't a file {platform.title()} holds, so I didn't open it"
         except TimeoutError:
-            return f"the download took longer than {limits.timeout:.0f} s"
+            return f"the download took longer than {limits.timeout:g} s"
         except Exception as exc:  # noqa: BLE001 - one file's failure costs that file, never the answer
             log.info("a file download failed: %s: %s", type(exc).__name__, exc)
             return "the download failed"
@@ -242,7 +317,8 @@ async def read_files(attachments: Sequence[Attachment], fetch: Fetch, limits: Fi
     fetched = await asyncio.gather(*(download(attachment, kind) for _, _, attachment, kind in planned))
     blocks: dict[int, Mapping[str, Any]] = {}
     read: dict[int, tuple[str, Kind]] = {}
-    total = 0
+    cut: list[str] = []
+    total, text_left = 0, limits.text_chars
     for (index, name, _, kind), data in zip(planned, fetched, strict=True):
         if isinstance(data, str):
             skipped[index] = Skipped(name, data)
@@ -250,16 +326,22 @@ async def read_files(attachments: Sequence[Attachment], fetch: Fetch, limits: Fi
         if total + len(data) > limits.total_bytes:
             skipped[index] = Skipped(name, f"the message's files together are over {_size(limits.total_bytes)}")
             continue
-        block = await _block(name, kind, data)
-        if isinstance(block, str):
-            skipped[index] = Skipped(name, block)
+        made = await _block(name, kind, data, text_left)
+        if isinstance(made, str):
+            skipped[index] = Skipped(name, made)
             continue
+        block, chars = made
+        if kind == "text" and str(block.get("text", "")).endswith(CUT_MARK + "\n</file>"):
+            cut.append(name)
         total += len(data)
+        text_left -= chars
         blocks[index], read[index] = block, (name, kind)
     return Files(
         blocks=tuple(blocks[i] for i in sorted(blocks)),
         read=tuple(read[i] for i in sorted(read)),
         skipped=tuple(skipped[i] for i in sorted(skipped)),
+        cut=tuple(cut),
+        text_chars=limits.text_chars,
     )
 
 

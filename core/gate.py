@@ -132,7 +132,7 @@ class Gate:
         await self._record(event, facts, refusal)
         if not note:
             return None
-        stripped = replace(event, text="", reply_chain=(), display_name="", raw=None)
+        stripped = replace(event, text="", reply_chain=(), display_name="", raw=None, attachments=())
         return replace(incoming, event=stripped, route={**incoming.route, "refused": note})
 
     def without_refused(self, event: MessageReceived) -> MessageReceived:

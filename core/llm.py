@@ -44,6 +44,7 @@ class ClaudeSettings:
 
 
 _BREAKPOINT = {"type": "ephemeral"}
+FILES_EXTRA = 40.0  # seconds more for a request with files: uploading them, and Claude reading before it writes
 
 
 def system_blocks(prompt: Prompt) -> list[dict[str, object]]:
@@ -142,18 +143,24 @@ class Claude:
             # The installed SDK no longer types `temperature`; extra_body is its escape hatch for such fields.
             request["extra_body"] = {"temperature": self._settings.temperature}
         settings = self._settings
+        deadline, first_token = settings.deadline, settings.first_token
+        if prompt.attachments:  # the files' upload, and Claude reading a long PDF before it writes
+            deadline, first_token = deadline + FILES_EXTRA, first_token + FILES_EXTRA
+            request["timeout"] = min(settings.timeout, settings.deadline) + FILES_EXTRA
         try:
-            async with asyncio.timeout(settings.deadline):
+            async with asyncio.timeout(deadline):
                 if on_text is None:
                     message = await self._client.messages.create(**request)  # type: ignore[call-overload]
                     return _completion(message)
-                return await self._streamed(request, on_text)
+                return await self._streamed(request, on_text, first_token)
         except TimeoutError as exc:
-            raise ClaudeError("timeout", f"no complete answer within {settings.deadline:.0f}s") from exc
+            raise ClaudeError("timeout", f"no complete answer within {deadline:.0f}s") from exc
         except anthropic.APIError as exc:
             raise ClaudeError(error_kind(exc), str(exc)) from exc
 
-    async def _streamed(self, request: dict[str, object], on_text: Callable[[str], Awaitable[None]]) -> Completion:
+    async def _streamed(
+        self, request: dict[str, object], on_text: Callable[[str], Awaitable[None]], first_token: float
+    ) -> Completion:
         """Stream, handing over the text so far as it grows; a silence longer than `first_token` before the first
         piece or `gap` between two is a timeout.
 
@@ -168,7 +175,7 @@ class Claude:
         stop_reason: str | None = None
         output_tokens = 0
         try:
-            async with stream, asyncio.timeout(self._settings.first_token) as silence:
+            async with stream, asyncio.timeout(first_token) as silence:
                 async for event in stream:
                     if event.type == "content_block_delta" and event.delta.type == "text_delta":
                         silence.reschedule(loop.time() + self._settings.gap)

@@ -95,14 +95,17 @@ class Limits(_Strict):
 
 class FileLimits(_Strict):
     """What of the files people send is read (images, PDFs, text and code). A file over its limit, past the count,
-    or of another kind is not downloaded at all; the person is told which and why. The ceilings are Claude's own
-    (5 MB an image, 32 MB a request): a message's files go to Claude in one request, base64 (a third larger)."""
+    or of another kind is not downloaded at all; the person is told which and why. Claude's own ceilings bound
+    these: 5 MB of base64 an image (3.75 MB of image), 8,000 pixels a side, 32 MB a request. A message's files go to
+    Claude in one request, base64 (a third larger), and the request is serialised on the event loop: the total is
+    kept well under Claude's."""
 
     max_count: int = Field(default=5, ge=0, le=20)  # files read from one message; 0 reads none
-    image_mb: float = Field(default=5.0, gt=0, le=5.0)
-    pdf_mb: float = Field(default=10.0, gt=0, le=20.0)
-    text_kb: float = Field(default=256.0, gt=0, le=2_048.0)
-    total_mb: float = Field(default=20.0, gt=0, le=22.0)  # all of one message's files together
+    image_mb: float = Field(default=3.75, gt=0, le=3.75)
+    pdf_mb: float = Field(default=10.0, gt=0, le=16.0)
+    text_kb: float = Field(default=256.0, gt=0, le=2_048.0)  # one text file, downloaded
+    text_chars: int = Field(default=60_000, ge=1_000, le=300_000)  # of all a message's text files, read (~15k tokens)
+    total_mb: float = Field(default=10.0, gt=0, le=16.0)  # all of one message's files together
     timeout: float = Field(default=20.0, gt=0, le=120.0)  # seconds for one download
 
     @property

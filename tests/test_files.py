@@ -26,7 +26,7 @@ from core.events import Attachment, MessageReceived, UserRef
 from core.files import FileTooBig, NotFromPlatform, attachment_note, kind_of, read_files, remembered_text
 from core.policy import FileLimits
 from tests.conftest import SLACK_SECRET, running, settled
-from tests.fakes.anthropic_api import FakeAnthropic
+from tests.fakes.anthropic_api import Fail, FakeAnthropic
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.files import FakeFiles, tiny_pdf, tiny_png
 from tests.fakes.slack_api import FakeSlackAPI
@@ -104,11 +104,11 @@ async def test_limits_count_size_and_kind_decide_what_is_downloaded() -> None:
     assert [name for name, _ in found.read] == ["a.txt", "b.txt"]
     reasons = {s.name: s.reason for s in found.skipped}
     assert reasons == {
-        "huge.png": "too big (2.0 MB; an image can be up to 1.0 MB)",
+        "huge.png": "too big (2 MB; an image can be up to 1 MB)",
         "fake.png": "it isn't a PNG, JPEG, GIF or WebP image",
         "bin.txt": "it isn't a text file (it holds binary data)",
         "x.zip": "I can't read this kind of file (application/zip)",
-        "slow.txt": "the download took longer than 0 s",
+        "slow.txt": "the download took longer than 0.2 s",
         "c.txt": "I read at most 5 files of one message",
     }
     assert found.blocks[0] == {"type": "text", "text": '<file name="a.txt">\nalpha\n</file>'}
@@ -155,24 +155,62 @@ async def test_the_downloader_fetches_only_from_its_origins_and_stops_at_the_cap
     files.add("inside.png", b"", "image/png", redirect=f"{files.origin}/real.png")
     files.add("real.png", PNG, "image/png")
     files.add("page.pdf", b"<html>Sign in</html>", "text/html")
+    files.add("page.html", b"<html>my page</html>", "text/html")
     files.add("endless.txt", b"x" * 30_000_000, "text/plain", length=False)
     downloads = Downloader({files.origin})
+
+    def at(name: str, size: int | None = None, url: str = "") -> Attachment:
+        return Attachment(name=name, url=url or f"{files.origin}/{name}", size=size)
+
     try:
-        assert origin_of(away) != origin_of(files.origin) and origin_of("ftp://x/y") == ""
+        assert origin_of(away) != origin_of(files.origin) and origin_of("ftp://x/y") == "" and origin_of("::") == ""
         with pytest.raises(NotFromPlatform):
-            await downloads.fetch(away, 10_000)
-        with pytest.raises(NotFromPlatform):
-            await downloads.fetch(f"{files.origin}/hop.png", 10_000)  # a redirect off the platform: not followed
+            await downloads.fetch(at("away.png", url=away), 10_000)
+        with pytest.raises(OSError, match="redirected away"):
+            await downloads.fetch(at("hop.png"), 10_000)  # a redirect off the platform: not followed
         assert elsewhere.requests == []
-        assert await downloads.fetch(f"{files.origin}/inside.png", 10_000) == PNG
+        assert await downloads.fetch(at("inside.png"), 10_000) == PNG
         with pytest.raises(OSError, match="web page"):
-            await downloads.fetch(f"{files.origin}/page.pdf", 10_000)
+            await downloads.fetch(at("page.pdf"), 10_000)  # Slack's sign-in page where a file was asked for
+        assert await downloads.fetch(at("page.html", size=20), 10_000) == b"<html>my page</html>"
+        with pytest.raises(OSError, match="web page"):
+            await downloads.fetch(at("page.html", size=48_000), 10_000)  # a page, but not the one declared
         with pytest.raises(FileTooBig):
-            await downloads.fetch(f"{files.origin}/endless.txt", 100_000)
+            await downloads.fetch(at("endless.txt"), 100_000)
         await asyncio.sleep(0.2)
         assert files.served("endless.txt").sent < 12_000_000  # the reader hung up long before the end
     finally:
         await downloads.close()
+
+
+def png_of(width: int, height: int) -> bytes:
+    """A PNG header claiming this size (what Claude's pixel limit is checked on)."""
+    return PNG[:16] + width.to_bytes(4, "big") + height.to_bytes(4, "big") + PNG[24:]
+
+
+async def test_images_too_large_in_pixels_and_text_beyond_the_message_budget_are_said() -> None:
+    bodies = {"wide.png": png_of(9_000, 10), "ok.png": png_of(800, 600), "a.txt": b"a" * 800 + b"\x07\x00",
+              "b.txt": ("b" * 800).encode()}  # fmt: skip
+
+    async def fetch(attachment: Attachment, limit: int) -> bytes:
+        return bodies[attachment.name]
+
+    attachments = [file("wide.png", "image/png"), file("ok.png", "image/png"), file("a.txt"), file("b.txt")]
+    found = await read_files(attachments, fetch, FileLimits(text_chars=1_000), platform="discord")
+    assert [name for name, _ in found.read] == ["ok.png", "b.txt"]  # a.txt holds a NUL: binary, not text
+    assert [s.reason for s in found.skipped] == [
+        "too large (9000×10 pixels; an image can be up to 8,000 a side)",
+        "it isn't a text file (it holds binary data)",
+    ]
+    bodies["a.txt"] = b"a" * 800 + b"\x07\x1b[31m"  # control characters are dropped, as from a message
+    found = await read_files(attachments[2:], fetch, FileLimits(text_chars=1_000), platform="discord")
+    first, second = (str(block["text"]) for block in found.blocks)
+    assert first == '<file name="a.txt">\n' + "a" * 800 + "[31m\n</file>"
+    assert second == '<file name="b.txt">\n' + "b" * 196 + "\n[… the rest of the file was not read]\n</file>"
+    assert found.cut == ("b.txt",)
+    assert (
+        found.reply_note == "_(I read only the beginning of b.txt (up to 1,000 characters of text files a message).)_"
+    )
 
 
 # --- Discord, end to end -------------------------------------------------------------------------------------
@@ -251,7 +289,7 @@ async def test_discord_files_too_big_of_another_kind_or_lying_about_their_size_g
         await settled(services)
         reply = discord_fake.shown(dm)[-1]
         assert reply.endswith(
-            "_(I couldn't read poster.png: too big (9.0 MB; an image can be up to 5.0 MB); code.zip: I can't read "
+            "_(I couldn't read poster.png: too big (9 MB; an image can be up to 3.75 MB); code.zip: I can't read "
             "this kind of file (application/zip); server.log: too big (a text file can be up to 256 KB).)_"
         )
         assert files.served("2/poster.png").requests == 0 and files.served("2/code.zip").requests == 0
@@ -383,3 +421,50 @@ async def test_a_slack_file_alone_is_answered(
     [answer] = await answered(slack_api, services)
     assert "water the plants" in sent_blocks(fake_claude)[0]["text"]
     assert answer["text"].startswith("Noted:")
+
+
+async def test_a_file_claude_refuses_is_named_and_the_message_answered_without_it(
+    services: Services, discord_fake: FakeDiscord, fake_claude: FakeAnthropic, files: FakeFiles
+) -> None:
+    alice = discord_fake.user(discord_fake.snowflake(), "Alice")
+    dm = discord_fake.dm_channel(alice)
+    sent = [
+        attached(discord_fake, files.add("5/locked.pdf", PDF, "application/pdf"), "locked.pdf", "application/pdf",
+                 len(PDF)),
+        attached(discord_fake, files.add("5/list.txt", b"eggs, flour", "text/plain"), "list.txt", "text/plain", 11),
+    ]  # fmt: skip
+    fake_claude.script.append(Fail(400))  # as for an encrypted PDF
+    async with running(services, discord_fake, file_origins=frozenset({files.origin})) as rapport:
+        await discord_fake.until(lambda: rapport.connected)
+        await discord_fake.say(alice, "Can you read these?", channel_id=dm, attachments=sent)
+        await discord_fake.until(lambda: len(fake_claude.requests) == 2 and discord_fake.posted(dm))
+        await settled(services)
+        assert [b["type"] for b in sent_blocks(fake_claude, 0)] == ["document", "text", "text"]
+        again = sent_blocks(fake_claude, 1)
+        assert [b["type"] for b in again] == ["text", "text"] and "eggs, flour" in again[0]["text"]
+        assert "Not shown to you (they are told why separately): locked.pdf" in again[1]["text"]
+        reply = discord_fake.shown(dm)[-1]
+        assert reply.startswith("Noted:") and reply.endswith("_(I couldn't read locked.pdf: my language model couldn't "
+                                                              "open it.)_")  # fmt: skip
+
+
+async def test_a_file_shared_from_another_organisation_is_looked_up_with_files_info(
+    services: Services,
+    slack_api: FakeSlackAPI,
+    fake_claude: FakeAnthropic,
+    files: FakeFiles,
+    slack_with_files: TestClient,
+) -> None:
+    shared = files.add("files-pri/T9-F7/plan.txt", b"launch on friday", "text/plain", token="xoxb-test-token")
+    slack_api.files["F7"] = slack_file("F7", "plan.txt", "text/plain", 16, shared)
+    body = slack_dm(123, "What does the plan say?")
+    body["event"] |= {
+        "subtype": "file_share",
+        "files": [{"id": "F7", "mode": "file_access", "file_access": "check_file_info"},
+                  {"id": "F8", "mode": "file_access", "file_access": "check_file_info"}],
+    }  # fmt: skip
+    await send_event(slack_with_files, body)
+    [answer] = await answered(slack_api, services)
+    assert slack_api.called("files.info") == [{"file": "F7"}, {"file": "F8"}]
+    assert "launch on friday" in sent_blocks(fake_claude)[0]["text"]
+    assert "a file shared from another organisation: Slack didn't let me download it" in answer["text"]

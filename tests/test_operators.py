@@ -146,7 +146,10 @@ async def test_a_blocked_user_gets_no_claude_call_nothing_kept_and_one_private_n
     await discord_fake.say(
         mallory, to_bot(discord_fake, "my secret plan is zanzibar"), channel_id=here, **mention(discord_fake)
     )
-    await discord_fake.say(mallory, to_bot(discord_fake, "zanzibar again"), channel_id=here, **mention(discord_fake))
+    map_file = [discord_fake.attachment("zanzibar-map.png")]  # its name and address are none of Rapport's either
+    await discord_fake.say(
+        mallory, to_bot(discord_fake, "zanzibar again"), channel_id=here, attachments=map_file, **mention(discord_fake)
+    )
     await discord_fake.say(alice, to_bot(discord_fake, "hello there"), channel_id=here, **mention(discord_fake))
     await discord_fake.until(lambda: discord_fake.posted(here))
     await settled(services)

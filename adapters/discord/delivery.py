@@ -158,7 +158,7 @@ class DiscordDelivery:
         """A file of the message from Discord's CDN (the address the gateway gave, signed by Discord)."""
         if self._downloader is None:
             raise NotFromPlatform("no downloader here")
-        return await self._downloader.fetch(attachment.url, limit)
+        return await self._downloader.fetch(attachment, limit)
 
     async def notify(self, text: str) -> None:
         """A note for the person alone: the interaction's original (ephemeral) response when the entry came from

@@ -8,6 +8,7 @@ posted (conversations.replies or .history with include_all_metadata) and finishe
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -17,7 +18,7 @@ from slack_sdk.web.async_chat_stream import AsyncChatStream
 
 from adapters.download import Downloader
 from adapters.slack.outbox import Outbox, answer_chunks
-from adapters.slack.translate import PLATFORM
+from adapters.slack.translate import PLATFORM, attachment_of_file, needs_lookup
 from adapters.streaming import Paced, with_closed_fences
 from core.entries import Entry
 from core.events import Attachment, MessageReceived, MessageRef
@@ -25,6 +26,8 @@ from core.files import NotFromPlatform
 from core.ports import Stream
 
 __all__ = ["REPLY_EVENT", "THINKING", "SlackDelivery"]
+
+log = logging.getLogger(__name__)
 
 THINKING = "_Thinking…_"
 REPLY_EVENT = "rapport_reply"  # the metadata event type on every message of a reply
@@ -60,6 +63,8 @@ class SlackDelivery:
     async def prepare(self, event: MessageReceived) -> MessageReceived:
         name, tz = await self.outbox.person(event.user.user_id)
         event = replace(event, display_name=name, tz=tz)
+        if any(needs_lookup(a) for a in event.attachments):
+            event = replace(event, attachments=tuple([await self._looked_up(a) for a in event.attachments]))
         if not event.private and event.audience is None:  # an app_mention does not say what kind of channel
             event = replace(event, audience=await self.outbox.audience(event.user.scope, self.channel))
         if self.entry.route.get("fetch_thread") and event.thread_id and event.message:
@@ -68,6 +73,19 @@ class SlackDelivery:
             )
             event = replace(event, reply_chain=chain)
         return event
+
+    async def _looked_up(self, attachment: Attachment) -> Attachment:
+        """A Slack Connect file as files.info describes it (a file it will not describe stays without an address,
+        and the reply names it)."""
+        if not needs_lookup(attachment):
+            return attachment
+        try:
+            info = await self.outbox.client.files_info(file=attachment.file_id)
+        except Exception as exc:  # noqa: BLE001 - that file is named as not downloadable; the rest goes on
+            log.info("files.info for a shared file failed: %s", exc)
+            return replace(attachment, name="a file shared from another organisation")
+        found = attachment_of_file(info.get("file") or {})
+        return found if found is not None and found.name else replace(attachment, name="a shared file")
 
     @asynccontextmanager
     async def working(self, *, streamed: bool = False) -> AsyncIterator[list[MessageRef]]:
@@ -111,8 +129,7 @@ class SlackDelivery:
         """A file of the message, from Slack's own file addresses with the bot token (`files:read`)."""
         if self._downloader is None:
             raise NotFromPlatform("no downloader here")
-        expect_html = attachment.media_type.startswith("text/html") or attachment.name.lower().endswith(".html")
-        return await self._downloader.fetch(attachment.url, limit, expect_html=expect_html)
+        return await self._downloader.fetch(attachment, limit)
 
     async def notify(self, text: str) -> None:
         """A note for the person alone: through the command's response_url, else an ephemeral message where they

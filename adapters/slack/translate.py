@@ -38,7 +38,9 @@ __all__ = [
     "decide_message",
     "envelope_of",
     "event_key",
+    "attachment_of_file",
     "files_of",
+    "needs_lookup",
     "message_key",
     "plain_text",
     "reaction_of",
@@ -305,32 +307,42 @@ MAX_FILES = 20  # of one message's `files`: more are not looked at (Slack itself
 
 
 def files_of(event: Mapping[str, Any]) -> tuple[Attachment, ...]:
-    """The files shared with a message (`files`), with the address Slack serves each from to the bot token
-    (`url_private_download`, else `url_private`). A file Slack only links to (an external one, from Google Drive
-    say) is marked so, never fetched; a deleted or hidden one, and anything malformed, is left out."""
+    """The files shared with a message (`files`). A file Slack only links to (an external one, from Google Drive
+    say) is marked so, never fetched; one Slack holds back (past the workspace's plan limit) has no address, so the
+    reply names it; one shared from another organisation (Slack Connect) is looked up with files.info in the turn
+    (`needs_lookup`); a deleted one is left out."""
     files = event.get("files")
     if not isinstance(files, list):
         return ()
-    found: list[Attachment] = []
-    for item in files[:MAX_FILES]:
-        if not isinstance(item, Mapping) or item.get("mode") in ("tombstone", "hidden_by_limit"):
-            continue
-        url = item.get("url_private_download") or item.get("url_private")
-        name = item.get("name") or item.get("title") or "a file"
-        size, mimetype, file_id = item.get("size"), item.get("mimetype"), item.get("id")
-        if not isinstance(url, str) or not isinstance(name, str):
-            continue
-        found.append(
-            Attachment(
-                name=name[:200],
-                url=url,
-                size=size if isinstance(size, int) and size >= 0 else None,
-                media_type=mimetype if isinstance(mimetype, str) else "",
-                file_id=file_id if isinstance(file_id, str) and _ID.fullmatch(file_id) else "",
-                external=bool(item.get("is_external")) or item.get("mode") == "external",
-            )
-        )
-    return tuple(found)
+    found = (attachment_of_file(item) for item in files[:MAX_FILES] if isinstance(item, Mapping))
+    return tuple(attachment for attachment in found if attachment is not None)
+
+
+def needs_lookup(attachment: Attachment) -> bool:
+    """A Slack Connect file: the event names only its id (`file_access: check_file_info`)."""
+    return not attachment.url and not attachment.external and bool(attachment.file_id) and attachment.name == ""
+
+
+def attachment_of_file(item: Mapping[str, Any]) -> Attachment | None:
+    """One file object (of an event, or of files.info), with the address Slack serves it from to the bot token
+    (`url_private_download`, else `url_private`)."""
+    file_id = item.get("id")
+    file_id = file_id if isinstance(file_id, str) and _ID.fullmatch(file_id) else ""
+    if item.get("mode") == "tombstone":
+        return None
+    if item.get("file_access") == "check_file_info":
+        return Attachment(name="", url="", file_id=file_id) if file_id else None
+    name = item.get("name") or item.get("title") or "a file"
+    url = item.get("url_private_download") or item.get("url_private")
+    size, mimetype = item.get("size"), item.get("mimetype")
+    return Attachment(
+        name=name[:200] if isinstance(name, str) else "a file",
+        url=url if isinstance(url, str) and item.get("mode") != "hidden_by_limit" else "",
+        size=size if isinstance(size, int) and size >= 0 else None,
+        media_type=mimetype if isinstance(mimetype, str) else "",
+        file_id=file_id,
+        external=bool(item.get("is_external")) or item.get("mode") == "external",
+    )
 
 
 def reaction_of(envelope: Envelope, *, bot_user_id: str | None) -> ReactionAdded | ReactionRemoved | None:

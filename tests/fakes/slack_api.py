@@ -45,6 +45,7 @@ class FakeSlackAPI:
     # what the bot posted, per channel, as conversations.history and .replies show it (metadata included)
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # files.info by file id
     socket_url: str = ""
     calls: list[Call] = field(default_factory=list)
     responses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # POSTs to response_urls
@@ -249,6 +250,12 @@ class FakeSlackAPI:
         if channel not in self.channels:
             raise _SlackError("channel_not_found")
         return {"channel": {"id": channel, **self.channels[channel]}}
+
+    def _files_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        file = self.files.get(str(args.get("file", "")))
+        if file is None:
+            raise _SlackError("file_not_found")
+        return {"file": file}
 
     def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"url": self.socket_url}
