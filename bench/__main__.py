@@ -27,6 +27,14 @@ FULL: dict[str, dict[str, Any]] = {
     "load": {"people": [50, 200, 500], "seconds": 30.0, "claude_latency": 1.0, "warmup": 5.0},
     "openloop": {"shares": [0.3, 0.6, 0.9], "seconds": 30.0, "people": 2_000, "claude_latency": 1.0, "calibrate": 20.0},
     "recovery": {"events": 200, "lease": 20.0, "claude_latency": 1.0},
+    "slack_openloop": {
+        "shares": [0.3, 0.6, 0.9],
+        "seconds": 30.0,
+        "people": 2_000,
+        "claude_latency": 1.0,
+        "calibrate": 20.0,
+        "calibrate_rate": 60.0,
+    },  # fmt: skip
     "memory": {"dataset": "bench/data/locomo_mini.json"},
     "streaming": {"answers": 40, "turns": 40, "long_chars": 6_000, "long_seconds": 10.0},
     "streaming_cpu": {"people": 200, "seconds": 20.0, "claude_latency": 1.0, "answer_chars": 800, "rounds": 2},
@@ -44,6 +52,14 @@ QUICK: dict[str, dict[str, Any]] = {
     "load": {"people": [10], "seconds": 2.0, "claude_latency": 0.2, "warmup": 0.5},
     "openloop": {"shares": [0.3], "seconds": 2.0, "people": 50, "claude_latency": 0.2, "calibrate": 2.0},
     "recovery": {"events": 3, "lease": 3.0, "claude_latency": 0.2},
+    "slack_openloop": {
+        "shares": [0.3],
+        "seconds": 1.0,
+        "people": 20,
+        "claude_latency": 0.2,
+        "calibrate": 1.0,
+        "calibrate_rate": 10.0,
+    },  # fmt: skip
     "memory": {"dataset": "bench/data/locomo_mini.json"},
     "streaming": {"answers": 3, "turns": 4, "long_chars": 600, "long_seconds": 1.0},
     "streaming_cpu": {"people": 10, "seconds": 2.0, "claude_latency": 0.2, "answer_chars": 200, "rounds": 1},
@@ -71,6 +87,7 @@ async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
     from bench.openloop import measure_open_loop
     from bench.person_model import measure_person_model
     from bench.recovery import measure_recovery
+    from bench.slack_openloop import measure_slack_open_loop
     from bench.stack import real_stack
     from bench.streaming import measure_streaming, measure_streaming_cpu
 
@@ -121,6 +138,15 @@ async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
                     | {"share_of_ceiling": share}
                 )
         return {"ceiling_answers_per_second": ceiling, "claude_latency_s": config["claude_latency"], "runs": runs}
+    if name == "slack_openloop":
+        return await measure_slack_open_loop(
+            shares=list(config["shares"]),
+            seconds=config["seconds"],
+            people=config["people"],
+            claude_latency=config["claude_latency"],
+            calibrate=config["calibrate"],
+            calibrate_rate=config["calibrate_rate"],
+        )
     if name == "recovery":
         return await measure_recovery(
             events=config["events"], lease=config["lease"], claude_latency=config["claude_latency"]
@@ -253,6 +279,38 @@ def _md(results: dict[str, Any], command: str) -> str:
                 f"| {int(r['share_of_ceiling'] * 100)} % | {r['rate']} | {a['p50']} / {a['p95']} / {a['p99']} "
                 f"| {b['n']}, {b['p50']} | {acc['p50']} / {acc['p95']} | {r['loop_lag_ms']['p99']} | {cpu} "
                 f"| {r['messages_sent']} / {r['interactions_stored']} |"
+            )
+        out.append("")
+    slack_open = results["parts"].get("slack_openloop")
+    if slack_open:
+        cal = slack_open["calibration"]
+        cal_cpu = cal.get("cpu_ms_per_answer") or {}
+        out += [
+            "## Open loop through the Slack adapter",
+            "",
+            "The same arrivals end to end: a real worker (`python -m bot`) in Slack HTTP mode, signed Events API "
+            f"requests (each a DM from one of {slack_open['runs'][0]['people']:,} people), the fake Web API and the "
+            f"fake Claude ({slack_open['claude_latency_s']} s) in the benchmark's process. The ceiling "
+            f"({slack_open['ceiling_answers_per_second']} answers/s) comes from the CPU an answer cost in a "
+            f"calibration run at {cal['rate']} messages/s on the same worker ({cal_cpu.get('total')} ms: event loop "
+            f"{cal_cpu.get('event_loop')}, other threads {cal_cpu.get('worker_threads')}, PostgreSQL "
+            f"{cal_cpu.get('postgres')}, Redis {cal_cpu.get('redis')}, Chroma {cal_cpu.get('chroma')}). Added = "
+            "from the request sent to the whole answer at the Web API, minus Claude's time (the placeholder and "
+            "the stream's edits included); ack = the HTTP response Slack waits for; loop lag = the worker's own "
+            "`rapport_event_loop_lag_seconds`, as the bucket its 99th percentile falls in.",
+            "",
+            "| share | messages/s | added p50 / p95 / p99 ms | behind their own (n, p50 ms) | ack p50 / p95 ms "
+            "| loop lag p99 ≤ ms | CPU ms per answer: loop / threads / PostgreSQL / Redis / Chroma | total | failed |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in slack_open["runs"]:
+            a, b, ack = r["added_ms"], r["behind_their_own_ms"], r["ack_ms"]
+            c = r.get("cpu_ms_per_answer") or {}
+            parts = " / ".join(str(c.get(k)) for k in ("event_loop", "worker_threads", "postgres", "redis", "chroma"))
+            out.append(
+                f"| {int(r['share_of_ceiling'] * 100)} % | {r['rate']} | {a['p50']} / {a['p95']} / {a['p99']} "
+                f"| {b['n']}, {b['p50']} | {ack['p50']} / {ack['p95']} | {r['loop_lag_p99_bucket_ms']} | {parts} "
+                f"| {c.get('total')} | {r['failed']} |"
             )
         out.append("")
     recovery = results["parts"].get("recovery")

@@ -66,9 +66,10 @@ def helper_peak_rss_mib() -> float:
     return total
 
 
-def cpu_seconds() -> dict[str, float] | None:
-    """CPU seconds used so far by each role (processes that ended in between are lost: none do in a run)."""
-    me = str(os.getpid())
+def cpu_seconds(root: int | None = None) -> dict[str, float] | None:
+    """CPU seconds used so far by each role (processes that ended in between are lost: none do in a run); `root`
+    is the worker's process when it is not this one (bench/slack_openloop.py)."""
+    me = str(root or os.getpid())
     tasks = Path(f"/proc/{me}/task")
     if not tasks.is_dir():
         return None

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from core.ports import Completion
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "LAG_PROBE_EVERY", "Metrics", "watch_loop"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+LAG_PROBE_EVERY = 0.1
 
 
 class Metrics:
@@ -58,6 +62,13 @@ class Metrics:
         )
         self.feedback = Counter("rapport_feedback", "Feedback reactions by polarity", ["polarity"], registry=r)
         self.errors = Counter("rapport_errors", "Errors by kind", ["kind"], registry=r)
+        self.loop_lag = Histogram(
+            "rapport_event_loop_lag_seconds",
+            f"How late the event loop woke a {LAG_PROBE_EVERY:g} s sleep: what every message waits on top of its own "
+            "work while something holds the loop",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
         self.pending_work = Gauge("rapport_pending_background_work", "Jobs (storing, feedback) held here", registry=r)
         self.spooled = Gauge(
             "rapport_inbox_spooled", "Events kept in the local spool (the database is down)", registry=r
@@ -101,3 +112,13 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+async def watch_loop(metrics: Metrics, every: float = LAG_PROBE_EVERY) -> None:
+    """Until cancelled: how late the loop wakes a short sleep, into `rapport_event_loop_lag_seconds` (ten cheap
+    wake-ups a second)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(every)
+        metrics.loop_lag.observe(max(loop.time() - asked - every, 0.0))

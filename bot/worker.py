@@ -12,6 +12,7 @@ from aiohttp import web
 from adapters.base import Adapter
 from bot.config import Settings
 from bot.http import AppState, make_app
+from bot.metrics import watch_loop
 from bot.wiring import Services, build_services, describe_storage
 
 __all__ = ["build_adapters", "run_worker"]
@@ -122,8 +123,10 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         for adapter in adapters:
             await adapter.start()
         services.start()
+        lag = asyncio.create_task(watch_loop(services.metrics), name="loop-lag")
         log.info("Rapport ready")
         await stop.wait()
+        lag.cancel()
     finally:
         state.stopping = True
         log.info("shutting down: no new events, finishing answers in flight")

@@ -41,6 +41,12 @@ def test_quick_benchmarks_write_tables_and_raw_figures(tmp_path: Path) -> None:
     assert open_loop["answers"] == open_loop["messages_sent"] == open_loop["interactions_stored"] > 0
     assert open_loop["accept_ms"]["n"] == open_loop["messages_sent"]
     assert open_loop["added_ms"]["n"] + open_loop["behind_their_own_ms"]["n"] == open_loop["answers"]
+    slack_open = raw["parts"]["slack_openloop"]
+    [through_slack] = slack_open["runs"]
+    assert through_slack["failed"] == 0 and through_slack["answers"] == through_slack["messages_sent"] > 0
+    assert through_slack["ack_ms"]["n"] == through_slack["messages_sent"]
+    assert slack_open["calibration"]["cpu_ms_per_answer"]["event_loop"] > 0, "the worker's own CPU was read"
+    assert through_slack["loop_lag_p99_bucket_ms"] is not None, "the worker's loop lag was read from /metrics"
     kill, term = raw["parts"]["recovery"]["runs"]
     assert (kill["stopped_by"], term["stopped_by"]) == ("SIGKILL", "SIGTERM")
     assert kill["last_answered_s"] >= kill["ready_s"] > 0 and term["last_answered_s"] >= term["ready_s"] > 0
@@ -75,6 +81,7 @@ def test_quick_benchmarks_write_tables_and_raw_figures(tmp_path: Path) -> None:
         "## Context assembly",
         "## Load",
         "## Open loop",
+        "## Open loop through the Slack adapter",
         "## Recovery after a restart",
         "## Memory retrieval",
         "## Streaming",
