@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.http import AppState, make_app
 from bot.logs import configure_logging
+from bot.metrics import Metrics, watch_loop
 from bot.wiring import Services
 from tests.fakes.chat import FakeChat
 
@@ -141,3 +143,22 @@ async def test_an_oversized_header_is_one_warning_line_not_a_traceback(
         assert "Traceback" not in err
     finally:
         logging.getLogger().handlers.clear()
+
+
+async def test_the_loop_lag_probe_sees_the_loop_held() -> None:
+    """rapport_event_loop_lag_seconds: a loop held for 0.3 s shows as one late wake-up of about that much."""
+    metrics = Metrics()
+    probe = asyncio.create_task(watch_loop(metrics, every=0.02))
+    await asyncio.sleep(0.1)
+    time.sleep(0.3)  # noqa: ASYNC251 - holding the loop is the point
+    await asyncio.sleep(0.1)
+    probe.cancel()
+    samples = {
+        sample.labels.get("le"): sample.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        if family.name == "rapport_event_loop_lag_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_bucket")
+    }
+    assert samples["+Inf"] >= 4  # it kept waking up
+    assert samples["+Inf"] - samples["0.25"] == 1  # the one wake-up the held loop made late
