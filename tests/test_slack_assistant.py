@@ -243,3 +243,13 @@ async def test_an_event_rapport_does_not_use_is_acknowledged_in_time(
     assert {call.method for call in slack_api.calls} == {"auth.test"}, "nothing saved, nothing looked up"
     assert not fake_claude.requests
 
+
+def test_the_manifest_turns_on_the_assistant_pane_with_its_scope_and_events() -> None:
+    yaml = pytest.importorskip("yaml")
+    manifest = yaml.safe_load((Path(__file__).parent.parent / "slack-manifest.yml").read_text())
+    view = manifest["features"]["assistant_view"]
+    assert view["assistant_description"] and 1 <= len(view["suggested_prompts"]) <= 4
+    assert all(p["title"] and p["message"] for p in view["suggested_prompts"])
+    assert "assistant:write" in manifest["oauth_config"]["scopes"]["bot"]
+    events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
+    assert {"assistant_thread_started", "assistant_thread_context_changed", "message.im"} <= events
