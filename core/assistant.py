@@ -567,6 +567,20 @@ class Assistant:
             paused = await self._records.is_paused(user_key)
         return memory_page(items, page=page, history=history, paused=paused)
 
+    async def interests(self, user_key: str, *, limit: int = 3) -> list[str]:
+        """What the person is interested in, the most recently learned first: their model's interests (by what each
+        is about), then the topics they talk about most. Every audience counts, so it is only for a place the
+        person alone reads (Slack's assistant pane suggests prompts from it); [] for someone Rapport has not met."""
+        async with asyncio.timeout(self._settings.step_timeout):
+            items = await self._records.person_items(user_key, scopes=None)
+            profile, _ = await self._records.known(user_key, scopes=None, patterns=0)
+        learned = sorted((i for i in items if i.kind == "interest"), key=lambda i: (i.learned_at, i.seq), reverse=True)
+        topics = [i.about or i.text for i in learned] + (interests_for(profile, None) if profile else [])
+        found: dict[str, str] = {}
+        for topic in topics:
+            found.setdefault(topic.strip().casefold(), topic.strip())
+        return [topic for topic in found.values() if topic][:limit]
+
     async def forget_item(self, user_key: str, item_id: str) -> bool:
         """Delete one item of the person's model (theirs only: False for any other id). It leaves the prompts at
         once, its tombstone keeps the learner from extracting it again, and the turns it was learned from leave

@@ -3,7 +3,9 @@ acknowledges it; the answer follows in the person's turn, through the delivery p
 
 Listeners run before bolt's acknowledgement (`process_before_response=True`) and do only pure decisions and
 bounded inbox calls. An event the inbox cannot keep gets an error status and Slack delivers it again, instead
-of an event acknowledged and lost.
+of an event acknowledged and lost. Slack's assistant pane goes through bolt's `AsyncAssistant`: a message in one of
+its threads is taken like any DM message; opening a thread is greeted behind the acknowledgement. An event no
+listener is for is acknowledged all the same: bolt would answer 404, which Slack counts as a failure and retries.
 """
 
 from __future__ import annotations
@@ -19,13 +21,24 @@ from typing import Any
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncBoltRequest, AsyncRespond
+from slack_bolt.async_app import (
+    AsyncAck,
+    AsyncApp,
+    AsyncAssistant,
+    AsyncBoltContext,
+    AsyncBoltRequest,
+    AsyncRespond,
+    AsyncSay,
+    AsyncSetSuggestedPrompts,
+)
+from slack_bolt.request.payload_utils import is_other_message_sub_event_in_assistant_thread
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.download import Downloader
+from adapters.slack.assistant_view import GREETING, PROMPTS_TITLE, suggested_prompts, thread_starter
 from adapters.slack.blocks import (
     FORGET_CANCEL,
     FORGET_CONFIRM,
@@ -75,6 +88,7 @@ log = logging.getLogger(__name__)
 # A command's answer, sent behind its acknowledgement: (who asked, the command's body, its respond).
 Later = Callable[[UserRef, Mapping[str, Any], AsyncRespond], Coroutine[Any, Any, None]]
 ACCEPT_BUDGET = 2.0  # seconds for the inbox calls of one event together: Slack wants its ack within 3
+GREETING_BUDGET = 10.0  # seconds for an assistant pane's greeting and prompts, behind the acknowledgement
 CONNECTING = "Socket Mode: connecting to Slack"
 _REFUSED = (InboxFull, TimeoutError, OSError)  # the inbox could not keep it: Slack delivers it again
 
@@ -120,6 +134,12 @@ class SlackAdapter:
             process_before_response=True,
             logger=bolt_log,
         )
+        self._app.use(self._changes_in_dm_threads)  # before the Assistant, which would acknowledge them unheard
+        pane = AsyncAssistant(logger=bolt_log)
+        pane.thread_started(self._on_thread_started)
+        pane.user_message(self._on_pane_message)
+        pane.thread_context_changed(self._on_thread_context_changed)
+        self._app.assistant(pane)
         for event in ("app_mention", "message", "reaction_added", "reaction_removed"):
             self._app.event(event)(self._on_event)
         self._app.command("/insights")(self._answered_later("/insights", self._send_insights))
@@ -134,6 +154,7 @@ class SlackAdapter:
         assistant.watch_model(self._model_changed)
         self._app.action(FORGET_CONFIRM)(self._on_forget_confirm)
         self._app.action(FORGET_CANCEL)(self._on_forget_cancel)
+        self._app.event(re.compile(".*"))(self._on_other_event)  # last: what no listener above is for
         self._work = BackgroundWork()  # the reads (/insights) and ephemeral answers behind acknowledgements
         self._outbox = Outbox(self._client)
         self._downloads = Downloader(config.file_origins, headers={"Authorization": f"Bearer {config.bot_token}"})
@@ -306,6 +327,39 @@ class SlackAdapter:
         self, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
     ) -> BoltResponse | None:
         """Every subscribed event: decide, write it down, and only then let Slack hear that we have it."""
+        return await self._taken(body, context, request, pane=False)
+
+    async def _on_pane_message(
+        self, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest
+    ) -> BoltResponse | None:
+        """A person's message in a DM thread (bolt's Assistant takes them all: the pane's threads and ordinary DM
+        threads alike), taken as any DM message; its answer shows the thread's status and names a new thread."""
+        return await self._taken(body, context, request, pane=True)
+
+    async def _changes_in_dm_threads(
+        self,
+        body: dict[str, Any],
+        context: AsyncBoltContext,
+        request: AsyncBoltRequest,
+        next_: Callable[[], Awaitable[None]],
+    ) -> BoltResponse | None:
+        """An edit or a deletion in a DM thread, taken before bolt's Assistant middleware, which acknowledges those
+        itself without calling any listener (and in the assistant pane every message is in a thread). Bolt's own
+        test picks them out, so that this takes exactly what the Assistant would swallow."""
+        event = body.get("event")
+        if is_other_message_sub_event_in_assistant_thread(body) and isinstance(event, Mapping):
+            if event.get("subtype") in CHANGES:
+                return await self._on_event(body, context, request) or await context.ack()
+        await next_()
+        return None
+
+    async def _on_other_event(self, body: dict[str, Any]) -> None:
+        """An event Rapport does not use (a subscription added in the app's settings, a new kind): acknowledged."""
+        log.debug("Slack event %s not used", (body.get("event") or {}).get("type"))
+
+    async def _taken(
+        self, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest, *, pane: bool
+    ) -> BoltResponse | None:
         if self._stopping:
             return BoltResponse(status=503, body={"error": "shutting down"})
         try:
@@ -317,7 +371,7 @@ class SlackAdapter:
                 elif envelope.event.get("subtype") in CHANGES:
                     await self._take_change(envelope, bot_user_id)
                 else:
-                    await self._take_message(envelope, bot_user_id, retry_attempt(request.headers))
+                    await self._take_message(envelope, bot_user_id, retry_attempt(request.headers), pane=pane)
         except MalformedPayload as exc:
             log.warning("malformed Slack event refused: %s", exc)
             return BoltResponse(status=400, body={"error": f"malformed payload: {exc}"})
@@ -326,7 +380,7 @@ class SlackAdapter:
             return BoltResponse(status=503, body={"error": "busy, deliver again"})
         return None
 
-    async def _take_message(self, envelope: Envelope, bot_user_id: str | None, retry: int) -> None:
+    async def _take_message(self, envelope: Envelope, bot_user_id: str | None, retry: int, *, pane: bool) -> None:
         decision = decide_message(envelope, bot_user_id=bot_user_id)
         message = decision.message
         if decision.route is Route.IGNORE or message is None or message.message is None:
@@ -341,11 +395,10 @@ class SlackAdapter:
         # Called into a thread that went on without Rapport: the turn reads what was said there before.
         joins = decision.route is Route.ANSWER and message.thread_id not in (None, ts)
         fetch_thread = joins and not await self._turns.knows_thread(PLATFORM, channel, str(message.thread_id))
-        incoming = Incoming(
-            key=message_key(envelope.team_id, channel, ts),
-            event=message,
-            route={"channel": channel, "thread_ts": root, "fetch_thread": fetch_thread},
-        )
+        route: dict[str, Any] = {"channel": channel, "thread_ts": root, "fetch_thread": fetch_thread}
+        if pane:  # a thread Rapport does not know yet (it may have greeted there) is named after this message
+            route |= {"assistant": True, "title": fetch_thread}
+        incoming = Incoming(key=message_key(envelope.team_id, channel, ts), event=message, route=route)
         accepted = await self._turns.accept(incoming)
         if not accepted.fresh and not accepted.refused:
             log.info("Slack event %s (delivery %d) already taken: not answered again", envelope.event_id, retry + 1)
@@ -360,6 +413,42 @@ class SlackAdapter:
         change = change_of(envelope, bot_user_id=bot_user_id)
         if change is not None and await self._assistant.author_of(change.original) == change.user.key:
             await self._turns.accept(Incoming(key=event_key(envelope.event_id), event=change))
+
+    # --- the assistant pane -------------------------------------------------------------------------
+
+    async def _on_thread_started(
+        self, body: dict[str, Any], say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts
+    ) -> BoltResponse | None:
+        """Someone opened a thread in Rapport's assistant pane: acknowledged as this returns, the greeting and the
+        suggested prompts following behind (a read, like /insights: nothing to write down first)."""
+        if self._stopping:
+            return BoltResponse(status=503, body={"error": "shutting down"})
+        try:
+            user = thread_starter(body)
+        except MalformedPayload as exc:
+            log.warning("malformed assistant_thread_started refused: %s", exc)
+            return BoltResponse(status=400, body={"error": f"malformed payload: {exc}"})
+        self._work.spawn(user.key, self._greet(user, say, set_suggested_prompts), name=f"slack-greet-{user.key}")
+        return None
+
+    async def _greet(self, user: UserRef, say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
+        """The greeting, then prompts shaped by the person's own interests where Rapport knows some (theirs to
+        see: the pane is their DM with Rapport); the general ones when it knows none or cannot read them now."""
+        try:
+            async with asyncio.timeout(GREETING_BUDGET):
+                await say(GREETING)
+                try:
+                    interests = await self._assistant.interests(user.key)
+                except Exception as exc:  # noqa: BLE001 - the general prompts do
+                    log.info("interests of %s not read for their prompts: %s", user.key, exc)
+                    interests = []
+                await set_suggested_prompts(suggested_prompts(interests), title=PROMPTS_TITLE)
+        except Exception as exc:  # noqa: BLE001 - the pane works without them; the log says why
+            log.warning("could not greet %s in the assistant pane: %s", user.key, exc)
+
+    async def _on_thread_context_changed(self) -> None:
+        """The person moved to another channel with the pane open: Rapport does not use the channel they view, so
+        nothing is kept (bolt's default listener would save it into the thread's first reply, two more calls)."""
 
     # --- slash commands and buttons ----------------------------------------------------------------
 

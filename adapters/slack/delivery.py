@@ -3,10 +3,12 @@
 A placeholder ("Thinking…") appears while Claude answers and becomes the reply's first part. Every part is posted
 with metadata naming its entry, so a turn resumed after a crash between posting and recording finds what was
 posted (conversations.replies or .history with include_all_metadata) and finishes it instead of posting again.
+In a thread of Slack's assistant pane (route `assistant`) the thread's status says Rapport is at work instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -14,9 +16,11 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
+from slack_bolt.async_app import AsyncSetStatus, AsyncSetTitle
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 
 from adapters.download import Downloader
+from adapters.slack.assistant_view import LOADING, STATUS, thread_title
 from adapters.slack.outbox import Outbox, answer_chunks
 from adapters.slack.translate import PLATFORM, attachment_of_file, needs_lookup
 from adapters.streaming import Paced, with_closed_fences
@@ -33,6 +37,7 @@ THINKING = "_Thinking…_"
 REPLY_EVENT = "rapport_reply"  # the metadata event type on every message of a reply
 STREAM_LIMIT = 12_000  # characters of Markdown one streamed message takes (Slack's limit for markdown_text)
 FENCE = "```"
+PANE_CALL_BUDGET = 3.0  # seconds for a status or title call: a nicety, never worth holding the answer for
 
 
 class SlackDelivery:
@@ -48,6 +53,7 @@ class SlackDelivery:
         self.channel = str(entry.route.get("channel") or "")
         self.thread: str | None = entry.route.get("thread_ts") or None
         self._resumed = entry.taken > 1  # an earlier turn may have posted some of it already
+        self._pane = bool(entry.route.get("assistant")) and self.thread is not None  # a thread of the assistant pane
 
     def metadata(self, part: int) -> dict[str, Any]:
         return {"event_type": REPLY_EVENT, "event_payload": {"entry": self.entry.key, "part": part}}
@@ -89,6 +95,40 @@ class SlackDelivery:
 
     @asynccontextmanager
     async def working(self, *, streamed: bool = False) -> AsyncIterator[list[MessageRef]]:
+        """While Claude answers: in the assistant pane the thread's status (Slack clears it when the reply comes;
+        it is cleared here when there is none) and, for a thread new to Rapport, its title; and the placeholder."""
+        if self._pane:
+            await self._pane_call("status", self._status(STATUS, loading_messages=LOADING))
+            event = self.entry.event
+            if self.entry.route.get("title") and isinstance(event, MessageReceived):
+                set_title = AsyncSetTitle(self.outbox.client, self.channel, str(self.thread))
+                await self._pane_call("title", set_title(thread_title(event.text)))
+        try:
+            async with self._placeholder(streamed=streamed) as placeholder:
+                yield placeholder
+        except Exception:
+            await self.failed()
+            raise
+
+    def _status(self, status: str, **more: Any) -> Awaitable[Any]:
+        return AsyncSetStatus(self.outbox.client, self.channel, str(self.thread))(status, **more)
+
+    async def _pane_call(self, what: str, call: Awaitable[Any]) -> None:
+        """A status or title call, failing soft: bolt's matcher sends every DM thread here, and an ordinary DM
+        thread has neither."""
+        try:
+            async with asyncio.timeout(PANE_CALL_BUDGET):
+                await call
+        except Exception as exc:  # noqa: BLE001 - the answer goes on without it
+            log.info("assistant thread %s in %s not set: %s", what, self.channel, exc)
+
+    async def failed(self) -> None:
+        """The reply did not reach the thread: its status must not go on saying Rapport is at work."""
+        if self._pane:
+            await self._pane_call("status", self._status(""))
+
+    @asynccontextmanager
+    async def _placeholder(self, *, streamed: bool) -> AsyncIterator[list[MessageRef]]:
         """The placeholder, posted once (a resumed turn takes up the one an earlier attempt posted); none in a
         thread where the reply streams into a message of its own."""
         if streamed and self.thread:
@@ -122,7 +162,11 @@ class SlackDelivery:
         existing = await self._earlier() if self._resumed else {}
         for part, ref in enumerate(placeholder):
             existing.setdefault(part, ref.message_id)
-        posted = await self.outbox.deliver(self.channel, self.thread, answer_chunks(text), existing, self.metadata)
+        try:
+            posted = await self.outbox.deliver(self.channel, self.thread, answer_chunks(text), existing, self.metadata)
+        except Exception:
+            await self.failed()
+            raise
         return [self.ref(ts) for ts in posted]
 
     async def fetch(self, attachment: Attachment, limit: int) -> bytes:
@@ -189,6 +233,13 @@ class _ThreadStream:
         self._sent = text
 
     async def finish(self, text: str) -> list[MessageRef]:
+        try:
+            return await self._finish(text)
+        except Exception:
+            await self._delivery.failed()
+            raise
+
+    async def _finish(self, text: str) -> list[MessageRef]:
         await self._paced.close()
         chat = self._chat
         if chat is None or chat.ts is None:  # nothing was shown yet: posted as a whole

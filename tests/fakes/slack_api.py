@@ -49,6 +49,9 @@ class FakeSlackAPI:
     socket_url: str = ""
     calls: list[Call] = field(default_factory=list)
     responses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # POSTs to response_urls
+    # an assistant thread's status as the pane shows it, by (channel, thread_ts): set by assistant.threads.setStatus,
+    # cleared by the app's next message in the thread (as Slack does)
+    statuses: dict[tuple[str, str], str] = field(default_factory=dict)
     url: str = ""
     base: str = ""
     _ts: count[int] = field(default_factory=lambda: count(1))
@@ -153,6 +156,7 @@ class FakeSlackAPI:
         message = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "text": args.get("text"), "ts": ts}
         if args.get("thread_ts"):
             message["thread_ts"] = args["thread_ts"]
+            self.statuses.pop((str(args.get("channel")), str(args["thread_ts"])), None)
         if args.get("metadata"):
             message["metadata"] = _json_arg(args["metadata"])
         self.messages.setdefault(str(args.get("channel")), []).append(message)
@@ -165,6 +169,7 @@ class FakeSlackAPI:
         message = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "text": _streamed(args), "ts": ts,
                    "thread_ts": args["thread_ts"], "streaming": True}  # fmt: skip
         self.messages.setdefault(str(args.get("channel")), []).append(message)
+        self.statuses.pop((str(args.get("channel")), str(args["thread_ts"])), None)
         return {"channel": args.get("channel"), "ts": ts}
 
     def _streaming(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -256,6 +261,35 @@ class FakeSlackAPI:
         if file is None:
             raise _SlackError("file_not_found")
         return {"file": file}
+
+    # --- the assistant pane: assistant.threads.* (channel_id and thread_ts required, as Slack has them) ---------
+
+    @staticmethod
+    def _thread_of(args: dict[str, Any], *required: str) -> tuple[str, str]:
+        if any(not args.get(name) for name in ("channel_id", "thread_ts")) or any(n not in args for n in required):
+            raise _SlackError("invalid_arguments")
+        return str(args["channel_id"]), str(args["thread_ts"])
+
+    def _assistant_threads_setStatus(self, args: dict[str, Any]) -> dict[str, Any]:
+        thread = self._thread_of(args, "status")
+        if args["status"]:
+            self.statuses[thread] = str(args["status"])
+        else:
+            self.statuses.pop(thread, None)
+        return {}
+
+    def _assistant_threads_setTitle(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._thread_of(args, "title")
+        return {}
+
+    def _assistant_threads_setSuggestedPrompts(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._thread_of(args, "prompts")
+        prompts = _json_arg(args["prompts"])
+        if not isinstance(prompts, list) or not 1 <= len(prompts) <= 4:
+            raise _SlackError("invalid_arguments")  # one to four prompts
+        if not all(isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts):
+            raise _SlackError("invalid_arguments")
+        return {}
 
     def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"url": self.socket_url}
