@@ -131,6 +131,9 @@ class Place(_Strict):
     name: str = Field(default="", max_length=40, pattern=r"^[A-Za-z0-9 _.-]*$")  # the label in metrics
     persona: str = Field(default="", max_length=4_000)  # added to Rapport's own persona, never replacing it
     model: str = Field(default="", max_length=100, pattern=r"^[A-Za-z0-9._:-]*$")
+    # Discord: a conversation started by a mention in a text channel gets a thread of its own. None is "not set
+    # here", so that a channel can turn off what its server turns on; unset everywhere, it is off.
+    threads: bool | None = None
 
 
 class Price(_Strict):
@@ -244,8 +247,9 @@ def _of(ids: Sequence[str], platform: str) -> list[str]:
 
 
 def place_settings(policy: Policy, *, server: str, channels: Sequence[str], private: bool) -> Place:
-    """The persona, model and name in force where a message was written: a channel's (the channel itself, then
-    its parents) over its server's over the defaults, field by field. A DM has only the defaults."""
+    """The settings in force where a message was written: a channel's (the channel itself, then its parents) over
+    its server's over the defaults, field by field (a field is set by a non-empty text, or by `threads` being
+    true or false). A DM has only the defaults."""
     layers = [policy.defaults]
     if not private:
         if server in policy.servers:
@@ -253,13 +257,13 @@ def place_settings(policy: Policy, *, server: str, channels: Sequence[str], priv
         for channel in reversed(channels):
             if channel in policy.channels:
                 layers.append(policy.channels[channel])
-    merged: dict[str, str] = {}
+    merged: dict[str, object] = {}
     for layer in layers:
-        for name in ("name", "persona", "model"):
+        for name in Place.model_fields:
             value = getattr(layer, name)
-            if value:
+            if value not in ("", None):
                 merged[name] = value
-    return Place(**merged)
+    return Place.model_validate(merged)
 
 
 def place_label(policy: Policy, *, server: str, private: bool) -> str:

@@ -68,6 +68,8 @@ def test_example_file_loads_and_sets_every_section() -> None:
     assert all(getattr(policy.defaults, name) for name in ("name", "persona", "model"))
     assert {key.split(":")[0] for key in policy.servers} == {"discord", "slack"}
     assert {key.split(":")[0] for key in policy.channels} == {"discord", "slack"}
+    assert any(place.threads for place in policy.servers.values())
+    assert any(place.threads is False for place in policy.channels.values())
     assert all(prefix.startswith("claude-") for prefix in policy.prices)
     assert "{what}" in policy.limit_note and "{when}" in policy.limit_note
     policy.limit_note.format(what="6 messages a minute", when="in 40 seconds")  # no stray braces
@@ -407,6 +409,15 @@ def test_a_dm_gets_only_the_defaults() -> None:
 
 def test_an_unlisted_place_gets_the_defaults() -> None:
     assert place_settings(PLACES, server=OTHER_GUILD, channels=[RANDOM], private=False) == PLACES.defaults
+
+
+def test_threads_are_off_unless_a_place_turns_them_on_and_a_channel_can_turn_its_servers_off() -> None:
+    assert not place_settings(PLACES, server=GUILD, channels=[GENERAL], private=False).threads
+    policy = Policy(servers={GUILD: Place(threads=True)}, channels={GENERAL: Place(threads=False, persona="Hi.")})
+    assert place_settings(policy, server=GUILD, channels=[RANDOM], private=False).threads is True
+    assert place_settings(policy, server=GUILD, channels=[GENERAL], private=False).threads is False
+    assert place_settings(policy, server=GUILD, channels=[THREAD, GENERAL], private=False).threads is False
+    assert place_settings(policy, server=GUILD, channels=[RANDOM], private=True).threads is None  # a DM: defaults
 
 
 def test_place_label_is_the_servers_name_or_a_bounded_fallback() -> None:

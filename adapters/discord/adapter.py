@@ -29,8 +29,10 @@ from adapters.discord.translate import (
     Verdict,
     decide,
     facts_of,
+    in_new_thread,
     message_ref,
     message_text,
+    opens_thread,
     reaction_event,
     to_event,
     user_ref,
@@ -301,12 +303,18 @@ class DiscordAdapter:
         event = to_event(message, bot_id=me.id, bot_name=me.display_name, chain=chain)
         if verdict is Verdict.TEXT_ONLY:
             event = replace(event, text="")  # nothing to read: the turn answers with a note, without Claude
-        route = {
+        route: dict[str, object] = {
             "channel": str(message.channel.id),
             "message": str(message.id),
             "guild": str(message.guild.id) if message.guild is not None else None,
             "deeper": str(deeper.message_id) if _is_reply(deeper) and deeper is not None else None,
         }
+        gate = self._assistant.gate
+        if opens_thread(facts, verdict, threads=gate is not None and bool(gate.place(event).threads)):
+            # The delivery opens it (any process can, from the entry); its name comes from the event, so that
+            # nothing a person wrote is in the route, which a refusal and /forget leave as it was.
+            event = in_new_thread(event)
+            route["thread"] = {"open": True}
         await self._accept(Incoming(key=f"discord:message:{message.channel.id}:{message.id}", event=event, route=route))
 
     async def _accept(self, incoming: Incoming) -> None:

@@ -4,6 +4,11 @@ Everything goes through the REST API (a partial channel by id), so any process t
 whichever shard the message came through. Each part of a reply is sent with a nonce derived from the entry (and
 discord.py asks Discord to enforce it): a turn resumed after a crash between sending and recording gets the
 message already sent back instead of a second one.
+
+An entry whose route says to open a thread (`route["thread"]`, where the place's `threads` is on) has its answer
+in a thread started from the person's message: the delivery opens it first, and a thread that is already there (an
+earlier attempt opened it) is the one to answer in. A thread started from a message has that message's id, so the
+thread's channel is known before it exists, and the event was translated to it when the message arrived.
 """
 
 from __future__ import annotations
@@ -11,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 import discord
 from discord.http import Route
 
-from adapters.discord.translate import chain_message, message_ref, reply_chunks
+from adapters.discord.translate import chain_message, message_ref, reply_chunks, thread_name
 from adapters.download import Downloader
 from adapters.streaming import Paced, with_closed_fences
 from core.entries import Entry
@@ -30,6 +35,10 @@ __all__ = ["CHAIN_DEPTH", "DiscordDelivery", "DiscordStream", "nonce_for"]
 log = logging.getLogger(__name__)
 
 CHAIN_DEPTH = 5  # referenced messages followed back from a reply
+THREAD_EXISTS = 160004  # Discord: "A thread has already been created for this message"
+# Minutes of quiet before Discord hides a thread (its longest): an archived thread leaves discord.py's cache and
+# the active threads a new session is sent, and a message there must find it known to be answered without a mention.
+THREAD_ARCHIVE_MINUTES: Final = 10080
 
 
 def nonce_for(message_id: str, part: int) -> str:
@@ -51,6 +60,9 @@ class DiscordDelivery:
         self._message = str(route.get("message") or "")
         guild = route.get("guild")
         self._guild = int(guild) if guild else None
+        thread = route.get("thread")
+        opens_thread = isinstance(thread, Mapping) and bool(thread.get("open")) and bool(self._message)
+        self._target: int | None = None if opens_thread else self._channel  # where the answer goes, once known
 
     def _logged_in(self) -> discord.Client:
         client = self._client()
@@ -58,8 +70,41 @@ class DiscordDelivery:
             raise RuntimeError("the Discord client is not logged in (yet)")
         return client
 
-    def _channel_object(self, client: discord.Client) -> discord.PartialMessageable:
-        return client.get_partial_messageable(self._channel, guild_id=self._guild)
+    def _channel_object(self, client: discord.Client, channel: int | None = None) -> discord.PartialMessageable:
+        return client.get_partial_messageable(channel or self._channel, guild_id=self._guild)
+
+    async def _answer_channel(self, client: discord.Client) -> int:
+        """The channel the answer goes to: the person's, or the thread opened from their message (opened here the
+        first time it is asked for). Opening it is idempotent: Discord's "already created" means an earlier attempt
+        did it. Refused for any other reason (no permission to create threads there), it answers with a reply in the
+        channel, as without threads, rather than not at all."""
+        if self._target is not None:
+            return self._target
+        entry = self._entry
+        event = entry.event
+        text, author = (event.text, event.author_name) if isinstance(event, MessageReceived) else ("", "")
+        try:
+            # Through the REST route rather than PartialMessage.create_thread, which needs this process to have the
+            # server in its cache: any logged-in process delivers, whichever shard took the message.
+            await client.http.start_thread_with_message(
+                self._channel,
+                int(self._message),
+                name=thread_name(text, author),
+                auto_archive_duration=THREAD_ARCHIVE_MINUTES,
+            )
+            self._target = int(self._message)
+        except discord.HTTPException as exc:
+            if exc.code == THREAD_EXISTS:
+                self._target = int(self._message)
+            else:
+                log.warning(
+                    "could not open a thread for %s in Discord channel %s (%s); answering in the channel",
+                    entry.key,
+                    self._channel,
+                    exc,
+                )
+                self._target = self._channel
+        return self._target
 
     async def prepare(self, event: MessageReceived) -> MessageReceived:
         """The reply chain beyond what the gateway payload carried, followed back through the REST API."""
@@ -86,12 +131,13 @@ class DiscordDelivery:
 
     @contextlib.asynccontextmanager
     async def working(self, *, streamed: bool = False) -> AsyncIterator[list[MessageRef]]:
-        """ "Rapport is typing…" while the answer is prepared; a refused typing call costs nothing."""
+        """ "Rapport is typing…" while the answer is prepared (in the thread it opens, if it opens one); a refused
+        typing call costs nothing."""
         client = self._client()
         if client is None:
             yield []
             return
-        channel = self._channel_object(client)
+        channel = self._channel_object(client, await self._answer_channel(client) if client.user else None)
 
         async def keep_typing() -> None:
             while True:
@@ -116,9 +162,11 @@ class DiscordDelivery:
     async def send_part(self, part: int, chunk: str) -> discord.Message:
         """One part of a reply: the first as a reply that does not ping the person again. Sent with the entry's
         nonce for that part, so sending it again (a resumed turn) gets the message sent before, made current."""
-        channel = self._channel_object(self._logged_in())
+        client = self._logged_in()
+        target = await self._answer_channel(client)
+        channel = self._channel_object(client, target)
         options: dict[str, Any] = {"nonce": nonce_for(self._message, part)}
-        if part == 0 and self._message:
+        if part == 0 and self._message and target == self._channel:  # in its own thread, an answer needs none
             options["reference"] = discord.MessageReference(
                 message_id=int(self._message), channel_id=self._channel, fail_if_not_exists=False
             )
@@ -131,27 +179,27 @@ class DiscordDelivery:
     async def deliver(self, text: str, *, placeholder: Sequence[MessageRef]) -> list[MessageRef]:
         """Each part into the message an earlier attempt posted for it (a streamed reply cut short by a restart),
         else sent; raises when not one part could be posted (the turn tries again)."""
-        channel = self._channel_object(self._logged_in())
+        client = self._logged_in()
+        target = await self._answer_channel(client)
         chunks = reply_chunks(text)
         refs: list[MessageRef] = []
         for part, chunk in enumerate(chunks):
             try:
                 if part < len(placeholder):
-                    message = channel.get_partial_message(int(placeholder[part].message_id))
-                    await message.edit(content=chunk)
+                    await self._shown_message(client, placeholder[part]).edit(content=chunk)
                     refs.append(placeholder[part])
                     continue
                 posted = await self.send_part(part, chunk)
             except discord.HTTPException as exc:
                 sent = f"{part} of {len(chunks)} parts sent"
-                log.error("could not post to Discord channel %s (%s); %s", self._channel, exc, sent)
+                log.error("could not post to Discord channel %s (%s); %s", target, exc, sent)
                 if not refs:
                     raise
                 break
             refs.append(message_ref(posted.channel.id, posted.id))
         for extra in placeholder[len(chunks) :]:  # an earlier, longer attempt's parts
             with contextlib.suppress(discord.HTTPException):
-                await channel.get_partial_message(int(extra.message_id)).delete()
+                await self._shown_message(client, extra).delete()
         return refs
 
     async def fetch(self, attachment: Attachment, limit: int) -> bytes:
@@ -159,6 +207,10 @@ class DiscordDelivery:
         if self._downloader is None:
             raise NotFromPlatform("no downloader here")
         return await self._downloader.fetch(attachment, limit)
+
+    def _shown_message(self, client: discord.Client, ref: MessageRef) -> discord.PartialMessage:
+        """A message an earlier attempt posted, in the channel it was posted in (the thread, or the channel)."""
+        return self._channel_object(client, int(ref.channel_id)).get_partial_message(int(ref.message_id))
 
     async def notify(self, text: str) -> None:
         """A note for the person alone: the interaction's original (ephemeral) response when the entry came from

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import discord
@@ -29,12 +29,15 @@ __all__ = [
     "chain_message",
     "decide",
     "facts_of",
+    "in_new_thread",
     "insights_embed",
     "message_ref",
+    "opens_thread",
     "parents_of",
     "reaction_event",
     "render_text",
     "reply_chunks",
+    "thread_name",
     "to_event",
     "user_ref",
 ]
@@ -46,6 +49,7 @@ _USER_MENTION = re.compile(r"<@!?([0-9]{15,20})>")
 _ROLE_MENTION = re.compile(r"<@&([0-9]{15,20})>")
 _CHANNEL_MENTION = re.compile(r"<#([0-9]{15,20})>")
 _CUSTOM_EMOJI = re.compile(r"<a?:([A-Za-z0-9_~]{1,32}):[0-9]{15,20}>")
+THREAD_NAME_LIMIT = 100  # Discord's longest thread name
 
 
 class Verdict(enum.Enum):
@@ -69,20 +73,55 @@ class MessageFacts:
     has_text: bool
     has_attachments: bool  # files (read by core.files)
     has_stickers: bool = False
+    in_own_thread: bool = False  # a thread Rapport opened for a conversation (core.policy.Place.threads)
+    threadable: bool = False  # a server's text channel, where a message can start a thread
 
 
 def decide(facts: MessageFacts, *, bot_id: int, allowed_channel_ids: Collection[int] = frozenset()) -> Verdict:
-    """Every DM; in servers a mention, a reply to Rapport, or anything in an opened channel; never a bot."""
+    """Every DM; in servers a mention, a reply to Rapport, anything in an opened channel or in a thread Rapport
+    opened; never a bot."""
     if facts.author_id == bot_id or facts.author_is_bot or not facts.ordinary:
         return Verdict.IGNORE
     opened = facts.channel_id in allowed_channel_ids or (
         facts.parent_channel_id is not None and facts.parent_channel_id in allowed_channel_ids
     )
-    if not (facts.private or facts.mentions_bot or facts.replies_to_bot or opened):
+    if not (facts.private or facts.mentions_bot or facts.replies_to_bot or opened or facts.in_own_thread):
         return Verdict.IGNORE
     if not facts.has_text and not facts.has_attachments and facts.has_stickers:
         return Verdict.TEXT_ONLY
     return Verdict.ANSWER
+
+
+def opens_thread(facts: MessageFacts, verdict: Verdict, *, threads: bool) -> bool:
+    """Whether the answer opens a thread (where the place's `threads` is on): for a conversation started by a
+    mention in a text channel. A reply to Rapport goes on where it is said, and an opened channel's messages that
+    do not mention it are talk Rapport takes part in, not a thread per message; a note for a file without words
+    is no conversation."""
+    return (
+        threads and verdict is Verdict.ANSWER and facts.threadable and facts.mentions_bot and not facts.replies_to_bot
+    )
+
+
+def in_new_thread(event: MessageReceived) -> MessageReceived:
+    """The event as the thread about to be opened from its message will hold it: a thread started from a message
+    has that message's id, so the conversation (short-term memory) is the thread's from the first exchange, and
+    the channel becomes a parent, as for any thread (the policy's channel lists match it). The audience stays the
+    channel's, which a public thread shares."""
+    assert event.message is not None, "a Discord message event carries its message"
+    return replace(event, conversation_id=event.message.message_id, parents=(event.conversation_id, *event.parents))
+
+
+def thread_name(text: str, author: str) -> str:
+    """A thread's name: the message's first words within Discord's limit, else who the conversation is with."""
+    words = " ".join(text.split())
+    if not words:
+        return f"Conversation with {author}"[:THREAD_NAME_LIMIT]
+    if len(words) <= THREAD_NAME_LIMIT:
+        return words
+    cut = words[: THREAD_NAME_LIMIT - 1]
+    if " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:") + "…"
 
 
 def render_text(
@@ -157,6 +196,8 @@ def facts_of(
         has_text=bool(message_text(message, bot_id=bot_id, bot_name=bot_name)),
         has_attachments=bool(message.attachments),
         has_stickers=bool(message.stickers),
+        in_own_thread=isinstance(message.channel, discord.Thread) and message.channel.owner_id == bot_id,
+        threadable=isinstance(message.channel, discord.TextChannel),
     )
 
 

@@ -55,6 +55,8 @@ class FakeDiscord:
         self.created: list[dict[str, Any]] = []  # messages the bot posted through REST, in order
         self.nonces: dict[tuple[str, str], dict[str, Any]] = {}
         self.refuse_posts = 0  # the next N message posts are refused
+        self.refuse_threads = 0  # the next N threads asked for are refused (no Create Public Threads permission)
+        self.threads: dict[str, dict[str, Any]] = {}  # thread channels by id (a message's thread has its id)
         self.limit_edits = 0  # the next N edits get a 429  # (channel, nonce) -> the message it created
         self.identifies: list[dict[str, Any]] = []
         self.resumes: list[dict[str, Any]] = []
@@ -269,6 +271,45 @@ class FakeDiscord:
             payload["referenced_message"] = {k: v for k, v in reply_to.items() if k != "referenced_message"}
         self.messages[payload["id"]] = payload
         return payload
+
+    def thread(
+        self, message: dict[str, Any], *, owner: dict[str, Any], name: str, archive: int = 1440
+    ) -> dict[str, Any]:
+        """A public thread started from `message` by `owner` (type 11, with the message's id, as Discord makes it),
+        kept in its server's payload so that a later IDENTIFY's GUILD_CREATE lists it among the active threads."""
+        channel = message["channel_id"]
+        guild_id = self._channel_guild[channel]
+        thread = {
+            "id": message["id"],
+            "type": 11,
+            "guild_id": guild_id,
+            "parent_id": channel,
+            "owner_id": owner["id"],
+            "name": name,
+            "last_message_id": None,
+            "message_count": 0,
+            "member_count": 1,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+            "total_message_sent": 0,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": archive,
+                "archive_timestamp": _now(),
+                "locked": False,
+                "create_timestamp": _now(),
+            },
+        }
+        self.threads[thread["id"]] = thread
+        self._channel_guild[thread["id"]] = guild_id
+        next(g for g in self.guilds if g["id"] == guild_id)["threads"].append(thread)
+        return thread
+
+    async def open_thread(self, owner: dict[str, Any], message: dict[str, Any], name: str) -> dict[str, Any]:
+        """`owner` starts a thread from `message`: THREAD_CREATE tells the bot."""
+        thread = self.thread(message, owner=owner, name=name)
+        await self.dispatch("THREAD_CREATE", dict(thread, newly_created=True))
+        return thread
 
     @staticmethod
     def attachment(filename: str = "photo.png") -> dict[str, Any]:
@@ -516,6 +557,7 @@ class FakeDiscord:
             ("POST", r"/users/@me/channels", self._open_dm),
             ("POST", r"/channels/(?P<channel>\d+)/messages", self._create_message),
             ("POST", r"/channels/(?P<channel>\d+)/typing", self._typing),
+            ("POST", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)/threads", self._start_thread),
             ("GET", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", self._get_message),
             ("PATCH", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", self._edit_message),
             ("DELETE", r"/channels/(?P<channel>\d+)/messages/(?P<message>\d+)", self._delete_message),
@@ -597,6 +639,24 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_CREATE", payload)  # Discord echoes the bot's own messages to it
         await asyncio.sleep(self.post_latency)
         return _json(payload)
+
+    async def _start_thread(self, body: Any, channel: str, message: str) -> web.Response:
+        """Discord's "start thread from message": the thread gets the message's id; a second one is refused."""
+        if self.refuse_threads > 0:
+            self.refuse_threads -= 1
+            return _json({"message": "Missing Permissions", "code": 50013}, status=403)
+        if message in self.threads:
+            return _json({"message": "A thread has already been created for this message", "code": 160004}, 400)
+        found = self.messages.get(message)
+        if found is None or found["channel_id"] != channel:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        if channel in self.threads or channel not in self._channel_guild:
+            return _json({"message": "Cannot execute action on this channel type", "code": 50024}, status=400)
+        body = body or {}
+        thread = self.thread(found, owner=self.bot, name=body["name"], archive=body.get("auto_archive_duration", 1440))
+        await self.dispatch("THREAD_CREATE", dict(thread, newly_created=True))
+        joined = {"id": thread["id"], "user_id": self.bot["id"], "join_timestamp": _now(), "flags": 0}
+        return _json(dict(thread, member=joined))
 
     async def _typing(self, _: Any, channel: str) -> web.Response:
         return web.Response(status=204)
