@@ -260,7 +260,8 @@ def test_a_message_in_rapports_own_thread_is_answered_without_a_mention_but_neve
     assert decide(replace(own, author_is_bot=True), bot_id=99) is Verdict.IGNORE
     assert decide(replace(own, author_id=99), bot_id=99) is Verdict.IGNORE
     assert decide(replace(own, ordinary=False), bot_id=99) is Verdict.IGNORE  # "thread created", pins …
-    assert decide(replace(own, has_text=False, has_attachments=True), bot_id=99) is Verdict.TEXT_ONLY
+    assert decide(replace(own, has_text=False, has_attachments=True), bot_id=99) is Verdict.ANSWER  # files are read
+    assert decide(replace(own, has_text=False, has_stickers=True), bot_id=99) is Verdict.TEXT_ONLY
 
 
 def test_only_a_mention_in_a_text_channel_opens_a_thread_and_only_where_threads_are_on() -> None:
