@@ -203,6 +203,25 @@ async def test_without_permission_to_open_a_thread_the_answer_is_a_reply_in_the_
     (post,) = discord_fake.posted(here)
     assert post.body["message_reference"]["message_id"] == int(asked["id"])
     assert not discord_fake.threads and "could not open a thread" in caplog.text
+    # the exchange is the channel's conversation, not that of the thread that never was
+    assert [t.text for t in await services.short_term.recent(f"discord::{here}", 10)][:1] == [QUESTION]
+    assert await services.short_term.recent(f"discord::{asked['id']}", 10) == []
+
+
+async def test_a_thread_rapport_may_open_but_not_write_in_gets_the_answer_in_the_channel(
+    rapport: DiscordAdapter, discord_fake: FakeDiscord, services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    await threads_on(services, discord_fake)
+    discord_fake.mute_threads = True
+    alice = discord_fake.user(discord_fake.snowflake(), "Alice")
+    here = general(discord_fake)
+    asked = await ask(discord_fake, alice, QUESTION, channel_id=here)
+    await discord_fake.until(lambda: discord_fake.shown(here))
+    await settled(services)
+
+    assert list(discord_fake.threads) == [asked["id"]] and discord_fake.shown(asked["id"]) == []
+    assert discord_fake.shown(here) == [f"Noted: [Alice] {QUESTION}"]
+    assert "could not post in the thread" in caplog.text
 
 
 async def test_a_refused_mention_opens_no_thread(

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 CHAIN_DEPTH = 5  # referenced messages followed back from a reply
 THREAD_EXISTS = 160004  # Discord: "A thread has already been created for this message"
+# Refusals that stay refusals: missing access or permission, a channel where threads cannot be, an unknown message
+THREAD_REFUSED: Final = frozenset({50001, 50013, 50024, 10008, 160002})
+THREAD_OPEN_SECONDS: Final = 10.0
+THREAD_MUTED: Final = frozenset({50013, 160005, 50083})  # no permission to write there; locked; archived
 # Minutes of quiet before Discord hides a thread (its longest): an archived thread leaves discord.py's cache and
 # the active threads a new session is sent, and a message there must find it known to be answered without a mention.
 THREAD_ARCHIVE_MINUTES: Final = 10080
@@ -81,22 +85,26 @@ class DiscordDelivery:
         if self._target is not None:
             return self._target
         entry = self._entry
+        if entry.refs:  # an earlier attempt posted there already: the rest of the answer goes to the same place
+            self._target = int(entry.refs[0].channel_id)
+            return self._target
         event = entry.event
         text, author = (event.text, event.author_name) if isinstance(event, MessageReceived) else ("", "")
         try:
             # Through the REST route rather than PartialMessage.create_thread, which needs this process to have the
             # server in its cache: any logged-in process delivers, whichever shard took the message.
-            await client.http.start_thread_with_message(
-                self._channel,
-                int(self._message),
-                name=thread_name(text, author),
-                auto_archive_duration=THREAD_ARCHIVE_MINUTES,
-            )
+            async with asyncio.timeout(THREAD_OPEN_SECONDS):
+                await client.http.start_thread_with_message(
+                    self._channel,
+                    int(self._message),
+                    name=thread_name(text, author),
+                    auto_archive_duration=THREAD_ARCHIVE_MINUTES,
+                )
             self._target = int(self._message)
         except discord.HTTPException as exc:
             if exc.code == THREAD_EXISTS:
                 self._target = int(self._message)
-            else:
+            elif isinstance(exc, discord.Forbidden) or exc.code in THREAD_REFUSED:
                 log.warning(
                     "could not open a thread for %s in Discord channel %s (%s); answering in the channel",
                     entry.key,
@@ -104,10 +112,20 @@ class DiscordDelivery:
                     exc,
                 )
                 self._target = self._channel
+            else:
+                raise  # Discord's trouble, not a refusal: the turn tries again (and opens the thread then)
         return self._target
 
+    def in_channel(self, event: MessageReceived) -> MessageReceived:
+        """The event back in the channel when its thread could not be opened: the exchange is the channel's."""
+        if self._target != self._channel or event.conversation_id == str(self._channel):
+            return event
+        return replace(event, conversation_id=str(self._channel), parents=event.parents[1:])
+
     async def prepare(self, event: MessageReceived) -> MessageReceived:
-        """The reply chain beyond what the gateway payload carried, followed back through the REST API."""
+        """The reply chain beyond what the gateway payload carried, followed back through the REST API; a thread
+        that could not be opened gives the exchange back to the channel."""
+        event = self.in_channel(event)
         deeper = self._entry.route.get("deeper")
         if not deeper:
             return event
@@ -171,7 +189,16 @@ class DiscordDelivery:
                 message_id=int(self._message), channel_id=self._channel, fail_if_not_exists=False
             )
             options["mention_author"] = False
-        posted = await channel.send(chunk, **options)
+        try:
+            posted = await channel.send(chunk, **options)
+        except discord.Forbidden as exc:
+            if target == self._channel or exc.code not in THREAD_MUTED:
+                raise
+            # Threads may be opened but not written in (no Send Messages in Threads; a locked thread): the answer
+            # goes to the channel rather than nowhere.
+            log.warning("could not post in the thread of %s (%s); answering in the channel", self._entry.key, exc)
+            self._target = self._channel
+            return await self.send_part(part, chunk)
         if posted.content != chunk:  # Discord gave back the message an earlier attempt sent with that nonce
             posted = await posted.edit(content=chunk)
         return posted

@@ -57,6 +57,7 @@ class FakeDiscord:
         self.refuse_posts = 0  # the next N message posts are refused
         self.refuse_threads = 0  # the next N threads asked for are refused (no Create Public Threads permission)
         self.threads: dict[str, dict[str, Any]] = {}  # thread channels by id (a message's thread has its id)
+        self.mute_threads = False  # posts in threads are refused (no Send Messages in Threads)
         self.limit_edits = 0  # the next N edits get a 429  # (channel, nonce) -> the message it created
         self.identifies: list[dict[str, Any]] = []
         self.resumes: list[dict[str, Any]] = []
@@ -614,6 +615,8 @@ class FakeDiscord:
         if self.refuse_posts > 0:  # a permission hiccup: discord.py does not retry a 403 by itself
             self.refuse_posts -= 1
             return _json({"message": "Missing Access", "code": 50001}, status=403)
+        if self.mute_threads and channel in self.threads:  # threads may be opened, not written in
+            return _json({"message": "Missing Permissions", "code": 50013}, status=403)
         nonce = body.get("nonce")
         if nonce is not None and body.get("enforce_nonce"):  # Discord: the same nonce again gets the same message
             earlier = self.nonces.get((channel, str(nonce)))
