@@ -27,7 +27,7 @@ from bot.wiring import Services
 from core.entries import interaction_id_for
 from core.ports import InboxFull
 from tests.conftest import REDIS_URL, eventually, fresh_postgres, make_settings, redis_namespace, settled
-from tests.fakes.anthropic_api import FakeAnthropic
+from tests.fakes.anthropic_api import FakeAnthropic, Say
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.test_slack_http import payload, post, send_event
 
@@ -191,6 +191,30 @@ async def test_the_status_is_cleared_when_the_answer_cannot_be_posted_and_the_an
     slack_api.errors.clear()  # Slack is back: the turn tries again (Claude is not asked again)
     await slack_api.wait_for(lambda: len(answers_in(slack_api, THREAD)) == 1, timeout=20)
     await settled(services)
+
+
+async def test_a_resumed_answer_that_only_edits_what_was_shown_still_ends_the_status(
+    client: TestClient, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic, services: Services
+) -> None:
+    """The first attempt's stream starts, then Slack fails; the turn taken again edits that message into the whole
+    answer (no new post, which is what ends a status on Slack's side), so Rapport ends the status itself (a turn
+    taken over after a crash sets it again first)."""
+    fake_claude.script.append(Say("Leeks, lemon and thyme make a lovely soup. " * 8, pause=0.01))  # in pieces
+    slack_api.errors |= {"chat.appendStream": "fatal_error", "chat.stopStream": "fatal_error"}
+    await send_event(client, in_pane())
+
+    def statuses() -> list[str]:
+        return [call["status"] for call in slack_api.called("assistant.threads.setStatus")]
+
+    await slack_api.wait_for(lambda: statuses() == [STATUS, ""])  # the stream began, then could not be finished
+    slack_api.errors.clear()
+    await slack_api.wait_for(lambda: bool(slack_api.called("chat.update")), timeout=20)
+    await settled(services)
+    assert len(slack_api.called("chat.startStream")) == 1 and not slack_api.called("chat.postMessage")
+    assert statuses() == [STATUS, "", ""]
+    last_status = max(i for i, call in enumerate(slack_api.calls) if call.method == "assistant.threads.setStatus")
+    assert last_status > index_of(slack_api, "chat.update"), "ended by Rapport after the edit that finished it"
+    assert not slack_api.statuses, "the status ends with the answer"
 
 
 async def test_a_message_the_inbox_cannot_keep_gets_503_through_the_assistant_listener(

@@ -428,23 +428,35 @@ class SlackAdapter:
         except MalformedPayload as exc:
             log.warning("malformed assistant_thread_started refused: %s", exc)
             return BoltResponse(status=400, body={"error": f"malformed payload: {exc}"})
-        self._work.spawn(user.key, self._greet(user, say, set_suggested_prompts), name=f"slack-greet-{user.key}")
+        thread = (body.get("event") or {}).get("assistant_thread") or {}
+        private = str(thread.get("channel_id") or "").startswith("D")  # the pane is a DM: anything else, no interests
+        greeting = self._greet(user, say, set_suggested_prompts, private=private)
+        self._work.spawn(user.key, greeting, name=f"slack-greet-{user.key}")
         return None
 
-    async def _greet(self, user: UserRef, say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts) -> None:
+    async def _greet(
+        self, user: UserRef, say: AsyncSay, set_suggested_prompts: AsyncSetSuggestedPrompts, *, private: bool
+    ) -> None:
         """The greeting, then prompts shaped by the person's own interests where Rapport knows some (theirs to
-        see: the pane is their DM with Rapport); the general ones when it knows none or cannot read them now."""
+        see: the pane is their DM with Rapport, which `private` checks); the general ones when it knows none or
+        cannot read them now. Each part fails alone."""
         try:
             async with asyncio.timeout(GREETING_BUDGET):
                 await say(GREETING)
-                try:
+        except Exception as exc:  # noqa: BLE001 - the prompts are still offered; the log says why
+            log.warning("could not greet %s in the assistant pane: %s", user.key, exc)
+        interests: list[str] = []
+        if private:
+            try:
+                async with asyncio.timeout(GREETING_BUDGET):
                     interests = await self._assistant.interests(user.key)
-                except Exception as exc:  # noqa: BLE001 - the general prompts do
-                    log.info("interests of %s not read for their prompts: %s", user.key, exc)
-                    interests = []
+            except Exception as exc:  # noqa: BLE001 - the general prompts do
+                log.info("interests of %s not read for their prompts: %s", user.key, exc)
+        try:
+            async with asyncio.timeout(GREETING_BUDGET):
                 await set_suggested_prompts(suggested_prompts(interests), title=PROMPTS_TITLE)
         except Exception as exc:  # noqa: BLE001 - the pane works without them; the log says why
-            log.warning("could not greet %s in the assistant pane: %s", user.key, exc)
+            log.warning("could not suggest prompts to %s in the assistant pane: %s", user.key, exc)
 
     async def _on_thread_context_changed(self) -> None:
         """The person moved to another channel with the pane open: Rapport does not use the channel they view, so

@@ -123,7 +123,8 @@ class SlackDelivery:
             log.info("assistant thread %s in %s not set: %s", what, self.channel, exc)
 
     async def failed(self) -> None:
-        """The reply did not reach the thread: its status must not go on saying Rapport is at work."""
+        """The reply did not reach the thread (or reached it only as edits): its status must not go on saying
+        Rapport is at work."""
         if self._pane:
             await self._pane_call("status", self._status(""))
 
@@ -167,6 +168,10 @@ class SlackDelivery:
         except Exception:
             await self.failed()
             raise
+        if self._pane and len(posted) <= len(existing):
+            # Only edits (a resumed turn finishing what an earlier one posted): Slack clears the status when the
+            # app posts, not when it edits.
+            await self.failed()
         return [self.ref(ts) for ts in posted]
 
     async def fetch(self, attachment: Attachment, limit: int) -> bytes:
