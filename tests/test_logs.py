@@ -25,7 +25,9 @@ def test_secret_values_are_masked(fmt: str, capsys: pytest.CaptureFixture[str]) 
     assert "sk-ant-very-secret" not in err and "xoxb-123-456" not in err
     assert err.count("***") >= 2
     if fmt == "json":
-        lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        # this test's own lines (a thread an earlier test left may write to stderr too, even mid-line)
+        found = [json.loads(line[line.index('{"') :]) for line in err.splitlines() if '{"' in line]
+        lines = [line for line in found if line.get("logger") == "rapport.test"]
         assert lines[0]["message"] == "calling with key ***"
         assert "exception" in lines[1]
     logging.getLogger().handlers.clear()
