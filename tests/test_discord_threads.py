@@ -35,6 +35,11 @@ from tests.test_discord_e2e import general
 from tests.test_discord_translate import ALICE_ID, ASK_RAPPORT, BOT_ID, Gateway, payload
 from tests.test_operators import apply
 
+# Adapter behaviour that does not depend on the store runs on the embedded set-up only (the suite's time is
+# bounded); what a store could change (durability, audiences) runs on both.
+EMBEDDED_ONLY = pytest.mark.parametrize("settings", ["embedded"], indirect=True)
+
+
 QUESTION = "What should I pack for a weekend of hiking in the Alps?"
 
 
@@ -78,6 +83,7 @@ def history(claude: FakeAnthropic, index: int) -> list[tuple[str, str]]:
 # --- end to end -----------------------------------------------------------------------------------------------
 
 
+@EMBEDDED_ONLY
 async def test_a_mention_opens_a_thread_named_from_the_message_and_the_answer_is_in_it(
     rapport: DiscordAdapter, discord_fake: FakeDiscord, services: Services
 ) -> None:
@@ -137,6 +143,7 @@ async def test_a_follow_up_in_rapports_thread_without_a_mention_is_answered_with
     assert len(started_threads(discord_fake)) == 1
 
 
+@EMBEDDED_ONLY
 async def test_with_threads_off_a_mention_is_answered_in_the_channel_and_a_thread_needs_a_mention(
     rapport: DiscordAdapter, discord_fake: FakeDiscord, fake_claude: FakeAnthropic, services: Services
 ) -> None:
@@ -158,6 +165,7 @@ async def test_with_threads_off_a_mention_is_answered_in_the_channel_and_a_threa
     assert not started_threads(discord_fake) and not discord_fake.posted(thread)
 
 
+@EMBEDDED_ONLY
 async def test_a_channel_that_turns_threads_off_in_a_server_that_turns_them_on_is_answered_in_the_channel(
     rapport: DiscordAdapter, discord_fake: FakeDiscord, services: Services
 ) -> None:
@@ -188,6 +196,7 @@ async def test_a_thread_an_earlier_attempt_opened_gets_the_answer_exactly_once(
     assert len(fake_claude.requests) == 1
 
 
+@EMBEDDED_ONLY
 async def test_without_permission_to_open_a_thread_the_answer_is_a_reply_in_the_channel(
     rapport: DiscordAdapter, discord_fake: FakeDiscord, services: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -208,6 +217,7 @@ async def test_without_permission_to_open_a_thread_the_answer_is_a_reply_in_the_
     assert await services.short_term.recent(f"discord::{asked['id']}", 10) == []
 
 
+@EMBEDDED_ONLY
 async def test_a_thread_rapport_may_open_but_not_write_in_gets_the_answer_in_the_channel(
     rapport: DiscordAdapter, discord_fake: FakeDiscord, services: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -224,6 +234,7 @@ async def test_a_thread_rapport_may_open_but_not_write_in_gets_the_answer_in_the
     assert "could not post in the thread" in caplog.text
 
 
+@EMBEDDED_ONLY
 async def test_a_refused_mention_opens_no_thread(
     rapport: DiscordAdapter, discord_fake: FakeDiscord, fake_claude: FakeAnthropic, services: Services
 ) -> None:

@@ -37,6 +37,11 @@ PNG, PDF = tiny_png(), tiny_pdf()
 RECIPE = "Grandma's secret: a pinch of cardamom in the dough."
 
 
+# Adapter behaviour that does not depend on the store runs on the embedded set-up only (the suite's time is
+# bounded); what a store could change (durability, audiences) runs on both.
+EMBEDDED_ONLY = pytest.mark.parametrize("settings", ["embedded"], indirect=True)
+
+
 @pytest_asyncio.fixture
 async def files() -> AsyncIterator[FakeFiles]:
     served = FakeFiles()
@@ -216,6 +221,7 @@ async def test_images_too_large_in_pixels_and_text_beyond_the_message_budget_are
 # --- Discord, end to end -------------------------------------------------------------------------------------
 
 
+@EMBEDDED_ONLY
 async def test_discord_images_pdfs_and_text_files_reach_claude_and_memory_keeps_only_their_names(
     services: Services, discord_fake: FakeDiscord, fake_claude: FakeAnthropic, files: FakeFiles
 ) -> None:
@@ -259,6 +265,7 @@ async def test_discord_images_pdfs_and_text_files_reach_claude_and_memory_keeps_
         assert "cardamom" not in later and not any(b["type"] != "text" for b in sent_blocks(fake_claude))
 
 
+@EMBEDDED_ONLY
 async def test_discord_files_too_big_of_another_kind_or_lying_about_their_size_get_a_clear_reply(
     services: Services, discord_fake: FakeDiscord, fake_claude: FakeAnthropic, files: FakeFiles
 ) -> None:
@@ -298,6 +305,7 @@ async def test_discord_files_too_big_of_another_kind_or_lying_about_their_size_g
         assert "buy milk" in text["text"]
 
 
+@EMBEDDED_ONLY
 async def test_discord_never_fetches_an_address_the_platform_did_not_give_for_a_file(
     services: Services, discord_fake: FakeDiscord, fake_claude: FakeAnthropic, files: FakeFiles, elsewhere: FakeFiles
 ) -> None:
@@ -372,6 +380,7 @@ def slack_file(file_id: str, name: str, mimetype: str, size: int, url: str, **ex
             "size": size, "mode": "hosted", "url_private": url, "url_private_download": url, **extra}  # fmt: skip
 
 
+@EMBEDDED_ONLY
 async def test_slack_files_are_fetched_with_the_bot_token_from_slack_only(
     services: Services,
     slack_api: FakeSlackAPI,
@@ -410,6 +419,7 @@ async def test_slack_files_are_fetched_with_the_bot_token_from_slack_only(
     assert "budget.gsheet: it is a link to a file kept outside Slack, not opened" in answer["text"]
 
 
+@EMBEDDED_ONLY
 async def test_a_slack_file_alone_is_answered(
     services: Services, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic, files: FakeFiles,
     slack_with_files: TestClient,
@@ -423,6 +433,7 @@ async def test_a_slack_file_alone_is_answered(
     assert answer["text"].startswith("Noted:")
 
 
+@EMBEDDED_ONLY
 async def test_a_file_claude_refuses_is_named_and_the_message_answered_without_it(
     services: Services, discord_fake: FakeDiscord, fake_claude: FakeAnthropic, files: FakeFiles
 ) -> None:
@@ -448,6 +459,7 @@ async def test_a_file_claude_refuses_is_named_and_the_message_answered_without_i
                                                               "open it.)_")  # fmt: skip
 
 
+@EMBEDDED_ONLY
 async def test_a_file_shared_from_another_organisation_is_looked_up_with_files_info(
     services: Services,
     slack_api: FakeSlackAPI,

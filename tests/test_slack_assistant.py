@@ -31,6 +31,11 @@ from tests.fakes.anthropic_api import FakeAnthropic, Say
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.test_slack_http import payload, post, send_event
 
+# Adapter behaviour that does not depend on the store runs on the embedded set-up only (the suite's time is
+# bounded); what a store could change (durability, audiences) runs on both.
+EMBEDDED_ONLY = pytest.mark.parametrize("settings", ["embedded"], indirect=True)
+
+
 THREAD = "1712346000.000100"  # the pane's thread (payload_assistant_thread_started.json)
 FIRST = "1712346010.000300"  # the first message in it (payload_message_assistant_thread.json)
 ASKED = "What should I cook tonight with leeks and a lemon?"
@@ -95,6 +100,7 @@ def index_of(api: FakeSlackAPI, method: str) -> int:
 # --- opening a thread --------------------------------------------------------------------------------
 
 
+@EMBEDDED_ONLY
 async def test_a_new_thread_gets_a_greeting_and_the_general_prompts_for_someone_new(
     client: TestClient, slack_api: FakeSlackAPI, services: Services
 ) -> None:
@@ -177,6 +183,7 @@ async def test_a_message_in_the_thread_shows_a_status_then_is_answered_there_and
     assert "And a dessert" in second
 
 
+@EMBEDDED_ONLY
 async def test_the_status_is_cleared_when_the_answer_cannot_be_posted_and_the_answer_follows_later(
     client: TestClient, slack_api: FakeSlackAPI, services: Services
 ) -> None:
@@ -232,6 +239,7 @@ async def test_a_message_the_inbox_cannot_keep_gets_503_through_the_assistant_li
 # --- what the pane's middleware must leave to the rest of the adapter ----------------------------------
 
 
+@EMBEDDED_ONLY
 async def test_an_edit_in_a_dm_thread_still_reaches_the_change_handling(
     client: TestClient, slack_api: FakeSlackAPI, services: Services
 ) -> None:
@@ -255,6 +263,7 @@ async def test_an_edit_in_a_dm_thread_still_reaches_the_change_handling(
     await settled(services)
 
 
+@EMBEDDED_ONLY
 async def test_an_event_rapport_does_not_use_is_acknowledged_in_time(
     client: TestClient, slack_api: FakeSlackAPI, fake_claude: FakeAnthropic
 ) -> None:
