@@ -130,16 +130,25 @@ def make_settings(tmp_path: Path, fake: FakeAnthropic, **overrides: Any) -> Sett
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+@asynccontextmanager
+async def settings_on(backend: str, tmp_path: Path, fake: FakeAnthropic, **overrides: Any) -> AsyncIterator[Settings]:
+    """Settings for one storage set-up (`embedded`: SQLite, in-process short-term memory, local Chroma; `served`:
+    PostgreSQL and Redis too, each fresh and dropped after), with `overrides` on top: what each module's `settings`
+    fixture yields."""
+    if backend == "embedded":
+        yield make_settings(tmp_path, fake, **overrides)
+        return
+    async with fresh_postgres() as pg, redis_namespace() as prefix:
+        yield make_settings(tmp_path, fake, DATABASE_URL=pg, REDIS_URL=REDIS_URL, REDIS_PREFIX=prefix, **overrides)
+
+
 @pytest_asyncio.fixture(params=["embedded", "served"])
 async def settings(
     request: pytest.FixtureRequest, tmp_path: Path, fake_claude: FakeAnthropic
 ) -> AsyncIterator[Settings]:
-    """`embedded`: SQLite, in-process short-term memory, local Chroma. `served`: PostgreSQL and Redis too."""
-    if request.param == "embedded":
-        yield make_settings(tmp_path, fake_claude)
-        return
-    async with fresh_postgres() as pg, redis_namespace() as prefix:
-        yield make_settings(tmp_path, fake_claude, DATABASE_URL=pg, REDIS_URL=REDIS_URL, REDIS_PREFIX=prefix)
+    """Both storage set-ups."""
+    async with settings_on(request.param, tmp_path, fake_claude) as chosen:
+        yield chosen
 
 
 @pytest_asyncio.fixture

@@ -16,7 +16,6 @@ import pytest_asyncio
 
 from adapters.discord import DiscordAdapter
 from adapters.discord.translate import (
-    MessageFacts,
     Verdict,
     decide,
     facts_of,
@@ -28,11 +27,11 @@ from adapters.discord.translate import (
 from bot.config import Settings
 from bot.wiring import Services
 from core.gate import facts_of as policy_facts
-from tests.conftest import REDIS_URL, fresh_postgres, make_settings, redis_namespace, running, settled
+from tests.conftest import running, settings_on, settled
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.discord_api import FakeDiscord
 from tests.test_discord_e2e import general
-from tests.test_discord_translate import ALICE_ID, ASK_RAPPORT, BOT_ID, Gateway, payload
+from tests.test_discord_translate import ALICE_ID, ASK_RAPPORT, BOT_ID, FACTS, Gateway, payload
 from tests.test_operators import apply
 
 # Adapter behaviour that does not depend on the store runs on the embedded set-up only (the suite's time is
@@ -50,13 +49,8 @@ async def settings(
     """Both storage set-ups, with a policy file (empty: threads off) that a test rewrites."""
     path = tmp_path / "rapport.toml"
     path.write_text("")
-    if request.param == "embedded":
-        yield make_settings(tmp_path, fake_claude, RAPPORT_CONFIG=str(path))
-        return
-    async with fresh_postgres() as pg, redis_namespace() as prefix:
-        yield make_settings(
-            tmp_path, fake_claude, DATABASE_URL=pg, REDIS_URL=REDIS_URL, REDIS_PREFIX=prefix, RAPPORT_CONFIG=str(path)
-        )
+    async with settings_on(request.param, tmp_path, fake_claude, RAPPORT_CONFIG=str(path)) as chosen:
+        yield chosen
 
 
 async def threads_on(services: Services, fake: FakeDiscord, more: str = "") -> None:
@@ -268,19 +262,6 @@ async def test_after_a_restart_rapport_still_follows_its_thread(
 
 
 # --- the decisions, on plain values and recorded payloads -------------------------------------------------------
-
-FACTS = MessageFacts(
-    author_id=1,
-    author_is_bot=False,
-    ordinary=True,
-    private=False,
-    channel_id=10,
-    parent_channel_id=None,
-    mentions_bot=False,
-    replies_to_bot=False,
-    has_text=True,
-    has_attachments=False,
-)
 
 
 def test_a_message_in_rapports_own_thread_is_answered_without_a_mention_but_never_a_bots_or_a_notice() -> None:

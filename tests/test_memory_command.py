@@ -18,7 +18,7 @@ from adapters.console import ConsoleAdapter
 from adapters.discord import DiscordAdapter
 from bot.config import Settings
 from bot.wiring import Services
-from tests.conftest import REDIS_URL, fresh_postgres, make_settings, redis_namespace, settled
+from tests.conftest import settings_on, settled
 from tests.fakes.anthropic_api import FakeAnthropic, Use
 from tests.fakes.discord_api import EPHEMERAL, FakeDiscord
 from tests.fakes.slack_api import FakeSlackAPI
@@ -38,13 +38,8 @@ async def settings(
 ) -> AsyncIterator[Settings]:
     """Learning is started by each test, so that no background sweep takes a scripted answer first."""
     fake_claude.tool_default = _echo
-    if request.param == "embedded":
-        yield make_settings(tmp_path, fake_claude, LEARNING="false")
-        return
-    async with fresh_postgres() as pg, redis_namespace() as prefix:
-        yield make_settings(
-            tmp_path, fake_claude, DATABASE_URL=pg, REDIS_URL=REDIS_URL, REDIS_PREFIX=prefix, LEARNING="false"
-        )
+    async with settings_on(request.param, tmp_path, fake_claude, LEARNING="false") as chosen:
+        yield chosen
 
 
 async def _said(fake: FakeDiscord, user: dict[str, Any], texts: list[str]) -> list[dict[str, Any]]:

@@ -25,7 +25,17 @@ from bot.wiring import Services, build_services
 from core.entries import Incoming
 from core.events import ChainMessage, MessageReceived, UserRef
 from core.policy import Access, Facts, access_refusal
-from tests.conftest import REDIS_URL, eventually, fresh_postgres, make_settings, redis_namespace, running, settled, shut
+from tests.conftest import (
+    REDIS_URL,
+    eventually,
+    fresh_postgres,
+    make_settings,
+    redis_namespace,
+    running,
+    settings_on,
+    settled,
+    shut,
+)
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.discord_api import EPHEMERAL, FakeDiscord
 from tests.fakes.slack_api import FakeSlackAPI
@@ -42,13 +52,8 @@ async def settings(
     """Both storage set-ups, with a policy file (empty: today's behaviour) that each test rewrites."""
     path = tmp_path / "rapport.toml"
     path.write_text("")
-    if request.param == "embedded":
-        yield make_settings(tmp_path, fake_claude, RAPPORT_CONFIG=str(path))
-        return
-    async with fresh_postgres() as pg, redis_namespace() as prefix:
-        yield make_settings(
-            tmp_path, fake_claude, DATABASE_URL=pg, REDIS_URL=REDIS_URL, REDIS_PREFIX=prefix, RAPPORT_CONFIG=str(path)
-        )
+    async with settings_on(request.param, tmp_path, fake_claude, RAPPORT_CONFIG=str(path)) as chosen:
+        yield chosen
 
 
 async def apply(services: Services, text: str) -> None:

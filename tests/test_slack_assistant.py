@@ -26,7 +26,7 @@ from bot.config import Settings
 from bot.wiring import Services
 from core.entries import interaction_id_for
 from core.ports import InboxFull
-from tests.conftest import REDIS_URL, eventually, fresh_postgres, make_settings, redis_namespace, settled
+from tests.conftest import eventually, settings_on, settled
 from tests.fakes.anthropic_api import FakeAnthropic, Say
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.test_slack_http import payload, post, send_event
@@ -59,13 +59,8 @@ async def settings(
 ) -> AsyncIterator[Settings]:
     """Learning is started by the test that needs it, so that no background sweep races it."""
     fake_claude.tool_default = _interested
-    if request.param == "embedded":
-        yield make_settings(tmp_path, fake_claude, LEARNING="false")
-        return
-    async with fresh_postgres() as pg, redis_namespace() as prefix:
-        yield make_settings(
-            tmp_path, fake_claude, DATABASE_URL=pg, REDIS_URL=REDIS_URL, REDIS_PREFIX=prefix, LEARNING="false"
-        )
+    async with settings_on(request.param, tmp_path, fake_claude, LEARNING="false") as chosen:
+        yield chosen
 
 
 def opened(user: str = "U123", channel: str = "D1", thread: str = THREAD, event_id: str = "Ev01PANE") -> dict[str, Any]:
