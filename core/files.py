@@ -243,9 +243,9 @@ def _cleaned(text: str, budget: int) -> tuple[str, bool]:
     return text[:budget] + CUT_MARK, True
 
 
-async def _block(name: str, kind: Kind, data: bytes, text_budget: int) -> tuple[Mapping[str, Any], int] | str:
-    """Claude's block for the bytes that arrived (and the characters of text it takes), or why they cannot be
-    sent."""
+async def _block(name: str, kind: Kind, data: bytes, text_budget: int) -> tuple[Mapping[str, Any], int, bool] | str:
+    """Claude's block for the bytes that arrived (with the characters of text it takes, and whether the text was
+    cut to the budget), or why they cannot be sent."""
     if kind == "image":
         media_type = sniff_image(data)
         if media_type is None:
@@ -254,21 +254,21 @@ async def _block(name: str, kind: Kind, data: bytes, text_budget: int) -> tuple[
         if size is not None and max(size) > MAX_SIDE:
             return f"too large ({size[0]}×{size[1]} pixels; an image can be up to {MAX_SIDE:,} a side)"
         source = {"type": "base64", "media_type": media_type, "data": await asyncio.to_thread(_encoded, data)}
-        return {"type": "image", "source": source}, 0
+        return {"type": "image", "source": source}, 0, False
     if kind == "pdf":
         if not data.startswith(b"%PDF-"):
             return "it isn't a PDF"
         source = {"type": "base64", "media_type": "application/pdf", "data": await asyncio.to_thread(_encoded, data)}
-        return {"type": "document", "source": source, "title": name}, 0
+        return {"type": "document", "source": source, "title": name}, 0, False
     text = as_text(data)
     if text is None:
         return "it isn't a text file (it holds binary data)"
     if text_budget <= 0:
         return "the message's text files together are over what I read of them"
-    shown, _ = (
+    shown, was_cut = (
         await asyncio.to_thread(_cleaned, text, text_budget) if len(text) > 50_000 else _cleaned(text, text_budget)
     )
-    return {"type": "text", "text": f'<file name="{name}">\n{shown}\n</file>'}, len(shown)
+    return {"type": "text", "text": f'<file name="{name}">\n{shown}\n</file>'}, len(shown), was_cut
 
 
 async def read_files(attachments: Sequence[Attachment], fetch: Fetch, limits: FileLimits, *, platform: str) -> Files:
@@ -330,8 +330,8 @@ async def read_files(attachments: Sequence[Attachment], fetch: Fetch, limits: Fi
         if isinstance(made, str):
             skipped[index] = Skipped(name, made)
             continue
-        block, chars = made
-        if kind == "text" and str(block.get("text", "")).endswith(CUT_MARK + "\n</file>"):
+        block, chars, was_cut = made
+        if was_cut:
             cut.append(name)
         total += len(data)
         text_left -= chars
