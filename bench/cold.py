@@ -32,8 +32,7 @@ async def main() -> None:
             user = UserRef(platform="bench", user_id=f"person{tier}")
             await _seed(services, user.key, tier, seed=tier)
             await services.database.connection().execute_script("VACUUM ANALYZE")
-            services.vectors._people.forget(user.key)  # what a restart leaves: nothing of theirs cached
-            services.lexicon._people.forget(user.key)
+            services.index.let_go(user.key)  # what a restart leaves: nothing of theirs held
             clock.context.clear()
             for index in range(MESSAGES):
                 await ask(services, message_for(user, index))

@@ -29,7 +29,6 @@ from core.ports import Memory
 from core.recall import Recall, RecallSettings
 from storage.database import Database
 from storage.embeddings import BatchingEmbedder, default_model_path, load_model
-from storage.long_term import ChromaCollection, open_chroma
 
 __all__ = ["MODES", "evaluate", "load_samples", "main", "session_of"]
 
@@ -141,7 +140,7 @@ async def evaluate(samples: Sequence[Sample], recalls: dict[str, Recall], embedd
                 started = time.perf_counter()
                 [vector] = await embedder.embed([str(qa["question"])])
                 hits = await recall.search(
-                    sample.user_key, str(qa["question"]), vector, scopes=None, limit=max(CUTOFFS)
+                    sample.user_key, str(qa["question"]), _ready(vector), scopes=None, limit=max(CUTOFFS)
                 )
                 latencies.append(time.perf_counter() - started)
                 ranked = [hit.memory.id.removeprefix(prefix) for hit in hits]
@@ -163,11 +162,7 @@ async def run(dataset: Path, *, compare: bool, database_url: str | None, model: 
         database = Database(database_url or f"sqlite://{scratch}/eval.sqlite3")
         await database.open()
         try:
-            chroma = open_chroma(path=f"{scratch}/chroma", url=None)
-            try:
-                results = await _evaluate_all(samples, database, chroma, compare=compare, model=model)
-            finally:
-                chroma.close()
+            results = await _evaluate_all(samples, database, compare=compare, model=model)
         finally:
             await database.close()
     return {
@@ -179,15 +174,17 @@ async def run(dataset: Path, *, compare: bool, database_url: str | None, model: 
     }
 
 
-async def _evaluate_all(
-    samples: list[Sample], database: Database, chroma: ChromaCollection, *, compare: bool, model: Any
-) -> dict[str, Any]:
-    _, _, hybrid = await build_memory(database, chroma)
+async def _ready(vector: list[float]) -> list[float]:
+    return vector
+
+
+async def _evaluate_all(samples: list[Sample], database: Database, *, compare: bool, model: Any) -> dict[str, Any]:
+    index, hybrid = await build_memory(database, None)
     recalls = {"hybrid": hybrid}
     if compare:
         for mode, settings in MODES.items():
             if mode != "hybrid":
-                recalls[mode] = Recall(vectors=hybrid._vectors, store=hybrid._store, settings=settings)
+                recalls[mode] = Recall(index=index, settings=settings)
     model = model if model is not None else await asyncio.to_thread(load_model, default_model_path())
     embedder = BatchingEmbedder(model)
     try:
@@ -196,6 +193,7 @@ async def _evaluate_all(
         await embedder.close()
     for sample in samples:
         await hybrid.forget_user(sample.user_key)
+    await index.close()
     return results
 
 

@@ -30,7 +30,6 @@ from core.ports import Memory
 from core.recall import Recall, RecallSettings
 from storage.database import Database
 from storage.embeddings import BatchingEmbedder, default_model_path, load_model
-from storage.long_term import open_chroma
 
 __all__ = ["STORAGE", "main"]
 
@@ -111,7 +110,7 @@ async def _score(
         for qa in sample.questions:
             text = query(str(qa["question"]), names)
             started = time.perf_counter()
-            hits = await recall.search(f"{sample.user_key}#{tag}", text, vectors[text], scopes=None, limit=20)
+            hits = await recall.search(f"{sample.user_key}#{tag}", text, _ready(vectors[text]), scopes=None, limit=20)
             latencies.append(time.perf_counter() - started)
             ranked = [h.memory.id.removeprefix(prefix) for h in hits]
             evidence = {str(e) for e in qa["evidence"]}
@@ -126,6 +125,10 @@ async def _score(
     }
 
 
+async def _ready(vector: list[float]) -> list[float]:
+    return vector
+
+
 async def study(dataset: Path, *, grid: bool, model: Any = None) -> dict[str, Any]:
     samples = load_samples(dataset)
     model = model if model is not None else await asyncio.to_thread(load_model, default_model_path())
@@ -134,9 +137,8 @@ async def study(dataset: Path, *, grid: bool, model: Any = None) -> dict[str, An
     with tempfile.TemporaryDirectory(prefix="rapport-study-") as scratch:
         database = Database(f"sqlite://{scratch}/study.sqlite3")
         await database.open()
-        chroma = open_chroma(path=f"{scratch}/chroma", url=None)
         try:
-            _, _, hybrid = await build_memory(database, chroma)
+            index, hybrid = await build_memory(database, None)
             questions = {q(str(qa["question"]), []) for s in samples for qa in s.questions for q in QUERIES.values()}
             ordered = sorted(questions)
             vectors = dict(zip(ordered, await embedder.embed(ordered), strict=True))
@@ -158,19 +160,19 @@ async def study(dataset: Path, *, grid: bool, model: Any = None) -> dict[str, An
                         if (v, n) != (0.45, 0.35)
                     ]  # fmt: skip
                 vector_alone = await _score(
-                    samples, Recall(vectors=hybrid._vectors, store=hybrid._store, settings=VECTOR_ONLY), tag,
+                    samples, Recall(index=index, settings=VECTOR_ONLY), tag,
                     vectors, _query_plain,
                 )  # fmt: skip
                 for query_name, query in QUERIES.items():
                     for label, settings in settings_list:
                         if query_name != "as asked" and label != "default":
                             continue
-                        recall = Recall(vectors=hybrid._vectors, store=hybrid._store, settings=settings)
+                        recall = Recall(index=index, settings=settings)
                         result = await _score(samples, recall, tag, vectors, query)
                         rows.append({"storage": name, "query": query_name, "settings": label, **result,
                                      "vector@10": vector_alone["turn_recall@10"]})  # fmt: skip
         finally:
-            chroma.close()
+            await index.close()
             await database.close()
             await embedder.close()
     return {"dataset": str(dataset), "rows": rows}

@@ -19,6 +19,7 @@ from bot.config import Settings
 from bot.metrics import Metrics
 from bot.policy_file import PolicyWatcher, load_policy
 from core.assistant import Assistant, AssistantSettings
+from core.background import stop_tasks
 from core.gate import Gate
 from core.health import Health
 from core.learner import LearningSettings
@@ -30,14 +31,14 @@ from core.turns import Turns
 from storage.database import Database
 from storage.embeddings import BatchingEmbedder, default_model_path, load_model
 from storage.inbox import RelationalInbox
-from storage.lexicon_cache import CachedLexicon
-from storage.long_term import ChromaCollection, ChromaVectors, open_chroma
-from storage.memory_store import RelationalMemory
+from storage.long_term import ChromaVectors, open_chroma
+from storage.memory_index import MemoryIndex
+from storage.memory_store import MemoryRows
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm, ResilientShortTerm
 from storage.spool import Spool
 from storage.usage import DatabaseUsage, RedisUsage
-from storage.vector_cache import CachedVectors
+from storage.vector_import import has_legacy_vectors, import_from
 
 __all__ = ["Services", "build_memory", "build_services", "describe_storage", "owner_id", "redact_url"]
 
@@ -61,9 +62,7 @@ def owner_id() -> str:
 
 def describe_storage(settings: Settings) -> str:
     short_term = f"redis at {redact_url(settings.redis_url)}" if settings.redis_url else "in-process"
-    long_term = (
-        f"chroma server at {settings.chroma_url}" if settings.chroma_url else f"chroma at {settings.chroma_path}"
-    )
+    long_term = f"vectors in a chroma server at {settings.chroma_url}" if settings.chroma_url else "in the database"
     return f"database {redact_url(settings.database_url)}; short-term {short_term}; long-term {long_term}"
 
 
@@ -74,8 +73,7 @@ class Services:
     records: RelationalRecords
     short_term: ShortTermMemory
     long_term: Recall
-    vectors: CachedVectors
-    lexicon: CachedLexicon
+    index: MemoryIndex
     embedder: BatchingEmbedder
     llm: LanguageModel
     assistant: Assistant
@@ -86,12 +84,16 @@ class Services:
     gate: Gate
     policy_watcher: PolicyWatcher | None = None
     redis: Redis | None = None
+    legacy_vectors: str | None = None  # an embedded Chroma store whose vectors are still to move into the rows
+    _moving: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Resume what earlier processes left (the spool, waiting turns, jobs), then keep sweeping for it; follow
-        the policy file."""
+        the policy file; move an old Chroma store's vectors into the database."""
         if self.policy_watcher is not None:
             self.policy_watcher.start()
+        if self.legacy_vectors is not None:
+            self._moving = asyncio.create_task(self._move_vectors(self.legacy_vectors), name="move-vectors")
         self.inbox.start()
         self.turns.start()
         self.assistant.start()
@@ -121,10 +123,18 @@ class Services:
         degraded = [f"{name}: {why}" for name, why in found.items() if f"{name}: {why}" not in blocking]
         return blocking, degraded
 
+    async def _move_vectors(self, path: str) -> None:
+        try:
+            await import_from(self.database, path, self.embedder, self.index.let_go)
+        except Exception:  # noqa: BLE001 - the next start tries again; meanwhile those memories are found by words
+            log.exception("moving the vectors of %s into the database failed", path)
+
     async def close(self) -> None:
         """After the turns and jobs are drained (bot/worker.py): stop them, hand leases back, close the stores."""
         if self.policy_watcher is not None:
             await self.policy_watcher.close()
+        if self._moving is not None:
+            await stop_tasks([self._moving])
         await self.assistant.close()
         await self.turns.close()
         await self.inbox.close()
@@ -134,19 +144,21 @@ class Services:
             await close_llm()
         if self.redis is not None:
             await self.redis.aclose()
-        await self.vectors.close()
-        await self.lexicon.close()
+        await self.index.close()
         await self.database.close()
 
 
 async def build_memory(
-    database: Database, chroma: ChromaCollection, health: Health | None = None
-) -> tuple[CachedVectors, CachedLexicon, Recall]:
-    """Long-term memory as the assistant uses it (the retrieval evaluation builds it here too)."""
-    vectors = CachedVectors(ChromaVectors(chroma), database)
-    await vectors.ping()  # starts an embedded store's process now, so a broken store stops the start
-    lexicon = CachedLexicon(RelationalMemory(database), database)
-    return vectors, lexicon, Recall(vectors=vectors, store=lexicon, health=health)
+    database: Database, chroma_url: str | None, health: Health | None = None
+) -> tuple[MemoryIndex, Recall]:
+    """Long-term memory as the assistant uses it (the retrieval evaluation builds it here too): the rows hold
+    the vectors, unless a Chroma server does."""
+    source = None
+    if chroma_url:
+        source = ChromaVectors(await asyncio.to_thread(open_chroma, path="", url=chroma_url))
+    index = MemoryIndex(MemoryRows(database, with_vectors=source is None), source=source)
+    await index.ping()
+    return index, Recall(index=index, health=health)
 
 
 async def build_services(
@@ -204,8 +216,10 @@ async def build_services(
     if model is None:
         model = await asyncio.to_thread(load_model, default_model_path(settings.embedding_model))
     embedder = BatchingEmbedder(model)
-    chroma = await asyncio.to_thread(open_chroma, path=settings.chroma_path, url=settings.chroma_url)
-    vectors, lexicon, long_term = await build_memory(database, chroma, health)
+    index, long_term = await build_memory(database, settings.chroma_url, health)
+    legacy = None
+    if not settings.chroma_url and await has_legacy_vectors(database, settings.chroma_path):
+        legacy = settings.chroma_path
     records = RelationalRecords(database)
     metrics = Metrics()
     box, watcher = PolicyBox(), None
@@ -259,8 +273,8 @@ async def build_services(
         records=records,
         short_term=short_term,
         long_term=long_term,
-        vectors=vectors,
-        lexicon=lexicon,
+        index=index,
+        legacy_vectors=legacy,
         embedder=embedder,
         llm=llm,
         assistant=assistant,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Accepted",
+    "Candidates",
     "Completion",
     "Delivery",
     "DeliveryFactory",
@@ -35,7 +36,7 @@ __all__ = [
     "LongTermMemory",
     "Memory",
     "MemoryHit",
-    "MemoryStore",
+    "MemoryIndex",
     "Learned",
     "Learner",
     "Pattern",
@@ -54,7 +55,6 @@ __all__ = [
     "Turn",
     "Spent",
     "UsageCounters",
-    "VectorIndex",
 ]
 
 # An audience code (core.privacy): who could read where something was said. A filter of `scopes` lets through
@@ -218,13 +218,13 @@ class LongTermMemory(Protocol):
         self,
         user_key: str,
         query: str,
-        embedding: Sequence[float] | Awaitable[Sequence[float]],
+        embedding: Awaitable[Sequence[float]],
         *,
         scopes: Scopes,
         limit: int,
     ) -> list[MemoryHit]:
-        """The person's memories most relevant to `query`; `embedding` may still be on its way (the word search
-        does not wait for it)."""
+        """The person's memories most relevant to `query`; `embedding`, the query's, may still be on its way (the
+        word search does not wait for it)."""
         ...
 
     async def count(self, user_key: str) -> int: ...
@@ -241,40 +241,40 @@ class LongTermMemory(Protocol):
     async def ping(self) -> None: ...
 
 
-class VectorIndex(Protocol):
-    """Vectors of every person's memories in one index, always filtered by person and scope; we pass our own
-    embeddings."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidates:
+    """A person's memories nearest a question by meaning and by words, each best first: (memory id, score)."""
 
-    async def add(self, memories: Sequence[Memory], embeddings: Sequence[Sequence[float]]) -> None: ...
+    vector: list[tuple[str, float]]
+    lexical: list[tuple[str, float]]
+    # Why some memories could not be searched by meaning (their vectors could not be read): None when all were.
+    unsearched: str | None = None
 
-    async def nearest(
+
+class MemoryIndex(Protocol):
+    """Every person's memories with their terms and vectors, searched one person at a time, always filtered by
+    audience; we pass our own embeddings and terms."""
+
+    async def add(
+        self,
+        memories: Sequence[Memory],
+        terms: Sequence[Mapping[str, int]],
+        embeddings: Sequence[Sequence[float]],
+    ) -> None:
+        """Each memory once (a retried add changes nothing), with its terms and its vector."""
+        ...
+
+    async def candidates(
         self,
         user_key: str,
-        embedding: Sequence[float] | Awaitable[Sequence[float]],
+        terms: Sequence[str],
+        embedding: Awaitable[Sequence[float] | None],
         *,
         scopes: Scopes,
         limit: int,
-    ) -> list[tuple[str, float]]:
-        """(memory id, cosine similarity), best first. The embedding may still be on its way (an awaitable): an
-        index with work that does not need it (a cache's freshness check) does that first."""
-        ...
-
-    async def remove(self, user_key: str, memory_ids: Sequence[str]) -> None: ...
-
-    async def forget_user(self, user_key: str) -> None: ...
-
-    async def ping(self) -> None: ...
-
-
-class MemoryStore(Protocol):
-    """The memories themselves, their order within each conversation, and a BM25 index over their terms."""
-
-    async def add(self, memories: Sequence[Memory], terms: Sequence[Mapping[str, int]]) -> None: ...
-
-    async def lexical(
-        self, user_key: str, terms: Sequence[str], *, scopes: Scopes, limit: int
-    ) -> list[tuple[str, float]]:
-        """(memory id, BM25 score), best first, over this person's memories in these scopes."""
+    ) -> Candidates:
+        """BM25 over the terms and cosine over the embedding, among the person's memories in these scopes. The
+        embedding may still be on its way (None: there is none): the word search does not wait for it."""
         ...
 
     async def read(
@@ -286,14 +286,14 @@ class MemoryStore(Protocol):
 
     async def count(self, user_key: str) -> int: ...
 
-    async def remove(self, user_key: str, memory_ids: Sequence[str]) -> None:
-        """These memories go, with their postings and their share of the statistics."""
-        ...
-
-    async def revise(self, user_key: str, memory_id: str, text: str, terms: Mapping[str, int]) -> Memory | None:
-        """The memory with new words (and no reply: it answered the old ones), its postings with them; None when
+    async def revise(
+        self, user_key: str, memory_id: str, text: str, terms: Mapping[str, int], embedding: Sequence[float]
+    ) -> Memory | None:
+        """The memory with new words (and no reply: it answered the old ones), their terms and vector; None when
         there is no such memory."""
         ...
+
+    async def remove(self, user_key: str, memory_ids: Sequence[str]) -> None: ...
 
     async def forget_user(self, user_key: str) -> None: ...
 

@@ -18,7 +18,7 @@ from datetime import datetime
 import snowballstemmer
 
 from core.health import Health
-from core.ports import Memory, MemoryHit, MemoryStore, Scopes, VectorIndex
+from core.ports import Memory, MemoryHit, MemoryIndex, Scopes
 
 __all__ = ["Recall", "RecallSettings", "document_of", "fuse", "terms_of", "wants_recent"]
 
@@ -114,36 +114,32 @@ def _with_recency(scores: dict[str, float], memories: Mapping[str, Memory], weig
 
 
 class Recall:
-    """Implements core.ports.LongTermMemory over a vector index and a text store with BM25."""
+    """Implements core.ports.LongTermMemory over a memory index: the one ranker of what it finds."""
 
     def __init__(
         self,
         *,
-        vectors: VectorIndex,
-        store: MemoryStore,
+        index: MemoryIndex,
         settings: RecallSettings | None = None,
         health: Health | None = None,
         vector_timeout: float = 5.0,
     ) -> None:
-        self._vectors = vectors
-        self._store = store
+        self._index = index
         self._settings = settings or RecallSettings()
         self._health = health or Health()
         self._vector_timeout = vector_timeout
 
     async def ping(self) -> None:
-        await asyncio.gather(self._vectors.ping(), self._store.ping())
+        await self._index.ping()
 
     async def add(self, memories: Sequence[Memory], embeddings: Sequence[Sequence[float]]) -> None:
-        """Text first, then vectors: a memory is never findable by vector without its text to show."""
-        await self._store.add(memories, [Counter(terms_of(document_of(m))) for m in memories])
-        await self._vectors.add(memories, embeddings)
+        await self._index.add(memories, [Counter(terms_of(document_of(m))) for m in memories], embeddings)
 
     async def search(
         self,
         user_key: str,
         query: str,
-        embedding: Sequence[float] | Awaitable[Sequence[float]],
+        embedding: Awaitable[Sequence[float]],
         *,
         scopes: Scopes,
         limit: int,
@@ -151,23 +147,23 @@ class Recall:
         if limit <= 0 or (scopes is not None and not scopes):
             return []
         settings = self._settings
-
-        vector_search = asyncio.ensure_future(
-            self._vectors.nearest(user_key, embedding, scopes=scopes, limit=settings.candidates)
-        )
+        vector = asyncio.ensure_future(self._in_time(embedding))
         try:
-            lexical = await self._store.lexical(user_key, terms_of(query), scopes=scopes, limit=settings.candidates)
+            found = await self._index.candidates(
+                user_key, terms_of(query), vector, scopes=scopes, limit=settings.candidates
+            )
         except BaseException:
-            vector_search.cancel()
+            vector.cancel()
             raise
-        vector = await self._vector_half(vector_search)
-        scores = fuse(vector, lexical, settings)
+        if found.unsearched:
+            self._health.down(VECTORS, found.unsearched)
+        scores = fuse(found.vector, found.lexical, settings)
         if not scores:
             return []
         before = sorted(scores, key=scores.__getitem__, reverse=True)
         # Neighbour boosts only raise scores, so the final `limit * 3` lie among the best `limit * 3` before them
         # and the neighbours of the strongest: both are read at once.
-        rows, around = await self._store.read(
+        rows, around = await self._index.read(
             user_key, before[: limit * 3], around=before[: max(limit, 10)], scopes=scopes
         )
         memories = {m.id: m for m in rows}
@@ -180,38 +176,32 @@ class Recall:
         ranked = sorted((i for i in ranked if i in memories), key=scores.__getitem__, reverse=True)[:limit]
         return [MemoryHit(memory=memories[memory_id], score=scores[memory_id]) for memory_id in ranked]
 
-    async def _vector_half(self, search: Awaitable[list[tuple[str, float]]]) -> list[tuple[str, float]]:
-        """The vector index's answer; while it does not give one in time, recall is the word search alone."""
+    async def _in_time(self, embedding: Awaitable[Sequence[float]]) -> Sequence[float] | None:
+        """The query's embedding; while none comes in time, recall is the word search alone."""
         try:
             async with asyncio.timeout(self._vector_timeout):
-                found = await search
-        except Exception as exc:  # noqa: BLE001 - Chroma down or slow: the lexical half still answers
+                vector = await embedding
+        except Exception as exc:  # noqa: BLE001 - the model failed or is slow: the lexical half still answers
             self._health.down(VECTORS, f"{type(exc).__name__}: {exc}".strip()[:200])
-            return []
+            return None
         self._health.up(VECTORS)
-        return found
+        return vector
 
     async def count(self, user_key: str) -> int:
-        return await self._store.count(user_key)
+        return await self._index.count(user_key)
 
     async def revise(
         self, user_key: str, memory_id: str, text: str | None, embedding: Sequence[float] | None = None
     ) -> bool:
-        """The old vector goes first, then the words change (or go), then the new vector comes: a memory is never
-        found by a vector of words it no longer has. Each step can be done again: a retried edit finishes."""
-        await self._vectors.remove(user_key, [memory_id])
+        """The words, terms and vector change together (or the memory goes); a retried edit finishes."""
         if text is None or embedding is None:
-            await self._store.remove(user_key, [memory_id])
+            await self._index.remove(user_key, [memory_id])
             return True
-        found, _ = await self._store.read(user_key, [memory_id], around=[], scopes=None)
+        found, _ = await self._index.read(user_key, [memory_id], around=[], scopes=None)
         if not found:
             return False
         terms = Counter(terms_of(document_of(replace(found[0], text=text, reply=""))))
-        revised = await self._store.revise(user_key, memory_id, text, terms)
-        if revised is None:
-            return False
-        await self._vectors.add([revised], [embedding])
-        return True
+        return await self._index.revise(user_key, memory_id, text, terms, embedding) is not None
 
     async def forget_user(self, user_key: str) -> None:
-        await asyncio.gather(self._store.forget_user(user_key), self._vectors.forget_user(user_key))
+        await self._index.forget_user(user_key)

@@ -1,30 +1,47 @@
-"""Memories in the relational database, with a BM25 index kept in plain tables.
+"""Memories in the relational database: one row each, holding the words, their BM25 terms and the vector.
 
-Written here rather than taken from SQLite FTS5 and PostgreSQL full-text search: those are two different
-rankers (PostgreSQL's ts_rank has no IDF), so recall would change with the backend. Postings in ordinary
-tables give the same BM25 on both, with per-person statistics, and stay consistent across replicas.
+A row is the whole of a memory, so that one read brings a person's index into a process (storage/memory_index.py)
+and one statement writes it. The terms are packed as (64-bit term key, count) pairs and the vector as float16:
+12 bytes a term and 768 bytes a vector, read without any per-term work (numpy takes the bytes as they are).
+With a Chroma server (CHROMA_URL) the vectors live there instead, and the rows' `vector` is empty.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tortoise.expressions import F
+import numpy as np
 from tortoise.transactions import in_transaction
 
 from core.ports import Memory, Scopes
 from storage.database import Database, among, as_datetime
-from storage.models import MemoryItem, MemoryStats, MemoryTerm
+from storage.models import MemoryItem
 
-__all__ = ["B", "K1", "TERM_CHARS", "RelationalMemory"]
+__all__ = ["POSTING", "MemoryRows", "pack_terms", "pack_vector", "term_key"]
 
-K1 = 1.2
-B = 0.75
-TERM_CHARS = 64  # a posting's term column is this wide; longer (rare, junk) terms are cut
-
-
+POSTING = np.dtype([("term", "<i8"), ("tf", "<i4")])
+VECTOR = np.dtype("<f2")
 _COLUMNS = "n.id, n.scope, n.conversation_id, n.created_at, n.speaker, n.text, n.reply"
+INDEXED = "seq, id, scope, length, terms, vector"  # what a process's index reads of a row
+
+
+def term_key(term: str) -> int:
+    """A stemmed term as a 64-bit number: the same in every process, and in practice never the same for two
+    terms (a person has tens of thousands of distinct terms; a collision among them has odds of about 1e-10)."""
+    return int.from_bytes(hashlib.blake2b(term.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def pack_terms(terms: Mapping[str, int]) -> bytes:
+    packed = np.empty(len(terms), POSTING)
+    packed["term"] = [term_key(term) for term in terms]
+    packed["tf"] = list(terms.values())
+    return packed.tobytes()
+
+
+def pack_vector(vector: Sequence[float]) -> bytes:
+    return np.asarray(vector, dtype=VECTOR).tobytes()
 
 
 def _memory(user_key: str, row: Mapping[str, Any]) -> Memory:
@@ -40,105 +57,63 @@ def _memory(user_key: str, row: Mapping[str, Any]) -> Memory:
     )
 
 
-class RelationalMemory:
-    """Implements core.ports.MemoryStore."""
+class MemoryRows:
+    """The memory table: what the index writes and reads (`with_vectors`: False when a Chroma server keeps them)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, with_vectors: bool = True) -> None:
         self._database = database
+        self._with_vectors = with_vectors
 
     async def ping(self) -> None:
         await self._database.ping()
 
-    async def add(self, memories: Sequence[Memory], terms: Sequence[Mapping[str, int]]) -> None:
-        # A retried add must not index a memory twice.
+    async def add(
+        self, memories: Sequence[Memory], terms: Sequence[Mapping[str, int]], embeddings: Sequence[Sequence[float]]
+    ) -> list[int]:
+        """The indexes of the memories stored now (a retried add skips those already stored)."""
         known = {str(i) for i in await MemoryItem.filter(id__in=[m.id for m in memories]).values_list("id", flat=True)}
-        fresh = [(m, t) for m, t in zip(memories, terms, strict=True) if m.id not in known]
+        fresh = [i for i, m in enumerate(memories) if m.id not in known]
         if not fresh:
-            return
-        # One transaction: a memory is never visible without its postings and statistics (the postings cache
-        # relies on it), and a failed add leaves nothing behind for the retry to skip.
+            return []
         async with in_transaction(self._database.connection().connection_name) as connection:
-            await MemoryTerm.bulk_create(
-                [
-                    MemoryTerm(
-                        user_key=m.user_key,
-                        scope=m.scope,
-                        term=term[:TERM_CHARS],
-                        memory_id=m.id,
-                        tf=count,
-                        length=sum(t.values()),
-                    )
-                    for m, t in fresh
-                    for term, count in t.items()
-                ],
-                batch_size=2_000,
-                using_db=connection,
-            )
-            totals: dict[tuple[str, str], tuple[int, int]] = {}
-            for m, t in fresh:
-                documents, length = totals.get((m.user_key, m.scope), (0, 0))
-                totals[(m.user_key, m.scope)] = (documents + 1, length + sum(t.values()))
-            bind = self._database.params()
-            # Sorted: replicas' transactions take the statistics rows' locks in one order, so never deadlock.
-            tuples = [f"({bind(*key, *sums)})" for key, sums in sorted(totals.items())]
-            await connection.execute_query(
-                "INSERT INTO memory_stats (user_key, scope, documents, total_length) VALUES "
-                + ", ".join(tuples)
-                + " ON CONFLICT (user_key, scope) DO UPDATE SET "
-                "documents = memory_stats.documents + excluded.documents, "
-                "total_length = memory_stats.total_length + excluded.total_length",
-                bind.values,
-            )
-            # The memory row last: its seq is taken just before the commit, so caches that follow seq (see
-            # storage/lexicon_cache.py) rarely see a later seq committed before it.
             await MemoryItem.bulk_create(
                 [
                     MemoryItem(
-                        id=m.id,
-                        user_key=m.user_key,
-                        scope=m.scope,
-                        conversation_id=m.conversation_id[:191],
-                        speaker=m.speaker[:191],
-                        text=m.text,
-                        reply=m.reply,
-                        created_at=m.created_at,
-                        length=sum(t.values()),
+                        id=memories[i].id,
+                        user_key=memories[i].user_key,
+                        scope=memories[i].scope,
+                        conversation_id=memories[i].conversation_id[:191],
+                        speaker=memories[i].speaker[:191],
+                        text=memories[i].text,
+                        reply=memories[i].reply,
+                        created_at=memories[i].created_at,
+                        length=sum(terms[i].values()),
+                        terms=pack_terms(terms[i]),
+                        vector=pack_vector(embeddings[i]) if self._with_vectors else None,
                     )
-                    for m, t in fresh
+                    for i in fresh
                 ],
                 using_db=connection,
             )
+        return fresh
 
-    async def lexical(
-        self, user_key: str, terms: Sequence[str], *, scopes: Scopes, limit: int
-    ) -> list[tuple[str, float]]:
-        """BM25 over this person's memories in these scopes, in one statement: the collection's size and average
-        length, each term's document frequency and the scores come from one round trip."""
-        unique = sorted(set(terms))
-        if not unique or limit <= 0 or (scopes is not None and not scopes):
-            return []
+    async def newer(self, user_key: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """The person's rows past `after` in seq order, oldest first."""
         bind = self._database.params()
-
-        real = "DOUBLE PRECISION"  # REAL affinity on SQLite, float8 on PostgreSQL (numeric arithmetic is slow)
-        average = "(CASE WHEN s.n > 0 AND s.total > s.n THEN s.total / s.n ELSE 1.0 END)"
-        # The postings are read once (from the covering index), each term's IDF is computed once from their
-        # count, and the per-posting arithmetic is all in floats.
-        sql = (
-            f"WITH s AS (SELECT CAST(COALESCE(SUM(documents), 0) AS {real}) AS n, "
-            f"CAST(COALESCE(SUM(total_length), 0) AS {real}) AS total "
-            f"FROM memory_stats WHERE user_key = {bind(user_key)}{among(bind, 'scope', scopes)}), "
-            f"p AS (SELECT memory_id, term, CAST(tf AS {real}) AS tf, CAST(length AS {real}) AS length "
-            f"FROM memory_term WHERE user_key = {bind(user_key)}{among(bind, 'scope', scopes)} "
-            f"AND term IN ({bind(*unique)})), "
-            f"d AS (SELECT p.term AS term, COUNT(*) AS df FROM p GROUP BY p.term), "
-            f"w AS (SELECT d.term AS term, ln(1 + (s.n - d.df + 0.5) / (d.df + 0.5)) AS idf, {average} AS avgl "
-            f"FROM d CROSS JOIN s) "
-            f"SELECT p.memory_id AS memory_id, SUM(w.idf * p.tf * {K1 + 1} "
-            f"/ (p.tf + {K1} * ({1 - B} + {B} * p.length / w.avgl))) AS score "
-            f"FROM p JOIN w ON w.term = p.term GROUP BY p.memory_id ORDER BY score DESC, p.memory_id LIMIT {int(limit)}"
+        return await self._database.connection().execute_query_dict(
+            f"SELECT {INDEXED} FROM memory WHERE user_key = {bind(user_key)} AND seq > {bind(after)} "
+            f"ORDER BY seq LIMIT {int(limit)}",
+            bind.values,
         )
-        rows = await self._database.connection().execute_query_dict(sql, bind.values)
-        return [(row["memory_id"], float(row["score"])) for row in rows]
+
+    async def older(self, user_key: str, before: int | None, limit: int) -> list[dict[str, Any]]:
+        """The person's rows before `before` (None: the newest), newest first."""
+        bind = self._database.params()
+        person = f"user_key = {bind(user_key)}"  # bound first: the placeholders are numbered in order
+        below = "" if before is None else f" AND seq < {bind(before)}"
+        return await self._database.connection().execute_query_dict(
+            f"SELECT {INDEXED} FROM memory WHERE {person}{below} ORDER BY seq DESC LIMIT {int(limit)}", bind.values
+        )
 
     async def read(
         self, user_key: str, memory_ids: Sequence[str], *, around: Sequence[str], scopes: Scopes
@@ -187,37 +162,19 @@ class RelationalMemory:
     async def count(self, user_key: str) -> int:
         return await MemoryItem.filter(user_key=user_key).count()
 
-    async def revise(self, user_key: str, memory_id: str, text: str, terms: Mapping[str, int]) -> Memory | None:
-        """In one transaction (a retried edit does it again, never half): the row's words, its postings and its
-        share of the statistics. The row keeps its seq: another replica's postings cache keeps the old words' terms
-        for it until it reloads, and `read` shows the new words."""
-        length = sum(terms.values())
-        async with in_transaction(self._database.connection().connection_name) as connection:
-            row = await MemoryItem.filter(user_key=user_key, id=memory_id).using_db(connection).first()
-            if row is None:
-                return None
-            await (
-                MemoryStats.filter(user_key=user_key, scope=row.scope)
-                .using_db(connection)
-                .update(total_length=F("total_length") + (length - row.length))
-            )
-            await MemoryTerm.filter(user_key=user_key, memory_id=memory_id).using_db(connection).delete()
-            await MemoryTerm.bulk_create(
-                [
-                    MemoryTerm(
-                        user_key=user_key,
-                        scope=row.scope,
-                        term=term[:TERM_CHARS],
-                        memory_id=memory_id,
-                        tf=count,
-                        length=length,
-                    )
-                    for term, count in terms.items()
-                ],
-                using_db=connection,
-            )
-            row.text, row.reply, row.length = text, "", length
-            await row.save(using_db=connection, update_fields=["text", "reply", "length"])
+    async def revise(
+        self, user_key: str, memory_id: str, text: str, terms: Mapping[str, int], embedding: Sequence[float]
+    ) -> Memory | None:
+        """The row's words, terms and vector in one statement (a retried edit does it again, never half). The row
+        keeps its seq: another process's index keeps the old words' terms for it until it reloads the person,
+        and `read` shows the new words."""
+        row = await MemoryItem.filter(user_key=user_key, id=memory_id).first()
+        if row is None:
+            return None
+        row.text, row.reply, row.length = text, "", sum(terms.values())
+        row.terms = pack_terms(terms)
+        row.vector = pack_vector(embedding) if self._with_vectors else None
+        await row.save(update_fields=["text", "reply", "length", "terms", "vector"])
         return Memory(
             id=row.id,
             user_key=user_key,
@@ -228,21 +185,28 @@ class RelationalMemory:
             speaker=row.speaker,
         )
 
-    async def remove(self, user_key: str, memory_ids: Sequence[str]) -> None:
-        if not memory_ids:
+    async def without_vectors(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """Rows past seq `after` that hold no vector, oldest first."""
+        bind = self._database.params()
+        return await self._database.connection().execute_query_dict(
+            f"SELECT seq, id, user_key, text FROM memory WHERE vector IS NULL AND seq > {bind(after)} "
+            f"ORDER BY seq LIMIT {int(limit)}",
+            bind.values,
+        )
+
+    async def set_vectors(self, vectors: Mapping[str, Sequence[float]]) -> None:
+        """Vectors for rows that had none (memories from before vectors lived in the rows)."""
+        if not vectors:
             return
-        async with in_transaction(self._database.connection().connection_name) as connection:
-            rows = await MemoryItem.filter(user_key=user_key, id__in=list(memory_ids)).using_db(connection)
-            for row in rows:
-                await (
-                    MemoryStats.filter(user_key=user_key, scope=row.scope)
-                    .using_db(connection)
-                    .update(documents=F("documents") - 1, total_length=F("total_length") - row.length)
-                )
-            ids = [row.id for row in rows]
-            await MemoryTerm.filter(user_key=user_key, memory_id__in=ids).using_db(connection).delete()
-            await MemoryItem.filter(user_key=user_key, id__in=ids).using_db(connection).delete()
+        bind = self._database.params()
+        statement = f"UPDATE memory SET vector = {bind(b'')} WHERE id = {bind('')}"
+        await self._database.connection().execute_many(
+            statement, [[pack_vector(vector), memory_id] for memory_id, vector in vectors.items()]
+        )
+
+    async def remove(self, user_key: str, memory_ids: Sequence[str]) -> None:
+        if memory_ids:
+            await MemoryItem.filter(user_key=user_key, id__in=list(memory_ids)).delete()
 
     async def forget_user(self, user_key: str) -> None:
-        for model in (MemoryTerm, MemoryStats, MemoryItem):
-            await model.filter(user_key=user_key).delete()
+        await MemoryItem.filter(user_key=user_key).delete()

@@ -13,8 +13,6 @@ __all__ = [
     "Interaction",
     "LearnedPattern",
     "MemoryItem",
-    "MemoryStats",
-    "MemoryTerm",
     "PersonItem",
     "PersonLearning",
     "PersonTurn",
@@ -122,43 +120,13 @@ class MemoryItem(Model):
     text = fields.TextField()
     reply = fields.TextField(default="")
     created_at = fields.DatetimeField()
-    length = fields.IntField(default=0)
+    length = fields.IntField(default=0)  # terms in all, for BM25's length normalisation
+    terms = fields.BinaryField(null=True)  # (term key, count) pairs: storage.memory_store.pack_terms
+    vector = fields.BinaryField(null=True)  # float16; empty when a Chroma server keeps the vectors
 
     class Meta:
         table = "memory"
         indexes = (("user_key", "conversation_id", "seq"), ("user_key", "seq"))
-
-
-class MemoryTerm(Model):
-    """One posting of the BM25 index: how often a stemmed term occurs in a memory."""
-
-    id = fields.BigIntField(primary_key=True)
-    user_key = fields.CharField(max_length=191)
-    scope = fields.CharField(max_length=191)  # an audience code (core.privacy)
-    term = fields.CharField(max_length=64)
-    memory_id = fields.CharField(max_length=64, db_index=True)
-    tf = fields.IntField()
-    length = fields.IntField()  # the memory's term count, here so that scoring needs no join
-
-    class Meta:
-        table = "memory_term"
-        # Covering: BM25 reads every posting of a query's terms, and with all it needs in the index it reads no
-        # table pages (an index-only scan once vacuum has marked the pages visible; 12 -> 6 ms at 10,000 memories).
-        indexes = (("user_key", "term", "scope", "memory_id", "tf", "length"),)
-
-
-class MemoryStats(Model):
-    """Per person and scope: how many memories and how many terms in all, for BM25's length normalisation."""
-
-    id = fields.IntField(primary_key=True)
-    user_key = fields.CharField(max_length=191)
-    scope = fields.CharField(max_length=191)  # an audience code (core.privacy)
-    documents = fields.BigIntField(default=0)
-    total_length = fields.BigIntField(default=0)
-
-    class Meta:
-        table = "memory_stats"
-        unique_together = (("user_key", "scope"),)
 
 
 # One accepted platform event (a message, a reaction, a confirmed forget), written before the platform is told

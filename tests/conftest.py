@@ -183,6 +183,11 @@ async def shut(*replicas: Services, timeout: float = 10.0) -> None:
         await services.close()
 
 
+async def ready(value: Any) -> Any:
+    """`value`, as an awaitable (what a search takes for an embedding that may still be on its way)."""
+    return value
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
     """Wait for background work to make `check` true."""
     deadline = asyncio.get_running_loop().time() + timeout

@@ -13,7 +13,7 @@ from bot.wiring import Services, build_services
 from core.assistant import AssistantSettings
 from core.entries import Answer, Incoming
 from core.events import MessageReceived, UserRef
-from tests.conftest import eventually, make_settings, shut
+from tests.conftest import eventually, make_settings, ready, shut
 from tests.fakes.anthropic_api import Fail, FakeAnthropic, Say
 from tests.fakes.chat import FakeChat
 
@@ -122,7 +122,9 @@ async def test_forget_leaves_nothing_in_any_store(
 
     assert await services.assistant.insights("fake:ivan") is None
     assert await services.long_term.count("fake:ivan") == 0
-    assert await services.vectors.count("fake:ivan") == 0
+    [query] = await services.embedder.embed(["my cat Biscuit"])
+    found = await services.index.candidates("fake:ivan", ["biscuit"], ready(query), scopes=None, limit=5)
+    assert found.vector == [] and found.lexical == [], "no vector and no term of theirs is held anywhere"
     assert not await services.records.has_user("fake:ivan")
     assert await services.records.find_reply(posted.ref) is None
     for conversation in ("fake::dm-ivan", "fake::pets"):

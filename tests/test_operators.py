@@ -74,7 +74,6 @@ async def kept_anywhere(services: Services, words: str, *, places: tuple[str, ..
         ("inbox", "route"),
         ("interaction", "user_text"),
         ("memory", "text"),
-        ("memory_term", "term"),
         ("person_item", "text"),
     )
     for table, column in columns:

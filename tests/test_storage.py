@@ -22,17 +22,17 @@ from tortoise.migrations.autodetector import MigrationAutodetector
 
 from core.ports import InteractionRecord, Learned, Memory, Profile, ShortTermMemory, Turn
 from core.recall import document_of, terms_of
-from storage import lexicon_cache, vector_cache
+from storage import memory_index
 from storage.chroma_process import ChromaProcess
 from storage.database import Database, tortoise_config
 from storage.embeddings import BatchingEmbedder
-from storage.lexicon_cache import CachedLexicon
 from storage.long_term import ChromaVectors, open_chroma
-from storage.memory_store import RelationalMemory
+from storage.memory_index import MemoryIndex
+from storage.memory_store import MemoryRows
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm
-from storage.vector_cache import CachedVectors
-from tests.conftest import REDIS_URL, fresh_postgres, redis_namespace
+from storage.vector_import import has_legacy_vectors, import_from
+from tests.conftest import REDIS_URL, fresh_postgres, ready, redis_namespace
 
 
 async def test_committed_migrations_match_the_models(tmp_path: Path) -> None:
@@ -230,11 +230,34 @@ def _memory(i: int, text: str, *, user_key: str = "t:a", scope: str = "private",
     )
 
 
-@pytest.mark.parametrize("cached", [False, True], ids=["sql", "cached"])
-async def test_bm25_ranks_rare_words_first_within_a_person_and_scope(database: Database, cached: bool) -> None:
-    store: RelationalMemory | CachedLexicon = RelationalMemory(database)
-    if cached:
-        store = CachedLexicon(store, database)
+async def _none() -> None:
+    return None
+
+
+def _bm25(question: str, memories: Sequence[Memory]) -> dict[str, float]:
+    """Textbook BM25 (k1 1.2, b 0.75) over these memories, computed here by hand: memory id -> score."""
+    counted = {m.id: Counter(terms_of(document_of(m))) for m in memories}
+    average = sum(sum(c.values()) for c in counted.values()) / len(counted)
+    query = set(terms_of(question))
+    scores: dict[str, float] = {}
+    for memory_id, counts in counted.items():
+        total = 0.0
+        for term in query & counts.keys():
+            df = sum(term in c for c in counted.values())
+            idf = math.log(1 + (len(counted) - df + 0.5) / (df + 0.5))
+            tf = counts[term]
+            total += idf * tf * 2.2 / (tf + 1.2 * (1 - 0.75 + 0.75 * sum(counts.values()) / average))
+        if total:
+            scores[memory_id] = total
+    return scores
+
+
+async def _add(index: MemoryIndex, memories: Sequence[Memory], vectors: Sequence[Sequence[float]]) -> None:
+    await index.add(memories, [Counter(terms_of(document_of(m))) for m in memories], vectors)
+
+
+async def test_bm25_ranks_rare_words_first_within_a_person_and_scope(database: Database) -> None:
+    index = MemoryIndex(MemoryRows(database))
     texts = [
         "I adopted a greyhound called Pixel last spring",
         "the weather is nice and the weather is warm",
@@ -245,33 +268,25 @@ async def test_bm25_ranks_rare_words_first_within_a_person_and_scope(database: D
     memories = [_memory(i, text) for i, text in enumerate(texts)]
     memories.append(_memory(9, "greyhound greyhound greyhound", user_key="t:b"))
     memories.append(_memory(10, "Pixel the greyhound in a shared channel", scope="shared", conversation="ch"))
-    await store.add(memories, [Counter(terms_of(document_of(m))) for m in memories])
-    await store.add(memories[:1], [Counter(terms_of(document_of(memories[0])))])  # a retry indexes nothing twice
+    vectors = np.eye(len(memories), 8).tolist()
+    await _add(index, memories, vectors)
+    await _add(index, memories[:1], vectors[:1])  # a retry indexes nothing twice
 
-    ranked = await store.lexical("t:a", terms_of("What is my greyhound's name, Pixel?"), scopes=("private",), limit=10)
-    assert [i for i, _ in ranked] == ["t:a-0", "t:a-2"]
+    question = "What is my greyhound's name, Pixel?"
+    found = await index.candidates("t:a", terms_of(question), _none(), scopes=("private",), limit=10)
+    ranked = found.lexical
+    assert [i for i, _ in ranked] == ["t:a-0", "t:a-2"] and found.vector == [] and found.unsearched is None
     assert ranked[0][1] > ranked[1][1] > 0
-    # The scores are textbook BM25 (k1 1.2, b 0.75) over t:a's private memories, computed here by hand.
-    private = {m.id: Counter(terms_of(document_of(m))) for m in memories[:5]}
-    average = sum(sum(c.values()) for c in private.values()) / len(private)
-    query = set(terms_of("What is my greyhound's name, Pixel?"))
+    expected = _bm25(question, memories[:5])  # t:a's private memories only: their statistics too
+    assert [score for _, score in ranked] == pytest.approx([expected[i] for i, _ in ranked], rel=1e-9)
+    shared = await index.candidates("t:a", terms_of("greyhound"), ready(vectors[6]), scopes=("shared",), limit=10)
+    assert [i for i, _ in shared.lexical] == ["t:a-10"]
+    assert [i for i, _ in shared.vector] == ["t:a-10"], "another audience's vector is never a candidate"
+    nothing = await index.candidates("t:a", terms_of("the a of"), _none(), scopes=("private",), limit=10)
+    assert nothing.lexical == []
+    assert await index.count("t:a") == 6
 
-    def bm25(counts: Counter[str]) -> float:
-        total = 0.0
-        for term in query & counts.keys():
-            df = sum(term in c for c in private.values())
-            idf = math.log(1 + (len(private) - df + 0.5) / (df + 0.5))
-            tf = counts[term]
-            total += idf * tf * 2.2 / (tf + 1.2 * (1 - 0.75 + 0.75 * sum(counts.values()) / average))
-        return total
-
-    assert [score for _, score in ranked] == pytest.approx([bm25(private[i]) for i, _ in ranked], rel=1e-9)
-    shared = await store.lexical("t:a", terms_of("greyhound"), scopes=("shared",), limit=10)
-    assert [i for i, _ in shared] == ["t:a-10"]
-    assert await store.lexical("t:a", terms_of("the a of"), scopes=("private",), limit=10) == []
-    assert await store.count("t:a") == 6
-
-    fetched, around = await store.read(
+    fetched, around = await index.read(
         "t:a", ["t:a-0", "t:b-9", "t:a-10"], around=["t:a-2", "t:a-0"], scopes=("private",)
     )
     assert [m.id for m in fetched] == ["t:a-0"], "another person's or another scope's memory is never fetched"
@@ -279,23 +294,17 @@ async def test_bm25_ranks_rare_words_first_within_a_person_and_scope(database: D
     assert {k: [m.id for m in v] for k, v in around.items()} == {"t:a-2": ["t:a-1", "t:a-3"], "t:a-0": ["t:a-1"]}
     assert around["t:a-2"][1].text == texts[3] and around["t:a-2"][1].created_at == memories[3].created_at
     # The last turn of a conversation has only the one before it (the shared memory lives in another one).
-    assert [m.id for m in (await store.read("t:a", [], around=["t:a-4"], scopes=("private",)))[1]["t:a-4"]] == ["t:a-3"]
-    only, none_around = await store.read("t:a", ["t:a-1"], around=[], scopes=("private",))
+    assert [m.id for m in (await index.read("t:a", [], around=["t:a-4"], scopes=("private",)))[1]["t:a-4"]] == ["t:a-3"]
+    only, none_around = await index.read("t:a", ["t:a-1"], around=[], scopes=("private",))
     assert [m.id for m in only] == ["t:a-1"] and none_around == {}
-    await store.forget_user("t:a")
-    assert await store.count("t:a") == 0 and await store.count("t:b") == 1
-    assert await store.lexical("t:a", terms_of("greyhound"), scopes=("private",), limit=10) == []
+    await index.forget_user("t:a")
+    assert await index.count("t:a") == 0 and await index.count("t:b") == 1
+    gone = await index.candidates("t:a", terms_of("greyhound"), ready(vectors[0]), scopes=None, limit=10)
+    assert gone.lexical == [] and gone.vector == []
 
 
-async def test_cached_postings_score_as_sql_does_and_follow_other_replicas(
-    database: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The postings cache gives PostgreSQL's and SQLite's BM25 scores and order, picks up what another replica
-    wrote, loads a long history behind the answers, hands a person too large for it back to SQL, and forgets."""
-    sql = RelationalMemory(database)
-    here, there = CachedLexicon(sql, database), CachedLexicon(RelationalMemory(database), database)
-    tiny = CachedLexicon(sql, database, max_person=10)  # holds no one with more than 10 postings
-    behind = CachedLexicon(sql, database)
+async def test_the_index_follows_other_replicas_and_never_crosses_people_or_audiences(database: Database) -> None:
+    here, there = MemoryIndex(MemoryRows(database)), MemoryIndex(MemoryRows(database))  # two replicas
     words = "garden sourdough lisbon marathon piano cello report landlord kitchen jazz".split()
     rng = np.random.default_rng(7)
 
@@ -304,44 +313,86 @@ async def test_cached_postings_score_as_sql_does_and_follow_other_replicas(
         scope = "shared" if i % 3 == 0 else "private"
         return _memory(i, " ".join(picked), user_key=user_key, scope=scope, conversation=f"c{i % 4}")
 
+    vectors = np.eye(120, 128, dtype=np.float32)
     first = [memory(i) for i in range(60)] + [memory(i, "t:b") for i in range(20)]
-    await here.add(first, [Counter(terms_of(document_of(m))) for m in first])
+    await _add(here, first, vectors[: len(first)])
     questions = ["sourdough in Lisbon", "piano piano cello", "jazz report", "kitchen", "nothing matches here"]
 
-    async def agree(limit: int) -> None:
+    async def agree(memories: list[Memory]) -> None:
         for question, scopes in [(q, s) for q in questions for s in (("private", "shared"), ("shared",))]:
-            expected = await sql.lexical("t:a", terms_of(question), scopes=scopes, limit=limit)
-            for cache in (here, there, tiny):
-                got = await cache.lexical("t:a", terms_of(question), scopes=scopes, limit=limit)
-                assert [i for i, _ in got] == [i for i, _ in expected], (question, scopes)
-                assert [s for _, s in got] == pytest.approx([s for _, s in expected], rel=1e-9)
+            seen = [m for m in memories if m.user_key == "t:a" and m.scope in scopes]
+            expected = _bm25(question, seen)
+            for index in (here, there):
+                got = (await index.candidates("t:a", terms_of(question), _none(), scopes=scopes, limit=50)).lexical
+                assert {i for i, _ in got} == set(expected), (question, scopes)
+                assert [s for _, s in got] == pytest.approx([expected[i] for i, _ in got], rel=1e-9)
+                assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
 
-    await agree(limit=50)
-    await agree(limit=3)  # many memories tie (same words): the order past the scores is the id, as in SQL
-    assert here.cached_postings > 0 and tiny.cached_postings == 0
-    small = CachedLexicon(sql, database, max_postings=1)  # room for one person at a time, whatever their size
+    await agree(first)
+    nearest = await there.candidates("t:a", [], ready(vectors[4]), scopes=("private", "shared"), limit=1)
+    assert nearest.vector == [("t:a-4", pytest.approx(1.0, abs=1e-3))], "the other replica read the rows"
+    later = [memory(i) for i in range(60, 90)]
+    await _add(there, later, vectors[80:110])  # the other replica writes; `here` holds t:a already
+    await agree(first + later)
+    found = await here.candidates("t:a", [], ready(vectors[100]), scopes=("private", "shared"), limit=1)
+    assert [i for i, _ in found.vector] == ["t:a-80"], "caught up by the freshness read"
+    shared = await here.candidates("t:a", [], ready(vectors[84]), scopes=("shared",), limit=5)
+    assert all(int(i.rsplit("-", 1)[1]) % 3 == 0 for i, _ in shared.vector), "only shared memories in a shared search"
+    stranger = await here.candidates("t:nobody", terms_of("piano"), ready(vectors[4]), scopes=None, limit=5)
+    assert stranger.vector == [] and stranger.lexical == []
+
+    small = MemoryIndex(MemoryRows(database), max_bytes=1)  # room for one person at a time, whatever their size
     for user_key in ("t:a", "t:b"):
-        assert await small.lexical(user_key, terms_of("jazz piano"), scopes=("private",), limit=5) == (
-            await sql.lexical(user_key, terms_of("jazz piano"), scopes=("private",), limit=5)
+        got = await small.candidates(user_key, terms_of("jazz piano"), _none(), scopes=("private",), limit=5)
+        assert (
+            got.lexical
+            == (await here.candidates(user_key, terms_of("jazz piano"), _none(), scopes=("private",), limit=5)).lexical
         )
     assert list(small._people) == ["t:b"], "the least recently searched person was let go"
-    held = small._people.get("t:b")
-    assert held is not None and small.cached_postings == held.size > 0
-
-    monkeypatch.setattr(lexicon_cache, "_COLD_LOAD", 20)  # t:a counts as a long history for `behind`
-    question = terms_of("piano cello report")
-    expected = await sql.lexical("t:a", question, scopes=("private",), limit=10)
-    assert await behind.lexical("t:a", question, scopes=("private",), limit=10) == expected  # SQL, while loading
-    await asyncio.gather(*behind._people.loading.values())
-    assert behind.cached_postings > 0 and not behind._people.loading
-    got = await behind.lexical("t:a", question, scopes=("private",), limit=10)
-    assert [i for i, _ in got] == [i for i, _ in expected]
-    later = [memory(i) for i in range(60, 90)]
-    await there.add(later, [Counter(terms_of(document_of(m))) for m in later])  # another replica writes
-    await agree(limit=50)
     await here.forget_user("t:a")
-    assert await here.lexical("t:a", terms_of("piano"), scopes=("private", "shared"), limit=10) == []
-    assert await here.lexical("t:b", terms_of("piano jazz garden"), scopes=("private", "shared"), limit=99)
+    assert (await there.candidates("t:a", terms_of("piano"), _none(), scopes=None, limit=10)).lexical != [], (
+        "another replica's entry still names them"
+    )
+    assert (await there.read("t:a", ["t:a-1"], around=[], scopes=None))[0] == [], "but their rows are gone"
+    assert (await here.candidates("t:a", terms_of("piano"), _none(), scopes=None, limit=10)).lexical == []
+
+
+async def test_a_long_history_loads_behind_and_the_first_search_covers_the_newest(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first search reads the newest rows and answers; the rest load behind, a page at a time; postings
+    appended since the last sort score as the sorted ones do."""
+    monkeypatch.setattr(memory_index, "_FIRST", 400)
+    monkeypatch.setattr(memory_index, "_PAGE", 300)
+    monkeypatch.setattr(memory_index, "_TAIL", 50)  # the postings are sorted several times over
+    words = "garden sourdough lisbon marathon piano cello report landlord kitchen jazz".split()
+    rng = np.random.default_rng(11)
+    count = 1_500
+    memories = [
+        _memory(i, " ".join(rng.choice(words, size=int(rng.integers(1, 6)))), scope="private" if i % 4 else "shared")
+        for i in range(count)
+    ]
+    vectors = rng.standard_normal((count, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = MemoryRows(database)
+    for start in range(0, count, 500):
+        await rows.add(
+            memories[start : start + 500],
+            [Counter(terms_of(document_of(m))) for m in memories[start : start + 500]],
+            vectors[start : start + 500],
+        )
+    index = MemoryIndex(rows)
+    first = await index.candidates("t:a", [], ready(vectors[7]), scopes=("private",), limit=3)
+    assert index.loading("t:a"), "the older rows load behind"
+    newest = {m.id for m in memories[-400:]}
+    assert {i for i, _ in first.vector} <= newest, "meanwhile the newest are searched"
+    await asyncio.gather(*index._people.loading.values())
+    assert not index.loading("t:a")
+    found = await index.candidates("t:a", terms_of("piano jazz"), ready(vectors[7]), scopes=("private",), limit=3)
+    assert found.vector[0] == ("t:a-7", pytest.approx(1.0, abs=2e-3)), "float16 in the rows, the same neighbour"
+    expected = _bm25("piano jazz", [m for m in memories if m.scope == "private"])
+    assert len(found.lexical) == 3
+    assert [s for _, s in found.lexical] == pytest.approx(sorted(expected.values(), reverse=True)[:3], rel=1e-9)
 
 
 async def test_embedder_batches_concurrent_requests_off_the_event_loop(embedding_model: Any) -> None:
@@ -392,29 +443,6 @@ async def test_replicas_starting_together_do_not_race_on_migrations() -> None:
         await records.store_exchanges([_record(9)], _counting)
         assert (await records.stats("t:1")).total_interactions == 1
         await db.close()
-
-
-async def test_cached_vectors_follow_what_other_replicas_add_and_never_cross_people(
-    database: Database, chroma: ChromaVectors
-) -> None:
-    store = RelationalMemory(database)
-    here = CachedVectors(chroma, database)
-    there = CachedVectors(chroma, database)  # another replica on the same database and Chroma
-    memories = [_memory(i, f"text {i}", scope="private" if i % 2 else "shared") for i in range(6)]
-    vectors = np.eye(6, 384, dtype=np.float32)
-    await store.add(memories[:3], [Counter(terms_of(m.text)) for m in memories[:3]])
-    await here.add(memories[:3], vectors[:3].tolist())
-    assert [i for i, _ in await there.nearest("t:a", vectors[1], scopes=("private", "shared"), limit=1)] == ["t:a-1"]
-    await store.add(memories[3:], [Counter(terms_of(m.text)) for m in memories[3:]])
-    await here.add(memories[3:], vectors[3:].tolist())
-    found = await there.nearest("t:a", vectors[4], scopes=("shared",), limit=2)
-    assert found[0] == ("t:a-4", pytest.approx(1.0, abs=1e-3)), "the other replica caught up through the database"
-    assert all(int(i.rsplit("-", 1)[1]) % 2 == 0 for i, _ in found), "only shared memories in a shared search"
-    assert await there.nearest("t:b", vectors[4], scopes=("private", "shared"), limit=5) == []
-    small = CachedVectors(chroma, database, max_vectors=2)  # a person bigger than the cache goes to Chroma
-    assert [i for i, _ in await small.nearest("t:a", vectors[5], scopes=("private",), limit=1)] == ["t:a-5"]
-    await here.forget_user("t:a")
-    assert await here.count("t:a") == 0
 
 
 async def test_a_person_with_more_memories_than_one_chroma_read_loads_in_pages(chroma: ChromaVectors) -> None:
@@ -493,28 +521,82 @@ def test_onnx_graph_is_exported_once_and_embeds_like_sentence_transformers(tmp_p
     assert np.allclose(encoder.encode(texts, quiet=True), ours, atol=1e-5)
 
 
-async def test_a_long_history_loads_behind_while_chroma_answers(
-    database: Database, chroma: ChromaVectors, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Reading 100,000 vectors from Chroma takes half a minute: the first search must not wait for it."""
-    store = RelationalMemory(database)
-    count = 2_500  # above the size that is loaded in the foreground
-    memories = [_memory(i, "x", scope="private" if i % 4 else "shared") for i in range(count)]
-    vectors = np.random.default_rng(5).standard_normal((count, 384)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    await store.add(memories, [{"x": 1}] * count)
-    await chroma.add(memories, vectors)
-    cache = CachedVectors(chroma, database)
-    monkeypatch.setattr(vector_cache, "_COLD_LOAD", 2_000)  # the real one is 20,000: too many for a unit test
-    first = await cache.nearest("t:a", vectors[7], scopes=("private",), limit=3)
-    assert first[0][0] == "t:a-7" and cache.cached_vectors == 0, "Chroma answered; nothing was waited for"
-    await asyncio.gather(*cache._people.loading.values())
-    assert cache.cached_vectors == count
-    cached = await cache.nearest("t:a", vectors[7], scopes=("private",), limit=3)
-    assert [i for i, _ in cached] == [i for i, _ in first], "the cache and Chroma agree"
-    assert [i for i, _ in await cache.nearest("t:a", vectors[8], scopes=("shared",), limit=1)] == ["t:a-8"]
-    await cache.forget_user("t:a")
-    assert await cache.count("t:a") == 0
+class _CountingEmbedder:
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.texts += texts
+        return [[0.0, 0.0, 1.0] + [0.0] * 381 for _ in texts]
+
+
+async def test_memories_of_the_old_shape_move_into_the_rows_without_being_embedded_again(tmp_path: Path) -> None:
+    """Postings from memory_term into the rows (migration 0009), and vectors from the embedded Chroma store (the
+    worker's first start): only a memory that Chroma lacks is embedded; search finds what it found before."""
+    for n, url in enumerate((f"sqlite://{tmp_path}/old8.sqlite3", None)):
+        async with contextlib.AsyncExitStack() as stack:
+            if url is None:
+                url = await stack.enter_async_context(fresh_postgres())
+            async with TortoiseContext():
+                await run_migrations(config=tortoise_config(url), target="rapport.0008_usage")
+            db = Database(url)
+            await db.open(migrate=False)
+            conn = db.connection()
+            texts = ["my greyhound Pixel loves the beach", "the cello lesson is on Friday", "Pixel chewed the cello"]
+            memories = [_memory(i, text, scope="person") for i, text in enumerate(texts)]
+            for memory in memories:  # as the old store wrote them: a row and its postings
+                counts = Counter(terms_of(document_of(memory)))
+                row = (memory.id, memory.user_key, memory.scope, "c", memory.speaker, memory.text)
+                values = (*row, "", memory.created_at, sum(counts.values()))
+                bind = db.params()
+                await conn.execute_query(
+                    "INSERT INTO memory (id, user_key, scope, conversation_id, speaker, text, reply, created_at, "
+                    f"length) VALUES ({bind(*values)})",
+                    bind.values,
+                )
+                bind = db.params()
+                postings = ", ".join(
+                    f"({bind(memory.user_key, memory.scope, term, memory.id, tf, sum(counts.values()))})"
+                    for term, tf in counts.items()
+                )
+                await conn.execute_query(
+                    f"INSERT INTO memory_term (user_key, scope, term, memory_id, tf, length) VALUES {postings}",
+                    bind.values,
+                )
+            chroma_path = str(tmp_path / f"chroma{n}")
+            legacy = ChromaVectors(open_chroma(path=chroma_path, url=None))
+            vectors = np.eye(2, 384, dtype=np.float32)
+            await legacy.add(memories[:2], vectors)  # the third's vector never reached Chroma
+            legacy.close()
+            await db.close()
+
+            db = Database(url)
+            await db.open()  # migrates to the latest
+            tables = await db.connection().execute_query_dict(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+                if url.startswith("sqlite")
+                else "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public'"
+            )
+            assert {"memory_term", "memory_stats"}.isdisjoint(r["name"] for r in tables)
+            index = MemoryIndex(MemoryRows(db))
+            question = "Pixel and the cello"
+            before = await index.candidates("t:a", terms_of(question), ready(vectors[0]), scopes=None, limit=5)
+            assert before.vector == [] and before.unsearched, "until the vectors move in: words only, and it says so"
+            expected = _bm25(question, memories)
+            assert dict(before.lexical) == pytest.approx(expected, rel=1e-9), "the postings came over as counted"
+
+            assert await has_legacy_vectors(db, chroma_path)
+            embedder, moved = _CountingEmbedder(), []
+            await import_from(db, chroma_path, embedder, moved.append)
+            assert embedder.texts == [texts[2]], "only the memory Chroma lacked is embedded"
+            assert moved == ["t:a"] and not await has_legacy_vectors(db, chroma_path)
+            index.let_go("t:a")
+            after = await index.candidates("t:a", terms_of(question), ready(vectors[1]), scopes=None, limit=5)
+            assert after.vector[0] == ("t:a-1", pytest.approx(1.0, abs=1e-3)) and after.unsearched is None
+            assert sorted(i for i, _ in after.vector) == ["t:a-0", "t:a-1", "t:a-2"], "every memory has a vector"
+            assert after.lexical == before.lexical
+            await index.close()
+            await db.close()
 
 
 async def test_the_audience_migration_places_the_rows_of_two_scopes(tmp_path: Path) -> None:
@@ -569,14 +651,10 @@ async def test_the_audience_migration_places_the_rows_of_two_scopes(tmp_path: Pa
                 ("m2", "place:slack:T1:C5"),
                 ("m3", "place:discord::999"),
             ]
-            postings = await conn.execute_query_dict("SELECT memory_id, scope FROM memory_term ORDER BY memory_id")
-            assert [r["scope"] for r in postings] == ["person", "place:slack:T1:C5", "place:discord::999"]
-            stats = await conn.execute_query_dict("SELECT scope, documents FROM memory_stats ORDER BY scope")
-            assert [(r["scope"], r["documents"]) for r in stats] == [
-                ("person", 1),
-                ("place:discord::999", 1),
-                ("place:slack:T1:C5", 1),
-            ]
+            index = MemoryIndex(MemoryRows(db))
+            for scopes, ids in ((("person",), ["m1"]), (("place:slack:T1:C5", "place:discord::999"), ["m2", "m3"])):
+                found = await index.candidates("person:a", ["x"], _none(), scopes=scopes, limit=5)
+                assert sorted(i for i, _ in found.lexical) == ids, "each posting kept its memory's new audience"
             records = RelationalRecords(db)
             profile, [pattern] = await records.known("person:a", scopes=None, patterns=5)
             assert (pattern.value, pattern.count) == ("jazz", 5)
