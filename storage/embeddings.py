@@ -10,7 +10,6 @@ disk; later processes load only onnxruntime and the tokenizer, never torch.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
@@ -21,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from core.batching import Batcher
 
 __all__ = ["BatchingEmbedder", "OnnxEncoder", "default_cache_dir", "default_model_path", "load_model"]
 
@@ -180,17 +181,16 @@ def load_model(name_or_path: str, *, cache_dir: Path | None = None) -> OnnxEncod
 class BatchingEmbedder:
     """Implements core.ports.Embedder.
 
-    Texts asked for while the model is busy wait together and go into the next `encode` as one batch, on a
-    single worker thread, so the event loop never runs the model and concurrent requests share its cost. A text
-    asked for while the model is idle goes to the thread at once, before the caller's next await.
+    Texts asked for while the model is busy wait together and go into the next `encode` as one batch
+    (core.batching.Batcher, the writer's batcher too), on a single worker thread, so the event loop never runs the
+    model and concurrent requests share its cost. A text asked for while the model is idle goes at once.
     """
 
     def __init__(self, model: OnnxEncoder, *, max_batch: int = 64) -> None:
         self._model = model
-        self._max_batch = max_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
-        self._pending: list[tuple[str, asyncio.Future[list[float]]]] = []
-        self._running: asyncio.Future[list[list[float]]] | None = None
+        # One request's texts are one item: they go into the model together.
+        self._batcher: Batcher[tuple[str, ...], list[list[float]]] = Batcher(self._run, max_batch=max_batch)
         self._idle_since = float("-inf")
         self._closed = False
         self.batches = 0
@@ -200,58 +200,27 @@ class BatchingEmbedder:
             return []
         if self._closed:
             raise RuntimeError("the embedder is closed")
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in texts]
-        self._pending.extend(zip((t[:MAX_CHARS] for t in texts), futures, strict=True))
-        self._next(loop)
-        return list(await asyncio.gather(*futures))
+        return await self._batcher(tuple(t[:MAX_CHARS] for t in texts))
 
     def _encode(self, texts: list[str], quiet: bool) -> list[list[float]]:
         return self._model.encode(texts, quiet=quiet).tolist()  # type: ignore[no-any-return]
 
-    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start the next batch if the model is idle and someone is waiting (whoever still wants an answer)."""
-        if self._running is not None and self._running.get_loop() is not loop:
-            self._running = None  # started on an event loop that has since gone (tests run one loop each)
-        if self._running is not None or self._closed:
-            return
-        while self._pending:
-            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-            live = [(text, future) for text, future in batch if not future.done()]
-            if not live:
-                continue
-            quiet = len(live) == 1 and not self._pending and loop.time() - self._idle_since >= _QUIET_AFTER
-            running = loop.run_in_executor(self._executor, self._encode, [t for t, _ in live], quiet)
-            self._running = running
-            running.add_done_callback(functools.partial(self._finished, loop, live))
-            return
-
-    def _finished(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[str, asyncio.Future[list[float]]]],
-        done: asyncio.Future[list[list[float]]],
-    ) -> None:
-        if self._running is done:
-            self._running = None
+    async def _run(self, requests: list[tuple[str, ...]]) -> list[list[list[float]]]:
+        loop = asyncio.get_running_loop()
+        texts = [text for request in requests for text in request]
+        # A lone text on a model idle a while: the process is quiet, and that text may use every core.
+        quiet = len(texts) == 1 and loop.time() - self._idle_since >= _QUIET_AFTER
+        try:
+            vectors = await loop.run_in_executor(self._executor, self._encode, texts, quiet)
+        finally:
             self._idle_since = loop.time()
-        if done.cancelled():
-            for _, future in batch:
-                future.cancel()
-        elif (error := done.exception()) is not None:  # every waiter learns of the failure
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-        else:
-            self.batches += 1
-            for (_, future), vector in zip(batch, done.result(), strict=True):
-                if not future.done():
-                    future.set_result(vector)
-        self._next(loop)
+        self.batches += 1
+        out, start = [], 0
+        for request in requests:
+            out.append(vectors[start : start + len(request)])
+            start += len(request)
+        return out
 
     async def close(self) -> None:
         self._closed = True
-        for _, future in self._pending:
-            future.cancel()
-        self._pending.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
