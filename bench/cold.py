@@ -15,8 +15,8 @@ import json
 
 from bench.latency import ContextClock, _seed
 from bench.platform import ask
-from bench.stats import summary_ms
 from bench.stack import real_stack
+from bench.stats import summary_ms
 from bench.workload import message_for
 from core.events import UserRef
 

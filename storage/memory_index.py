@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,11 +34,13 @@ log = logging.getLogger(__name__)
 
 K1 = 1.2
 B = 0.75
-_FIRST = 12_000  # rows read before a person's first answer (about 60 ms at 10,000 memories); older ones load behind
+_FIRST = 12_000  # a person with at most this many memories is read whole before their first answer
+_FIRST_OF_MANY = 3_000  # of a longer history, the newest read before it; the rest load behind
 _PAGE = 5_000  # rows a page while loading behind, or catching up
-_LOOK_BACK = 1_000  # seqs re-read below the newest held: a row numbered earlier may commit later (replicas)
+_LOOK_BACK = 1_000  # seqs looked at again below the newest held: a row numbered earlier may commit later
 _OFF_LOOP = 20_000  # memories above which a search runs in a thread
-_TAIL = 20_000  # postings appended since the last sort, above which they are merged into the sorted ones
+_PARSE_OFF_LOOP = 1_000  # rows above which a page is unpacked in a thread
+_TAIL = 20_000  # postings appended one by one, above which they are sorted into a segment of their own
 _SOURCE_PAUSE = 10.0  # seconds before a vector source that failed is asked again
 
 
@@ -54,14 +56,94 @@ class _Grown:
     def view(self) -> np.ndarray:
         return self.data[: self.n]
 
+    def reserve(self, rows: int) -> None:
+        if rows > len(self.data):
+            grown = np.empty((rows, *self.data.shape[1:]), dtype=self.data.dtype)
+            grown[: self.n] = self.data[: self.n]
+            self.data = grown
+
     def extend(self, values: np.ndarray) -> None:
         need = self.n + len(values)
         if need > len(self.data):
-            grown = np.empty((max(need, int(self.n * 1.5), 64), *self.data.shape[1:]), dtype=self.data.dtype)
-            grown[: self.n] = self.data[: self.n]
-            self.data = grown
+            self.reserve(max(need, int(self.n * 1.25), self.n + 64))
         self.data[self.n : need] = values
         self.n = need
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """Postings sorted by term key, searched by bisection: (term keys, memory positions, counts)."""
+
+    terms: np.ndarray
+    positions: np.ndarray
+    tf: np.ndarray
+
+    @staticmethod
+    def sorted(terms: np.ndarray, positions: np.ndarray, tf: np.ndarray) -> _Segment:
+        order = np.argsort(terms, kind="stable")
+        return _Segment(terms[order], positions[order], tf[order])
+
+    def find(self, key: int) -> tuple[np.ndarray, np.ndarray]:
+        low = int(np.searchsorted(self.terms, key, side="left"))
+        high = int(np.searchsorted(self.terms, key, side="right"))
+        return self.positions[low:high], self.tf[low:high]
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """Rows unpacked into arrays (positions counted from the page's first row), ready to append."""
+
+    ids: list[str]
+    seqs: list[int]
+    scopes: list[str]
+    lengths: np.ndarray
+    vectors: np.ndarray | None  # float32, one row a memory (zeros where `has_vector` is False)
+    has_vector: np.ndarray
+    postings: _Segment | None  # sorted, for a page large enough to be a segment
+    terms: np.ndarray  # otherwise the postings as they came (term keys, positions, counts)
+    positions: np.ndarray
+    tf: np.ndarray
+
+
+def _unpacked(rows: Sequence[Mapping[str, Any]]) -> _Page:
+    """A page of memory rows as arrays: no per-term work (the terms come packed), so a thread does it cheaply."""
+    packed = [row["terms"] or b"" for row in rows]
+    postings = np.frombuffer(b"".join(packed), POSTING)
+    counts = np.array([len(p) // POSTING.itemsize for p in packed], np.int64)
+    positions = np.repeat(np.arange(len(rows), dtype=np.int32), counts)
+    terms, tf = postings["term"].copy(), postings["tf"].astype(np.int32)
+    raw = [row["vector"] for row in rows]
+    width = next((len(v) // VECTOR.itemsize for v in raw if v), None)
+    vectors, has = None, np.zeros(len(rows), bool)
+    if width is not None:
+        vectors = np.zeros((len(rows), width), np.float32)
+        for i, vector in enumerate(raw):
+            if vector and len(vector) == width * VECTOR.itemsize:
+                vectors[i] = np.frombuffer(vector, VECTOR)
+                has[i] = True
+    segment = _Segment.sorted(terms, positions, tf) if len(terms) >= _TAIL // 4 else None
+    return _Page(
+        ids=[row["id"] for row in rows],
+        seqs=[int(row["seq"]) for row in rows],
+        scopes=[row["scope"] for row in rows],
+        lengths=np.array([row["length"] for row in rows], np.float64),
+        vectors=vectors,
+        has_vector=has,
+        postings=segment,
+        terms=terms,
+        positions=positions,
+        tf=tf,
+    )
+
+
+def _given_page(memories: Sequence[Memory], terms: Sequence[Mapping[str, int]], vectors: np.ndarray) -> _Page:
+    """This process's own new memories, as a page (their seqs are not known here: the freshness read skips them)."""
+    rows = [
+        {"id": m.id, "seq": -1, "scope": m.scope, "length": sum(t.values()), "terms": pack_terms(t), "vector": None}
+        for m, t in zip(memories, terms, strict=True)
+    ]
+    page = _unpacked(rows)
+    return replace(page, vectors=vectors, has_vector=np.ones(len(memories), bool))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +153,7 @@ class _View:
     ids: list[str]
     allowed: np.ndarray
     lengths: np.ndarray
-    sorted_terms: np.ndarray
-    sorted_positions: np.ndarray
-    sorted_tf: np.ndarray
+    segments: list[_Segment]
     tail_terms: np.ndarray
     tail_positions: np.ndarray
     tail_tf: np.ndarray
@@ -89,27 +169,28 @@ class _View:
         scores = np.zeros(len(self.ids))
         matched = np.zeros(len(self.ids), dtype=bool)
         for key in sorted(set(keys)):
-            low = int(np.searchsorted(self.sorted_terms, key, side="left"))
-            high = int(np.searchsorted(self.sorted_terms, key, side="right"))
-            positions, tf = self.sorted_positions[low:high], self.sorted_tf[low:high]
+            found = [segment.find(key) for segment in self.segments]
             if len(self.tail_terms):
                 hit = self.tail_terms == key
-                positions = np.concatenate([positions, self.tail_positions[hit]])
-                tf = np.concatenate([tf, self.tail_tf[hit]])
+                found.append((self.tail_positions[hit], self.tail_tf[hit]))
+            if not found:
+                continue
+            positions = np.concatenate([p for p, _ in found])
+            tf = np.concatenate([t for _, t in found]).astype(np.float64)
             keep = allowed[positions]
-            positions, tf = positions[keep], tf[keep].astype(np.float64)
+            positions, tf = positions[keep], tf[keep]
             df = len(positions)
             if df == 0:
                 continue
             idf = math.log(1 + (documents - df + 0.5) / (df + 0.5))
             scores[positions] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * lengths[positions] / average))
             matched[positions] = True
-        found = np.flatnonzero(matched)
-        if len(found) > limit:
+        found_at = np.flatnonzero(matched)
+        if len(found_at) > limit:
             # Everything scoring at least the limit-th best, so that ties at the edge are broken by id.
-            edge = np.partition(scores[found], len(found) - limit)[len(found) - limit]
-            found = found[scores[found] >= edge]
-        ranked = sorted(((self.ids[i], float(scores[i])) for i in found), key=lambda hit: (-hit[1], hit[0]))
+            edge = np.partition(scores[found_at], len(found_at) - limit)[len(found_at) - limit]
+            found_at = found_at[scores[found_at] >= edge]
+        ranked = sorted(((self.ids[i], float(scores[i])) for i in found_at), key=lambda hit: (-hit[1], hit[0]))
         return ranked[:limit]
 
     def nearest(self, query: np.ndarray, limit: int) -> list[tuple[str, float]]:
@@ -135,68 +216,77 @@ class _Person:
     lengths: _Grown = field(default_factory=lambda: _Grown(np.float64))
     vectors: _Grown | None = None  # float32 (converting float16 for each search cost more than the product)
     has_vector: _Grown = field(default_factory=lambda: _Grown(bool))
-    # Postings sorted by term key (searched by bisection), and those appended since, scanned whole.
-    sorted_terms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    sorted_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
-    sorted_tf: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    # Postings in sorted segments (a page each, or the tail once it grew), and those appended since, scanned whole.
+    segments: list[_Segment] = field(default_factory=list)
     tail_terms: _Grown = field(default_factory=lambda: _Grown(np.int64))
     tail_positions: _Grown = field(default_factory=lambda: _Grown(np.int32))
     tail_tf: _Grown = field(default_factory=lambda: _Grown(np.int32))
     newest: int = -1  # the highest seq held
     oldest: int | None = None  # the lowest seq held, while older rows are still to load
-    complete: bool = False  # every row up to `newest` held
+    read: bool = False  # read once (the newest rows, or all of them)
     without_vector: set[int] = field(default_factory=set)  # positions whose vector a source must still give
     counted: int = 0  # of `size`, what the cache's total already includes
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def size(self) -> int:
-        """Bytes held, about."""
-        width = 0 if self.vectors is None else self.vectors.data.shape[1] * 4
-        return len(self.ids) * (width + 80) + (len(self.sorted_terms) + self.tail_terms.n) * 16
+        """Bytes held: the arrays with their room to grow, and about 200 a memory for its id (the string, the list
+        and the dictionary entry)."""
+        arrays = [self.scopes, self.lengths, self.has_vector, self.tail_terms, self.tail_positions, self.tail_tf]
+        held = sum(a.data.nbytes for a in arrays) + (0 if self.vectors is None else self.vectors.data.nbytes)
+        held += sum(s.terms.nbytes + s.positions.nbytes + s.tf.nbytes for s in self.segments)
+        return held + 200 * len(self.ids)
 
-    def append(
-        self,
-        ids: Sequence[str],
-        scopes: Sequence[str],
-        lengths: Sequence[int],
-        terms: Sequence[bytes | None],
-        vectors: Sequence[np.ndarray | None],
-    ) -> list[int]:
-        """Memories not held yet (the rest are skipped); returns the positions given without a vector."""
-        fresh = [i for i, memory_id in enumerate(ids) if memory_id not in self.position]
-        if not fresh:
-            return []
+    def reserve(self, memories: int, width: int | None) -> None:
+        """Room for a history of this size, so that loading it copies nothing."""
+        for grown in (self.scopes, self.lengths, self.has_vector):
+            grown.reserve(memories)
+        if width is not None:
+            if self.vectors is None:
+                self.vectors = _Grown(np.float32, width)
+                self.vectors.extend(np.zeros((len(self.ids), width), np.float32))
+            self.vectors.reserve(memories)
+
+    def append(self, page: _Page) -> None:
+        """The page's memories not held yet (the rest are skipped)."""
+        keep = np.array([memory_id not in self.position for memory_id in page.ids], bool)
+        if not keep.any():
+            return
+        if not keep.all():
+            page = _kept(page, keep)
         start = len(self.ids)
-        for offset, i in enumerate(fresh):
-            self.position[ids[i]] = start + offset
-            self.ids.append(ids[i])
-        self.scopes.extend(np.array([self.codes.number(scopes[i]) for i in fresh], np.int16))
-        self.lengths.extend(np.array([lengths[i] for i in fresh], np.float64))
-        packed = [terms[i] or b"" for i in fresh]
-        postings = np.frombuffer(b"".join(packed), POSTING)
-        counts = np.array([len(p) // POSTING.itemsize for p in packed], np.int64)
-        self.tail_terms.extend(postings["term"])
-        self.tail_positions.extend(np.repeat(np.arange(start, start + len(fresh), dtype=np.int32), counts))
-        self.tail_tf.extend(postings["tf"])
-        if self.tail_terms.n > max(_TAIL, len(self.sorted_terms) // 4):
-            self._merge()
-        given = [vectors[i] for i in fresh]
-        width = next((len(v) for v in given if v is not None), None)
-        if self.vectors is None and width is not None:
-            self.vectors = _Grown(np.float32, width)
-            self.vectors.extend(np.zeros((start, width), np.float32))
-        missing = [start + offset for offset, v in enumerate(given) if v is None or len(v) != width]
+        if self.vectors is None and page.vectors is not None:
+            self.reserve(start, page.vectors.shape[1])  # the memories held so far have none
+        for offset, memory_id in enumerate(page.ids):
+            self.position[memory_id] = start + offset
+            self.ids.append(memory_id)
+        self.scopes.extend(np.array([self.codes.number(scope) for scope in page.scopes], np.int16))
+        self.lengths.extend(page.lengths)
+        if page.postings is not None:
+            p = page.postings
+            self.segments.append(_Segment(p.terms, p.positions + np.int32(start), p.tf))
+        else:
+            self.tail_terms.extend(page.terms)
+            self.tail_positions.extend(page.positions + np.int32(start))
+            self.tail_tf.extend(page.tf)
+            if self.tail_terms.n > _TAIL:
+                self.segments.append(_Segment.sorted(self.tail_terms.view, self.tail_positions.view, self.tail_tf.view))
+                self.tail_terms, self.tail_positions, self.tail_tf = (
+                    _Grown(np.int64),
+                    _Grown(np.int32),
+                    _Grown(np.int32),
+                )
+        has = page.has_vector.copy()
         if self.vectors is not None:
-            rows = np.zeros((len(fresh), self.vectors.data.shape[1]), np.float32)
-            for offset, v in enumerate(given):
-                if v is not None and len(v) == rows.shape[1]:
-                    rows[offset] = v
-            self.vectors.extend(rows)
-        has = np.ones(len(fresh), bool)
-        has[[p - start for p in missing]] = False
+            width = self.vectors.data.shape[1]
+            if page.vectors is not None and page.vectors.shape[1] == width:
+                self.vectors.extend(page.vectors)
+            else:
+                self.vectors.extend(np.zeros((len(page.ids), width), np.float32))
+                has[:] = False
         self.has_vector.extend(has)
-        return missing
+        self.without_vector.update(int(i) + start for i in np.flatnonzero(~has))
+        self.newest = max(self.newest, *page.seqs)
 
     def give_vectors(self, found: Mapping[str, np.ndarray]) -> None:
         for memory_id, vector in found.items():
@@ -204,29 +294,19 @@ class _Person:
             if position is None:
                 continue
             if self.vectors is None:
-                self.vectors = _Grown(np.float32, len(vector))
-                self.vectors.extend(np.zeros((len(self.ids), len(vector)), np.float32))
+                self.reserve(len(self.ids), len(vector))
+            assert self.vectors is not None
             if len(vector) == self.vectors.data.shape[1]:
                 self.vectors.data[position] = vector
                 self.has_vector.data[position] = True
                 self.without_vector.discard(position)
-
-    def _merge(self) -> None:
-        terms = np.concatenate([self.sorted_terms, self.tail_terms.view])
-        order = np.argsort(terms, kind="stable")
-        self.sorted_terms = terms[order]
-        self.sorted_positions = np.concatenate([self.sorted_positions, self.tail_positions.view])[order]
-        self.sorted_tf = np.concatenate([self.sorted_tf, self.tail_tf.view])[order]
-        self.tail_terms, self.tail_positions, self.tail_tf = _Grown(np.int64), _Grown(np.int32), _Grown(np.int32)
 
     def view(self, scopes: Scopes) -> _View:
         return _View(
             ids=self.ids,
             allowed=allowed_mask(self.scopes.view, self.codes.allowed(scopes)),
             lengths=self.lengths.view,
-            sorted_terms=self.sorted_terms,
-            sorted_positions=self.sorted_positions,
-            sorted_tf=self.sorted_tf,
+            segments=list(self.segments),
             tail_terms=self.tail_terms.view,
             tail_positions=self.tail_positions.view,
             tail_tf=self.tail_tf.view,
@@ -235,8 +315,28 @@ class _Person:
         )
 
 
-def _vectors_of(rows: Sequence[Mapping[str, Any]]) -> list[np.ndarray | None]:
-    return [None if row["vector"] is None else np.frombuffer(row["vector"], VECTOR) for row in rows]
+def _kept(page: _Page, keep: np.ndarray) -> _Page:
+    """The page without the rows `keep` leaves out, its positions renumbered."""
+    renumber = np.cumsum(keep, dtype=np.int32) - 1
+    wanted = keep[page.positions] if len(page.positions) else np.zeros(0, bool)
+    terms, positions, tf = page.terms[wanted], renumber[page.positions[wanted]], page.tf[wanted]
+    indexes = np.flatnonzero(keep)
+    return _Page(
+        ids=[page.ids[i] for i in indexes],
+        seqs=[page.seqs[i] for i in indexes],
+        scopes=[page.scopes[i] for i in indexes],
+        lengths=page.lengths[keep],
+        vectors=None if page.vectors is None else page.vectors[keep],
+        has_vector=page.has_vector[keep],
+        postings=None if page.postings is None else _Segment.sorted(terms, positions, tf),
+        terms=terms,
+        positions=positions,
+        tf=tf,
+    )
+
+
+async def _page_of(rows: Sequence[Mapping[str, Any]]) -> _Page:
+    return await asyncio.to_thread(_unpacked, rows) if len(rows) > _PARSE_OFF_LOOP else _unpacked(rows)
 
 
 class MemoryIndex:
@@ -250,7 +350,7 @@ class MemoryIndex:
         rows: MemoryRows,
         *,
         source: ChromaVectors | None = None,
-        max_bytes: int = 600 * 2**20,
+        max_bytes: int = 384 * 2**20,
         source_timeout: float = 2.0,
     ) -> None:
         self._rows = rows
@@ -292,16 +392,10 @@ class MemoryIndex:
             if person is None:
                 continue
             # Into the entry without a round trip; the freshness read skips them by id.
-            given = [np.asarray(embeddings[i], np.float32) for i in indexes]
-            person.append(
-                [memories[i].id for i in indexes],
-                [memories[i].scope for i in indexes],
-                [sum(terms[i].values()) for i in indexes],
-                [pack_terms(terms[i]) for i in indexes],
-                given,
-            )
+            given = np.asarray([embeddings[i] for i in indexes], np.float32)
+            person.append(_given_page([memories[i] for i in indexes], [terms[i] for i in indexes], given))
             # A retry of an add whose vectors failed to reach their store: the entry read the row meanwhile.
-            person.give_vectors({memories[i].id: v for i, v in zip(indexes, given, strict=True)})
+            person.give_vectors({memories[i].id: given[n] for n, i in enumerate(indexes)})
             self._people.account(user_key, person)
         self._people.evict()
 
@@ -371,54 +465,57 @@ class MemoryIndex:
         self._people.forget(user_key)
 
     async def _fresh(self, user_key: str) -> _Person:
-        """This person's entry, with every row newer than it held (and, the first time, the newest rows)."""
+        """This person's entry, with every row newer than it held (the first time: all of them, or the newest)."""
         person = self._people.touch(user_key)
         async with person.lock:
-            if person.newest < 0 and not person.complete:
-                rows = await self._rows.older(user_key, None, _FIRST)
-                self._take(person, rows)
-                if len(rows) < _FIRST:
-                    person.complete = True
-                else:
-                    person.oldest = min(int(row["seq"]) for row in rows)
-                    self._people.load_behind(user_key, lambda: self._load_older(user_key, person), "memories")
+            if not person.read:
+                await self._first_read(user_key, person)
             else:
-                after = max(person.newest - _LOOK_BACK, -1)
-                while True:
-                    rows = await self._rows.newer(user_key, after, _PAGE)
-                    self._take(person, rows)
-                    if len(rows) < _PAGE:
-                        break
-                    after = int(rows[-1]["seq"])
+                await self._catch_up(user_key, person)
             if person.without_vector:
                 await self._ask_source(user_key, person)
         self._people.account(user_key, person)
         self._people.evict(keep=user_key)
         return person
 
+    async def _first_read(self, user_key: str, person: _Person) -> None:
+        total = await self._rows.count(user_key)
+        rows = await self._rows.older(user_key, None, _FIRST if total <= _FIRST else _FIRST_OF_MANY)
+        page = await _page_of(rows)
+        if total > len(rows):
+            person.reserve(total + _PAGE, None if page.vectors is None else page.vectors.shape[1])
+        person.append(page)
+        person.read = True
+        if rows and total > len(rows):
+            person.oldest = min(page.seqs)
+            self._people.load_behind(user_key, lambda: self._load_older(user_key, person), "memories")
+
+    async def _catch_up(self, user_key: str, person: _Person) -> None:
+        """The ids of the rows past the newest held (and a little before it): those not held are read whole."""
+        after = max(person.newest - _LOOK_BACK, -1)
+        while True:
+            heads = await self._rows.heads(user_key, after, _PAGE)
+            missing = [head["id"] for head in heads if head["id"] not in person.position]
+            for start in range(0, len(missing), _PAGE):
+                person.append(await _page_of(await self._rows.by_ids(user_key, missing[start : start + _PAGE])))
+            if heads:
+                person.newest = max(person.newest, int(heads[-1]["seq"]))
+            if len(heads) < _PAGE:
+                return
+            after = int(heads[-1]["seq"])
+
     async def _load_older(self, user_key: str, person: _Person) -> None:
-        """The rest of a long history, newest first, a page at a time (searches go on between pages)."""
-        while person.oldest is not None and self._people.get(user_key) is person:
-            async with person.lock:
-                rows = await self._rows.older(user_key, person.oldest, _PAGE)
-                self._take(person, rows)
-                person.oldest = min((int(row["seq"]) for row in rows), default=None) if len(rows) == _PAGE else None
+        """The rest of a long history, newest first, a page at a time, unpacked in a thread: searches go on
+        meanwhile (over what is held), and never wait for a page."""
+        while person.oldest is not None:
+            rows = await self._rows.older(user_key, person.oldest, _PAGE)
+            page = await _page_of(rows)
+            if self._people.get(user_key) is not person:
+                return  # let go meanwhile
+            person.append(page)
+            person.oldest = min(page.seqs) if len(rows) == _PAGE else None
             self._people.account(user_key, person)
             self._people.evict(keep=user_key)
-        person.complete = person.oldest is None
-
-    def _take(self, person: _Person, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not rows:
-            return
-        missing = person.append(
-            [row["id"] for row in rows],
-            [row["scope"] for row in rows],
-            [int(row["length"]) for row in rows],
-            [row["terms"] for row in rows],
-            _vectors_of(rows),
-        )
-        person.without_vector.update(missing)
-        person.newest = max(person.newest, max(int(row["seq"]) for row in rows))
 
     async def _ask_source(self, user_key: str, person: _Person) -> None:
         """Vectors the rows do not hold, from the store that does; a store that fails is left alone a while."""

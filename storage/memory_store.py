@@ -97,12 +97,22 @@ class MemoryRows:
             )
         return fresh
 
-    async def newer(self, user_key: str, after: int, limit: int) -> list[dict[str, Any]]:
-        """The person's rows past `after` in seq order, oldest first."""
+    async def heads(self, user_key: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """The seq and id of the person's rows past `after`, oldest first."""
         bind = self._database.params()
         return await self._database.connection().execute_query_dict(
-            f"SELECT {INDEXED} FROM memory WHERE user_key = {bind(user_key)} AND seq > {bind(after)} "
+            f"SELECT seq, id FROM memory WHERE user_key = {bind(user_key)} AND seq > {bind(after)} "
             f"ORDER BY seq LIMIT {int(limit)}",
+            bind.values,
+        )
+
+    async def by_ids(self, user_key: str, memory_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """What the index reads of these rows of the person's."""
+        if not memory_ids:
+            return []
+        bind = self._database.params()
+        return await self._database.connection().execute_query_dict(
+            f"SELECT {INDEXED} FROM memory WHERE user_key = {bind(user_key)} AND id IN ({bind(*memory_ids)})",
             bind.values,
         )
 

@@ -341,6 +341,16 @@ async def test_the_index_follows_other_replicas_and_never_crosses_people_or_audi
     stranger = await here.candidates("t:nobody", terms_of("piano"), ready(vectors[4]), scopes=None, limit=5)
     assert stranger.vector == [] and stranger.lexical == []
 
+    # A row numbered before the newest one held, committed after it was read (two replicas' transactions).
+    late = _memory(200, "zeppelin", scope="private")
+    [gap] = await database.connection().execute_query_dict("SELECT seq FROM memory WHERE id = 't:b-5'")
+    await MemoryRows(database).remove("t:b", ["t:b-5"])  # its seq, well below the newest, is free
+    await MemoryRows(database).add([late], [Counter(terms_of(document_of(late)))], [vectors[119]])
+    bind = database.params()
+    await database.connection().execute_query(
+        f"UPDATE memory SET seq = {bind(int(gap['seq']))} WHERE id = {bind(late.id)}", bind.values
+    )
+    assert (await here.candidates("t:a", terms_of("zeppelin"), _none(), scopes=None, limit=5)).lexical
     small = MemoryIndex(MemoryRows(database), max_bytes=1)  # room for one person at a time, whatever their size
     for user_key in ("t:a", "t:b"):
         got = await small.candidates(user_key, terms_of("jazz piano"), _none(), scopes=("private",), limit=5)
@@ -360,9 +370,10 @@ async def test_the_index_follows_other_replicas_and_never_crosses_people_or_audi
 async def test_a_long_history_loads_behind_and_the_first_search_covers_the_newest(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first search reads the newest rows and answers; the rest load behind, a page at a time; postings
-    appended since the last sort score as the sorted ones do."""
-    monkeypatch.setattr(memory_index, "_FIRST", 400)
+    """The first search of a long history reads the newest rows and answers; the rest load behind, a page at a
+    time; a short one is read whole at once. Postings in sorted segments and appended one by one score alike."""
+    monkeypatch.setattr(memory_index, "_FIRST", 400)  # a person with more is a long history
+    monkeypatch.setattr(memory_index, "_FIRST_OF_MANY", 200)  # of which the newest 200 are read at once
     monkeypatch.setattr(memory_index, "_PAGE", 300)
     monkeypatch.setattr(memory_index, "_TAIL", 50)  # the postings are sorted several times over
     words = "garden sourdough lisbon marathon piano cello report landlord kitchen jazz".split()
@@ -384,10 +395,18 @@ async def test_a_long_history_loads_behind_and_the_first_search_covers_the_newes
     index = MemoryIndex(rows)
     first = await index.candidates("t:a", [], ready(vectors[7]), scopes=("private",), limit=3)
     assert index.loading("t:a"), "the older rows load behind"
-    newest = {m.id for m in memories[-400:]}
+    newest = {m.id for m in memories[-200:]}
     assert {i for i, _ in first.vector} <= newest, "meanwhile the newest are searched"
     await asyncio.gather(*index._people.loading.values())
     assert not index.loading("t:a")
+    short = [_memory(i, "piano", user_key="t:b") for i in range(300)]
+    await rows.add(short, [Counter(terms_of(document_of(m))) for m in short], vectors[:300])
+    whole = await index.candidates("t:b", [], ready(vectors[299]), scopes=None, limit=1)
+    assert not index.loading("t:b") and whole.vector[0][0] == "t:b-299"
+    later = [_memory(i, "piano jazz cello", scope="private") for i in range(count, count + 40)]
+    for memory, vector in zip(later, -vectors[:40], strict=True):  # one by one: the tail of unsorted postings
+        await _add(index, [memory], [vector])
+    memories += later
     found = await index.candidates("t:a", terms_of("piano jazz"), ready(vectors[7]), scopes=("private",), limit=3)
     assert found.vector[0] == ("t:a-7", pytest.approx(1.0, abs=2e-3)), "float16 in the rows, the same neighbour"
     expected = _bm25("piano jazz", [m for m in memories if m.scope == "private"])
