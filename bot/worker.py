@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Sequence
@@ -124,6 +125,10 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             await adapter.start()
         services.start()
         lag = asyncio.create_task(watch_loop(services.metrics), name="loop-lag")
+        # What start-up made (the model, the libraries, the clients) lives as long as the process: out of the
+        # collector's sight, a full collection no longer walks it (one took 200-400 ms in the middle of reading
+        # a person's 10,000 memories).
+        gc.freeze()
         log.info("Rapport ready")
         await stop.wait()
         lag.cancel()

@@ -40,7 +40,10 @@ _PAGE = 5_000  # rows a page while loading behind, or catching up
 _LOOK_BACK = 1_000  # seqs looked at again below the newest held: a row numbered earlier may commit later
 _OFF_LOOP = 20_000  # memories above which a search runs in a thread
 _PARSE_OFF_LOOP = 1_000  # rows above which a page is unpacked in a thread
-_TAIL = 20_000  # postings appended one by one, above which they are sorted into a segment of their own
+# Postings kept unsorted (scanned whole by each search: about 1 ms per 100,000 for a question's terms), above which
+# they are sorted into a segment of their own. A person read whole at once stays below it: sorting 150,000
+# postings cost 25 ms of a first answer. The pages of a long history, read behind, are sorted as they come.
+_TAIL = 300_000
 _SOURCE_PAUSE = 10.0  # seconds before a vector source that failed is asked again
 
 
@@ -80,7 +83,7 @@ class _Segment:
 
     @staticmethod
     def sorted(terms: np.ndarray, positions: np.ndarray, tf: np.ndarray) -> _Segment:
-        order = np.argsort(terms, kind="stable")
+        order = np.argsort(terms)
         return _Segment(terms[order], positions[order], tf[order])
 
     def find(self, key: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,23 +108,27 @@ class _Page:
     tf: np.ndarray
 
 
-def _unpacked(rows: Sequence[Mapping[str, Any]]) -> _Page:
-    """A page of memory rows as arrays: no per-term work (the terms come packed), so a thread does it cheaply."""
+def _unpacked(rows: Sequence[Mapping[str, Any]], *, sort: bool = False) -> _Page:
+    """A page of memory rows as arrays (`sort`: its postings as a segment of their own): no per-term work, the
+    terms come packed."""
     packed = [row["terms"] or b"" for row in rows]
     postings = np.frombuffer(b"".join(packed), POSTING)
     counts = np.array([len(p) // POSTING.itemsize for p in packed], np.int64)
     positions = np.repeat(np.arange(len(rows), dtype=np.int32), counts)
     terms, tf = postings["term"].copy(), postings["tf"].astype(np.int32)
-    raw = [row["vector"] for row in rows]
+    raw = [row["vector"] or b"" for row in rows]
     width = next((len(v) // VECTOR.itemsize for v in raw if v), None)
     vectors, has = None, np.zeros(len(rows), bool)
     if width is not None:
-        vectors = np.zeros((len(rows), width), np.float32)
-        for i, vector in enumerate(raw):
-            if vector and len(vector) == width * VECTOR.itemsize:
-                vectors[i] = np.frombuffer(vector, VECTOR)
-                has[i] = True
-    segment = _Segment.sorted(terms, positions, tf) if len(terms) >= _TAIL // 4 else None
+        size = width * VECTOR.itemsize
+        has = np.array([len(v) == size for v in raw], bool)
+        if has.all():  # the usual page: one conversion of all its bytes
+            vectors = np.frombuffer(b"".join(raw), VECTOR).reshape(len(rows), width).astype(np.float32)
+        else:
+            vectors = np.zeros((len(rows), width), np.float32)
+            for i in np.flatnonzero(has):
+                vectors[i] = np.frombuffer(raw[i], VECTOR)
+    segment = _Segment.sorted(terms, positions, tf) if sort else None
     return _Page(
         ids=[row["id"] for row in rows],
         seqs=[int(row["seq"]) for row in rows],
@@ -335,8 +342,10 @@ def _kept(page: _Page, keep: np.ndarray) -> _Page:
     )
 
 
-async def _page_of(rows: Sequence[Mapping[str, Any]]) -> _Page:
-    return await asyncio.to_thread(_unpacked, rows) if len(rows) > _PARSE_OFF_LOOP else _unpacked(rows)
+async def _page_of(rows: Sequence[Mapping[str, Any]], *, sort: bool = False) -> _Page:
+    if len(rows) > _PARSE_OFF_LOOP:
+        return await asyncio.to_thread(_unpacked, rows, sort=sort)
+    return _unpacked(rows, sort=sort)
 
 
 class MemoryIndex:
@@ -509,7 +518,7 @@ class MemoryIndex:
         meanwhile (over what is held), and never wait for a page."""
         while person.oldest is not None:
             rows = await self._rows.older(user_key, person.oldest, _PAGE)
-            page = await _page_of(rows)
+            page = await _page_of(rows, sort=True)
             if self._people.get(user_key) is not person:
                 return  # let go meanwhile
             person.append(page)
