@@ -1,6 +1,6 @@
 """Peak memory of a worker that talks to 1,000 people of 1,000 memories each (issue 17's RSS target):
 
-    python -m bench.rss [--people 1000] [--memories 1000]
+    python -m bench.rss [--people 1000] [--memories 1000]     (or python -m bench --only rss)
 
 The memories (synthetic vectors, as the context benchmark seeds them) are written to a scratch SQLite database
 first, by this process. Then a fresh process builds the embedded worker's services on that database, with the fake
@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from bench.workload import seed_memories
 from core.recall import document_of, terms_of
@@ -74,16 +75,13 @@ async def seed(url: str, people: int, memories: int) -> float:
     return time.perf_counter() - started
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.rss", description=__doc__.splitlines()[0])
-    parser.add_argument("--people", type=int, default=1_000)
-    parser.add_argument("--memories", type=int, default=1_000)
-    args = parser.parse_args(argv)
+async def measure_rss(*, people: int, memories: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rapport-rss-") as scratch:
         url = f"sqlite://{scratch}/rss.sqlite3"
-        seeded = asyncio.run(seed(url, args.people, args.memories))
-        done = subprocess.run(
-            [sys.executable, "-c", _SERVE, url, str(args.people)],
+        seeded = await seed(url, people, memories)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", _SERVE, url, str(people)],
             cwd=ROOT,
             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"},
             capture_output=True,
@@ -91,13 +89,20 @@ def main(argv: list[str] | None = None) -> int:
             timeout=3_600,
             check=False,
         )
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode != 0 or not lines:
-            print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
-            return 1
-        result = {"people": args.people, "memories_each": args.memories, "seed_seconds": round(seeded, 1)}
-        result.update(json.loads(lines[-1].removeprefix("RESULT ")))
-        print(json.dumps(result, indent=2))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the serving process failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    result: dict[str, Any] = {"people": people, "memories_each": memories, "seed_seconds": round(seeded, 1)}
+    result.update(json.loads(lines[-1].removeprefix("RESULT ")))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.rss", description=__doc__.splitlines()[0])
+    parser.add_argument("--people", type=int, default=1_000)
+    parser.add_argument("--memories", type=int, default=1_000)
+    args = parser.parse_args(argv)
+    print(json.dumps(asyncio.run(measure_rss(people=args.people, memories=args.memories)), indent=2))
     return 0
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from core.background import stop_tasks
 from core.ports import Candidates, Memory, Scopes
 from storage.long_term import ChromaVectors
 from storage.memory_store import POSTING, VECTOR, MemoryRows, pack_terms, term_key
@@ -45,6 +46,8 @@ _PARSE_OFF_LOOP = 1_000  # rows above which a page is unpacked in a thread
 # postings cost 25 ms of a first answer. The pages of a long history, read behind, are sorted as they come.
 _TAIL = 300_000
 _SOURCE_PAUSE = 10.0  # seconds before a vector source that failed is asked again
+_SOURCE_INLINE = 500  # vectors a search waits for from the source; more are fetched behind it
+_SOURCE_BEHIND = 60.0  # seconds a fetch behind the searches may take
 
 
 class _Grown:
@@ -366,6 +369,7 @@ class MemoryIndex:
         self._source = source
         self._source_timeout = source_timeout
         self._source_down: tuple[float, str] | None = None  # (until when, why)
+        self._fetching: dict[str, asyncio.Task[None]] = {}  # vectors being fetched behind the searches
         self._people: People[_Person] = People(max_bytes, _Person)
 
     @property
@@ -382,6 +386,7 @@ class MemoryIndex:
 
     async def close(self) -> None:
         await self._people.close()
+        await stop_tasks(list(self._fetching.values()))
         if self._source is not None:
             await asyncio.to_thread(self._source.close)
 
@@ -527,12 +532,27 @@ class MemoryIndex:
             self._people.evict(keep=user_key)
 
     async def _ask_source(self, user_key: str, person: _Person) -> None:
-        """Vectors the rows do not hold, from the store that does; a store that fails is left alone a while."""
+        """Vectors the rows do not hold, from the store that does: a few while the search waits, many behind it
+        (a long history's first read); a store that fails is left alone a while."""
         if self._source is None or (self._source_down is not None and time.monotonic() < self._source_down[0]):
             return
+        if len(person.without_vector) <= _SOURCE_INLINE:
+            await self._fetch(user_key, person, self._source_timeout)
+        elif user_key not in self._fetching:
+
+            async def behind() -> None:
+                try:
+                    await self._fetch(user_key, person, _SOURCE_BEHIND)
+                finally:
+                    self._fetching.pop(user_key, None)
+
+            self._fetching[user_key] = asyncio.create_task(behind(), name=f"fetch-vectors-{user_key}")
+
+    async def _fetch(self, user_key: str, person: _Person, timeout: float) -> None:
+        assert self._source is not None
         ids = [person.ids[p] for p in sorted(person.without_vector)]
         try:
-            async with asyncio.timeout(self._source_timeout):
+            async with asyncio.timeout(timeout):
                 found, _, matrix = await self._source.vectors(user_key, ids)
         except Exception as exc:  # noqa: BLE001 - searched by words alone until it answers again
             why = f"the vector store is unavailable ({type(exc).__name__}: {exc})".strip()[:200]

@@ -464,6 +464,29 @@ async def test_replicas_starting_together_do_not_race_on_migrations() -> None:
         await db.close()
 
 
+async def test_with_a_chroma_store_the_vectors_come_from_it_few_at_once_many_behind(
+    database: Database, chroma: ChromaVectors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows hold no vectors when a Chroma store keeps them: another replica's index reads them from it, a few
+    while the search waits, a long history's behind it (words alone meanwhile, and it says so)."""
+    monkeypatch.setattr(memory_index, "_SOURCE_INLINE", 5)
+    writer = MemoryIndex(MemoryRows(database, with_vectors=False), source=chroma)
+    vectors = np.eye(30, 64, dtype=np.float32)
+    await _add(writer, [_memory(i, f"note {i}") for i in range(3)], vectors[:3])
+    [row] = await database.connection().execute_query_dict("SELECT COUNT(*) AS n FROM memory WHERE vector IS NULL")
+    assert row["n"] == 3, "the rows hold none"
+    reader = MemoryIndex(MemoryRows(database, with_vectors=False), source=chroma)  # another replica
+    few = await reader.candidates("t:a", [], ready(vectors[2]), scopes=None, limit=1)
+    assert few.vector == [("t:a-2", pytest.approx(1.0, abs=1e-3))] and few.unsearched is None
+    await _add(writer, [_memory(i, f"note {i}") for i in range(3, 30)], vectors[3:])
+    many = await reader.candidates("t:a", terms_of("note"), ready(vectors[20]), scopes=None, limit=1)
+    assert many.unsearched and many.lexical, "27 new ones: fetched behind, found by their words meanwhile"
+    await asyncio.gather(*reader._fetching.values())
+    found = await reader.candidates("t:a", [], ready(vectors[20]), scopes=None, limit=1)
+    assert found.vector == [("t:a-20", pytest.approx(1.0, abs=1e-3))] and found.unsearched is None
+    await reader.close()
+
+
 async def test_a_person_with_more_memories_than_one_chroma_read_loads_in_pages(chroma: ChromaVectors) -> None:
     count = 4_500  # more than two pages
     memories = [_memory(i, "x") for i in range(count)]
