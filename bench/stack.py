@@ -4,6 +4,7 @@ and a fake Claude with a set latency in a process of its own (so its CPU is not 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import tempfile
@@ -103,6 +104,7 @@ async def stack_on(
             services = await build_services(settings, model=model, telemetry=telemetry)
             services.assistant.deliver_with(PLATFORM, BenchDelivery)
             services.start()
+            gc.freeze()  # as the worker does once it has started (bot/worker.py)
             try:
                 yield services
             finally:

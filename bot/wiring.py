@@ -38,7 +38,7 @@ from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm, ResilientShortTerm
 from storage.spool import Spool
 from storage.usage import DatabaseUsage, RedisUsage
-from storage.vector_import import has_legacy_vectors, import_from
+from storage.vector_import import import_from, old_store, rows_without_vectors
 
 __all__ = ["Services", "build_memory", "build_services", "describe_storage", "owner_id", "redact_url"]
 
@@ -84,7 +84,8 @@ class Services:
     gate: Gate
     policy_watcher: PolicyWatcher | None = None
     redis: Redis | None = None
-    legacy_vectors: str | None = None  # an embedded Chroma store whose vectors are still to move into the rows
+    # Rows without vectors to fill (from an embedded Chroma store of an earlier release, if there is one).
+    vectors_to_move: bool = False
     _moving: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -92,8 +93,8 @@ class Services:
         the policy file; move an old Chroma store's vectors into the database."""
         if self.policy_watcher is not None:
             self.policy_watcher.start()
-        if self.legacy_vectors is not None:
-            self._moving = asyncio.create_task(self._move_vectors(self.legacy_vectors), name="move-vectors")
+        if self.vectors_to_move:
+            self._moving = asyncio.create_task(self._move_vectors(), name="move-vectors")
         self.inbox.start()
         self.turns.start()
         self.assistant.start()
@@ -123,11 +124,12 @@ class Services:
         degraded = [f"{name}: {why}" for name, why in found.items() if f"{name}: {why}" not in blocking]
         return blocking, degraded
 
-    async def _move_vectors(self, path: str) -> None:
+    async def _move_vectors(self) -> None:
+        path = old_store(self.settings.chroma_path)
         try:
-            await import_from(self.database, path, self.embedder, self.index.let_go)
+            await import_from(self.database, path, self.embedder, self.index.vectors_moved)
         except Exception:  # noqa: BLE001 - the next start tries again; meanwhile those memories are found by words
-            log.exception("moving the vectors of %s into the database failed", path)
+            log.exception("filling the memory rows without vectors failed (from %s)", path or "the model")
 
     async def close(self) -> None:
         """After the turns and jobs are drained (bot/worker.py): stop them, hand leases back, close the stores."""
@@ -217,9 +219,7 @@ async def build_services(
         model = await asyncio.to_thread(load_model, default_model_path(settings.embedding_model))
     embedder = BatchingEmbedder(model)
     index, long_term = await build_memory(database, settings.chroma_url, health)
-    legacy = None
-    if not settings.chroma_url and await has_legacy_vectors(database, settings.chroma_path):
-        legacy = settings.chroma_path
+    vectors_to_move = not settings.chroma_url and await rows_without_vectors(database)
     records = RelationalRecords(database)
     metrics = Metrics()
     box, watcher = PolicyBox(), None
@@ -274,7 +274,7 @@ async def build_services(
         short_term=short_term,
         long_term=long_term,
         index=index,
-        legacy_vectors=legacy,
+        vectors_to_move=vectors_to_move,
         embedder=embedder,
         llm=llm,
         assistant=assistant,

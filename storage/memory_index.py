@@ -234,7 +234,9 @@ class _Person:
     newest: int = -1  # the highest seq held
     oldest: int | None = None  # the lowest seq held, while older rows are still to load
     read: bool = False  # read once (the newest rows, or all of them)
+    expected: int = 0  # memories the person had at that read, and room for some more
     without_vector: set[int] = field(default_factory=set)  # positions whose vector a source must still give
+    lacking: set[int] = field(default_factory=set)  # of those, the ones the source did not have when asked
     counted: int = 0  # of `size`, what the cache's total already includes
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -303,13 +305,14 @@ class _Person:
             position = self.position.get(memory_id)
             if position is None:
                 continue
-            if self.vectors is None:
-                self.reserve(len(self.ids), len(vector))
+            if self.vectors is None:  # the first vector given (a Chroma store keeps them): room for them all
+                self.reserve(max(self.expected, len(self.ids)), len(vector))
             assert self.vectors is not None
             if len(vector) == self.vectors.data.shape[1]:
                 self.vectors.data[position] = vector
                 self.has_vector.data[position] = True
                 self.without_vector.discard(position)
+                self.lacking.discard(position)
 
     def view(self, scopes: Scopes) -> _View:
         return _View(
@@ -434,7 +437,12 @@ class MemoryIndex:
             nearest = await asyncio.to_thread(view.nearest, query, limit) if large else view.nearest(query, limit)
         unsearched = None
         if person.without_vector:
-            why = self._source_down[1] if self._source_down else "no store holds their vectors"
+            if self._source_down:
+                why = self._source_down[1]
+            elif person.lacking:
+                why = "the vector store does not have them"
+            else:
+                why = "their vectors are still to be moved into the database"
             unsearched = f"{len(person.without_vector)} memories searched by words only: {why}"
         return Candidates(vector=nearest, lexical=lexical, unsearched=unsearched)
 
@@ -475,8 +483,14 @@ class MemoryIndex:
         self._people.forget(user_key)
 
     def let_go(self, user_key: str) -> None:
-        """Read this person anew at their next search (their rows changed underneath: vectors moved in)."""
+        """Read this person anew at their next search (what a restart leaves)."""
         self._people.forget(user_key)
+
+    def vectors_moved(self, user_key: str, vectors: Mapping[str, Sequence[float]]) -> None:
+        """Vectors written into rows that had none (storage/vector_import.py): a held entry takes them as they are."""
+        person = self._people.get(user_key)
+        if person is not None:
+            person.give_vectors({memory_id: np.asarray(v, np.float32) for memory_id, v in vectors.items()})
 
     async def _fresh(self, user_key: str) -> _Person:
         """This person's entry, with every row newer than it held (the first time: all of them, or the newest)."""
@@ -494,13 +508,15 @@ class MemoryIndex:
 
     async def _first_read(self, user_key: str, person: _Person) -> None:
         total = await self._rows.count(user_key)
-        rows = await self._rows.older(user_key, None, _FIRST if total <= _FIRST else _FIRST_OF_MANY)
+        limit = _FIRST if total <= _FIRST else _FIRST_OF_MANY
+        rows = await self._rows.older(user_key, None, limit)
         page = await _page_of(rows)
-        if total > len(rows):
-            person.reserve(total + _PAGE, None if page.vectors is None else page.vectors.shape[1])
+        person.expected = total + _PAGE
+        if len(rows) == limit:  # more may be older (or have come since the count)
+            person.reserve(person.expected, None if page.vectors is None else page.vectors.shape[1])
         person.append(page)
         person.read = True
-        if rows and total > len(rows):
+        if len(rows) == limit and self._people.get(user_key) is person:
             person.oldest = min(page.seqs)
             self._people.load_behind(user_key, lambda: self._load_older(user_key, person), "memories")
 
@@ -536,21 +552,26 @@ class MemoryIndex:
         (a long history's first read); a store that fails is left alone a while."""
         if self._source is None or (self._source_down is not None and time.monotonic() < self._source_down[0]):
             return
-        if len(person.without_vector) <= _SOURCE_INLINE:
+        if len(person.without_vector - person.lacking) <= _SOURCE_INLINE:
             await self._fetch(user_key, person, self._source_timeout)
         elif user_key not in self._fetching:
 
             async def behind() -> None:
                 try:
-                    await self._fetch(user_key, person, _SOURCE_BEHIND)
+                    if self._people.get(user_key) is person:
+                        await self._fetch(user_key, person, _SOURCE_BEHIND)
                 finally:
-                    self._fetching.pop(user_key, None)
+                    if self._fetching.get(user_key) is asyncio.current_task():
+                        del self._fetching[user_key]
 
             self._fetching[user_key] = asyncio.create_task(behind(), name=f"fetch-vectors-{user_key}")
 
     async def _fetch(self, user_key: str, person: _Person, timeout: float) -> None:
         assert self._source is not None
-        ids = [person.ids[p] for p in sorted(person.without_vector)]
+        asked = sorted(person.without_vector - person.lacking)
+        if not asked:
+            return
+        ids = [person.ids[p] for p in asked]
         try:
             async with asyncio.timeout(timeout):
                 found, _, matrix = await self._source.vectors(user_key, ids)
@@ -562,3 +583,5 @@ class MemoryIndex:
             return
         self._source_down = None
         person.give_vectors({memory_id: matrix[i] for i, memory_id in enumerate(found)})
+        # Not asked again (the writer's retry gives them, or the next read of the person asks anew).
+        person.lacking.update(p for p in asked if p in person.without_vector)

@@ -209,7 +209,8 @@ class MemoryRows:
         if not vectors:
             return
         bind = self._database.params()
-        statement = f"UPDATE memory SET vector = {bind(b'')} WHERE id = {bind('')}"
+        # Only where there is still none: an edit meanwhile wrote the new words' vector.
+        statement = f"UPDATE memory SET vector = {bind(b'')} WHERE id = {bind('')} AND vector IS NULL"
         await self._database.connection().execute_many(
             statement, [[pack_vector(vector), memory_id] for memory_id, vector in vectors.items()]
         )

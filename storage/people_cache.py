@@ -88,9 +88,14 @@ class People(Generic[P]):
             person.counted = person.size
 
     def drop(self, user_key: str) -> None:
+        """Let this person go, and stop a load of theirs under way (it loads into the entry let go)."""
         person = self._people.pop(user_key, None)
         if person is not None:
             self.held -= person.counted
+        loading = self.loading.get(user_key)
+        if loading is not None and loading is not asyncio.current_task():
+            del self.loading[user_key]
+            loading.cancel()
 
     def evict(self, keep: str | None = None) -> None:
         """Let the least recently used go until the total fits (never `keep`, never the last one)."""

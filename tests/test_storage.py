@@ -31,7 +31,7 @@ from storage.memory_index import MemoryIndex
 from storage.memory_store import MemoryRows
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm
-from storage.vector_import import has_legacy_vectors, import_from
+from storage.vector_import import import_from, old_store, rows_without_vectors
 from tests.conftest import REDIS_URL, fresh_postgres, ready, redis_namespace
 
 
@@ -397,6 +397,10 @@ async def test_a_long_history_loads_behind_and_the_first_search_covers_the_newes
     assert index.loading("t:a"), "the older rows load behind"
     newest = {m.id for m in memories[-200:]}
     assert {i for i, _ in first.vector} <= newest, "meanwhile the newest are searched"
+    index._people.drop("t:a")  # let go mid-load (another person's search needed the room)
+    assert not index.loading("t:a"), "its load stops with it"
+    again = await index.candidates("t:a", [], ready(vectors[7]), scopes=("private",), limit=3)
+    assert index.loading("t:a") and {i for i, _ in again.vector} <= newest, "read anew, and loading again"
     await asyncio.gather(*index._people.loading.values())
     assert not index.loading("t:a")
     short = [_memory(i, "piano", user_key="t:b") for i in range(300)]
@@ -572,6 +576,21 @@ class _CountingEmbedder:
         return [[0.0, 0.0, 1.0] + [0.0] * 381 for _ in texts]
 
 
+async def test_rows_without_vectors_and_no_old_store_are_embedded(database: Database, tmp_path: Path) -> None:
+    """A deployment that kept its vectors in a Chroma server and no longer does: the rows get new embeddings."""
+    served = MemoryRows(database, with_vectors=False)
+    memories = [_memory(i, f"kept elsewhere {i}") for i in range(3)]
+    await served.add(memories, [Counter(terms_of(document_of(m))) for m in memories], [[1.0, 0.0]] * 3)
+    assert await rows_without_vectors(database) and old_store(str(tmp_path / "none")) is None
+    embedder = _CountingEmbedder()
+    await import_from(database, None, embedder, lambda user_key, vectors: None)
+    assert sorted(embedder.texts) == sorted(m.text for m in memories) and not await rows_without_vectors(database)
+    found = await MemoryIndex(MemoryRows(database)).candidates(
+        "t:a", [], ready([0.0, 0.0, 1.0] + [0.0] * 381), scopes=None, limit=5
+    )
+    assert len(found.vector) == 3 and found.unsearched is None
+
+
 async def test_memories_of_the_old_shape_move_into_the_rows_without_being_embedded_again(tmp_path: Path) -> None:
     """Postings from memory_term into the rows (migration 0009), and vectors from the embedded Chroma store (the
     worker's first start): only a memory that Chroma lacks is embedded; search finds what it found before."""
@@ -627,12 +646,18 @@ async def test_memories_of_the_old_shape_move_into_the_rows_without_being_embedd
             expected = _bm25(question, memories)
             assert dict(before.lexical) == pytest.approx(expected, rel=1e-9), "the postings came over as counted"
 
-            assert await has_legacy_vectors(db, chroma_path)
+            assert await rows_without_vectors(db) and old_store(chroma_path) == chroma_path
             embedder, moved = _CountingEmbedder(), []
-            await import_from(db, chroma_path, embedder, moved.append)
+
+            def hand_over(
+                user_key: str, vectors: Mapping[str, Sequence[float]], moved: list[str] = moved, index: Any = index
+            ) -> None:
+                moved.append(user_key)
+                index.vectors_moved(user_key, vectors)  # the held entry takes them: no reading the person again
+
+            await import_from(db, chroma_path, embedder, hand_over)
             assert embedder.texts == [texts[2]], "only the memory Chroma lacked is embedded"
-            assert moved == ["t:a"] and not await has_legacy_vectors(db, chroma_path)
-            index.let_go("t:a")
+            assert moved == ["t:a"] and not await rows_without_vectors(db)
             after = await index.candidates("t:a", terms_of(question), ready(vectors[1]), scopes=None, limit=5)
             assert after.vector[0] == ("t:a-1", pytest.approx(1.0, abs=1e-3)) and after.unsearched is None
             assert sorted(i for i, _ in after.vector) == ["t:a-0", "t:a-1", "t:a-2"], "every memory has a vector"

@@ -25,6 +25,8 @@ def pack_terms(terms: dict[str, int]) -> bytes:
 
 async def pack_postings(apps: Any, schema_editor: Any) -> None:
     client = schema_editor.client
+    # The rows a worker must still give a vector to, found at each start without reading the whole table.
+    await client.execute_script("CREATE INDEX memory_without_vector ON memory (seq) WHERE vector IS NULL")
     postgres = client.capabilities.dialect == "postgres"
     last = -1
     while True:
@@ -40,8 +42,9 @@ async def pack_postings(apps: Any, schema_editor: Any) -> None:
             f"SELECT memory_id, term, tf FROM memory_term WHERE memory_id IN ({marks})", ids
         )
         terms: dict[str, dict[str, int]] = {}
-        for posting in postings:
-            terms.setdefault(posting["memory_id"], {})[posting["term"]] = int(posting["tf"])
+        for posting in postings:  # terms were cut to 64 characters: two that share those add up
+            counts = terms.setdefault(posting["memory_id"], {})
+            counts[posting["term"]] = counts.get(posting["term"], 0) + int(posting["tf"])
         update = "UPDATE memory SET terms = $1 WHERE id = $2" if postgres else "UPDATE memory SET terms = ? WHERE id = ?"
         await client.execute_many(update, [[pack_terms(terms.get(memory_id, {})), memory_id] for memory_id in ids])
         last = int(rows[-1]["seq"])
@@ -49,6 +52,7 @@ async def pack_postings(apps: Any, schema_editor: Any) -> None:
 
 async def nothing(apps: Any, schema_editor: Any) -> None:
     """Back: the postings tables come back empty (the rows keep their packed terms)."""
+    await schema_editor.client.execute_script("DROP INDEX IF EXISTS memory_without_vector")
 
 
 class Migration(migrations.Migration):
