@@ -349,14 +349,20 @@ class RelationalInbox:
             pass
         results: list[Accepted | InboxFull] = []
         async with self._lock:
-            for row in rows:
-                if row["key"] in self._spooled:
-                    results.append(Accepted(fresh=False, spooled=True))
-                elif self.spooled >= self._max_spooled:
-                    results.append(InboxFull(f"the database is down and the spool holds {self.spooled} events"))
-                else:
-                    await self._keep(row["key"], row, new=True)
-                    results.append(Accepted(fresh=True, spooled=True))
+            if not self.down:  # the spool was written back while these waited for it: the database takes them
+                back = True
+            else:
+                back = False
+                for row in rows:
+                    if row["key"] in self._spooled:
+                        results.append(Accepted(fresh=False, spooled=True))
+                    elif self.spooled >= self._max_spooled:
+                        results.append(InboxFull(f"the database is down and the spool holds {self.spooled} events"))
+                    else:
+                        await self._keep(row["key"], row, new=True)
+                        results.append(Accepted(fresh=True, spooled=True))
+        if back:
+            return await self._accept_rows(rows)
         return results
 
     async def take_turn(self, person: str, owner: str, ttl: float) -> bool:
@@ -502,13 +508,18 @@ class RelationalInbox:
                 pass
         async with self._lock:
             known = self._spooled.get(entry.key)
-            if known is None:  # an entry the database has: its step waits in the spool
+            back = known is None and not self.down  # written back while this step waited: the database takes it
+            if back:
+                pass
+            elif known is None:  # an entry the database has: its step waits in the spool
                 row = {"person": entry.person, "interaction_id": entry.interaction_id, **changes}
                 await self._keep(entry.key, row, new=False, links=links)
             else:  # a step of an entry the spool holds: it updates that entry
                 row = {**changes, "taken": entry.taken, "interaction_id": entry.interaction_id}
                 await self._keep(entry.key, row, new=False, links=links)
-            return release_for is not None and not self._spool_waits(entry.person)
+            if not back:
+                return release_for is not None and not self._spool_waits(entry.person)
+        return await self._step(entry, changes, links=links, release_for=release_for)
 
     def _spool_waits(self, person: str) -> bool:
         return any(

@@ -261,3 +261,41 @@ async def test_the_messages_a_stream_began_in_are_kept_for_a_resumed_turn(databa
     await inbox.shown(first, [MessageRef(platform="t", channel_id="dm", message_id="late")])
     later = await inbox.next_entry(ADA.key)
     assert later is not None and later.refs == (refs[0],), "an answered entry's messages are not overwritten"
+
+
+# The spool is written back under its lock; a step or an event that waited for that lock went to the spool after it
+# was emptied, where nothing writes it until the next outage (the job found no delivered row and marked it done:
+# the exchange was never stored; tests/test_faults.py's PostgreSQL outage lost one now and then). Under the lock, a
+# database that is back now takes it (storage/inbox.py, _step and _accept_rows).
+async def test_a_step_that_waited_for_the_spool_to_be_written_reaches_the_database(
+    database: Database, tmp_path: Path
+) -> None:
+    """PostgreSQL came back while a turn went on from the spool: its next step waits for the spool to be written,
+    and must then go to the database (the spool is not written again until the next outage)."""
+    health = Health()
+    inbox = RelationalInbox(database, Spool(tmp_path / "spool"), health=health, owner="a")
+    health.down("database", "stopped")  # what the inbox saw; the database itself answers
+    await inbox.accept(message(ADA, "hello"))
+    entry = await inbox.next_entry(ADA.key)
+    assert entry is not None and inbox.spooled == 1
+    writing = asyncio.create_task(inbox.flush())  # the database is back: the spool is being written
+    await asyncio.sleep(0)
+    await inbox.delivered(entry, [], job_owner="a", job_ttl=60)  # the turn's last step, meanwhile
+    await writing
+    assert await inbox.confirm_jobs([entry.key], "a", 60) == {entry.key}, "its job is this process's to do"
+
+
+async def test_an_event_that_waited_for_the_spool_to_be_written_reaches_the_database(
+    database: Database, tmp_path: Path
+) -> None:
+    health = Health()
+    inbox = RelationalInbox(database, Spool(tmp_path / "spool"), health=health, owner="a")
+    health.down("database", "stopped")
+    await inbox.accept(message(ADA, "hello", ts="1"))
+    writing = asyncio.create_task(inbox.flush())
+    await asyncio.sleep(0)
+    late = message(BEA, "and me", ts="2")
+    await inbox.accept(late)  # it arrives while the spool is being written
+    await writing
+    other = inbox_on(database, tmp_path, "b")  # another replica sees what the database holds
+    assert not (await other.accept(late)).fresh, "the database has it"
