@@ -1,15 +1,15 @@
-"""Memory vectors in ChromaDB: one collection for everyone, filtered by person on every query.
+"""Memory vectors in ChromaDB, for deployments that keep them in a server (CHROMA_URL), and for moving an old
+embedded store's vectors into the database: one collection for everyone, filtered by person on every call.
 
 Who may read a memory is decided by its row in the database (core.privacy's audience, which a migration can
-place anew): a search here is by person only, and every hit is read back through the database, filtered again
-(core.recall). The audience kept in Chroma's metadata is informative only.
+place anew): the vectors read here go into that person's index, which filters by the rows' audiences. The
+audience kept in Chroma's metadata is informative only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -18,10 +18,10 @@ import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.config import Settings as ChromaSettings
 
-from core.ports import Memory, Scopes
+from core.ports import Memory
 from storage.chroma_process import ChromaProcess
 
-__all__ = ["ChromaCollection", "ChromaVectors", "open_chroma", "resolved"]
+__all__ = ["ChromaCollection", "ChromaVectors", "open_chroma"]
 
 COLLECTION = "rapport_memories"
 # embedding_function=None wherever the collection is opened: we always pass our own vectors (Chroma's default
@@ -74,17 +74,13 @@ def open_chroma(*, path: str, url: str | None) -> ChromaCollection:
     return ChromaProcess(path, COLLECTION, CONFIGURATION)
 
 
-async def resolved(embedding: Sequence[float] | Awaitable[Sequence[float]]) -> Sequence[float]:
-    """The query vector, awaited if it was still being computed."""
-    return await embedding if inspect.isawaitable(embedding) else embedding
-
-
 def _where(user_key: str) -> dict[str, Any]:
     return {"user_key": user_key}
 
 
 class ChromaVectors:
-    """Implements core.ports.VectorIndex. Chroma's client is synchronous, so no call runs on the event loop."""
+    """A Chroma store of memory vectors (a server through CHROMA_URL, or an old embedded store to move in), always
+    filtered by person. Chroma's client is synchronous, so no call runs on the event loop."""
 
     def __init__(self, collection: ChromaCollection) -> None:
         self._collection = collection
@@ -106,36 +102,6 @@ class ChromaVectors:
                 {"user_key": m.user_key, "scope": m.scope, "created_at": m.created_at.timestamp()} for m in memories
             ],
         )
-
-    async def nearest(
-        self,
-        user_key: str,
-        embedding: Sequence[float] | Awaitable[Sequence[float]],
-        *,
-        scopes: Scopes,
-        limit: int,
-    ) -> list[tuple[str, float]]:
-        """The person's nearest memories, whatever their audience (more of them when only some audiences may be
-        seen): the caller reads each back through the database, which filters by audience."""
-        vector = await resolved(embedding)
-        if limit <= 0 or (scopes is not None and not scopes):
-            return []
-        result = await self._collection.call(
-            "query",
-            query_embeddings=np.asarray([vector], dtype=np.float32),
-            n_results=limit if scopes is None else limit * 3,
-            where=_where(user_key),
-            include=["metadatas", "distances"],
-        )
-        ids = result["ids"][0]
-        metadatas = (result["metadatas"] or [[]])[0]
-        distances = (result["distances"] or [[]])[0]
-        return [
-            (memory_id, 1.0 - float(distance))
-            for memory_id, meta, distance in zip(ids, metadatas, distances, strict=True)
-            # The where clause already filters; this re-check makes a leak impossible even if it were dropped.
-            if meta["user_key"] == user_key
-        ][:limit]
 
     async def vectors(self, user_key: str, ids: Sequence[str] | None) -> tuple[list[str], list[str], np.ndarray]:
         """A person's stored vectors (all of them, or these ids): ids, scopes and a float32 matrix.
