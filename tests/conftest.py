@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -13,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from logging import Logger
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,25 @@ def require_service(name: str, host: str, port: int) -> None:
     if IN_CI:
         pytest.fail(f"{message}: CI must start it (.ci/run)", pytrace=False)
     pytest.skip(f"{message}; start it to run this test")
+
+
+@pytest.fixture(autouse=True)
+def _logger_levels_as_they_were() -> Iterator[None]:
+    """Each test leaves the loggers' levels as it found them. bot.logs.configure_logging sets the root's and the
+    noisy libraries' levels, and slack_bolt, on every request it dispatches, gives the logger named after the app
+    ("rapport") the level of the one it was handed (adapters.slack's, WARNING): after any Slack test, a logger
+    under "rapport." dropped INFO lines (test_logs' masking test, under the whole suite)."""
+    loggers = logging.root.manager.loggerDict
+    fresh = (logging.NOTSET, False)  # a logger made during the test
+    before = {name: (found.level, found.disabled) for name, found in loggers.items() if isinstance(found, Logger)}
+    root = logging.root.level
+    yield
+    for name, found in list(loggers.items()):
+        if isinstance(found, Logger) and (found.level, found.disabled) != before.get(name, fresh):
+            level, found.disabled = before.get(name, fresh)
+            found.setLevel(level)
+    if logging.root.level != root:
+        logging.root.setLevel(root)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ from tests.fakes.chat import FakeChat
 def test_secret_values_are_masked(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("INFO", fmt, ["sk-ant-very-secret", "xoxb-123-456"])
     log = logging.getLogger("rapport.test")
-    log.setLevel(logging.INFO)  # whatever an earlier test left on this logger: the masking is what is tested here
     log.info("calling with key %s", "sk-ant-very-secret")
     try:
         raise RuntimeError("token xoxb-123-456 rejected")
