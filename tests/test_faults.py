@@ -187,6 +187,7 @@ async def test_the_same_event_at_two_replicas_at_once_and_again_after_a_restart_
     fake_claude: FakeAnthropic,
     slack_api: FakeSlackAPI,
     chroma_server: str,
+    cluster: PrivatePostgres,
 ) -> None:
     shared = env | {"CHROMA_URL": chroma_server}
     fake_claude.latency = 0.5
@@ -196,12 +197,19 @@ async def test_the_same_event_at_two_replicas_at_once_and_again_after_a_restart_
             statuses = await asyncio.gather(deliver(http, a.port, body), deliver(http, b.port, body, retry=1))
         assert statuses == [200, 200]
         await slack_api.wait_for(lambda: answered_once(slack_api, range(1)))
+        # The restart comes after the exchange is kept. A streamed reply can show its whole text a moment before
+        # its answer is written down, and a process killed in that moment leaves a turn that the next one resumes
+        # by asking Claude again (test_sigkill_... covers that case): not what this test is about.
+        await eventually(lambda: _equals(interactions(cluster, env["DATABASE_URL"]), 1))
         b.process.kill()
         await b.exited(10)
     async with worker(tmp_path / "b", **shared) as b_again:
         assert await send(b_again, [body]) == [200]
         await asyncio.sleep(1.5)
-    assert answered_once(slack_api, range(1)) and len(fake_claude.requests) == 1
+    asked = [(r["system"][-1]["text"][-60:], r["messages"][-1]) for r in fake_claude.requests]
+    said = f"Claude was asked: {asked}\nA:\n{a.output}\nB:\n{b.output}\nB again:\n{b_again.output}"
+    assert answered_once(slack_api, range(1)), said
+    assert len(fake_claude.requests) == 1, said
 
 
 async def test_postgres_stopped_for_20s_under_traffic_every_exchange_is_answered_and_stored(
