@@ -26,7 +26,7 @@ from typing import Any
 from bench.stats import summary_ms
 from bot.wiring import build_memory
 from core.ports import Memory
-from core.recall import Recall, RecallSettings
+from core.recall import Recall, RecallSettings, embedded_text
 from storage.database import Database
 from storage.embeddings import BatchingEmbedder, default_model_path, load_model
 
@@ -126,7 +126,7 @@ async def evaluate(samples: Sequence[Sample], recalls: dict[str, Recall], embedd
     """Store every sample once, then ask every question in every mode."""
     primary = next(iter(recalls.values()))
     for sample in samples:
-        embeddings = await embedder.embed([m.text for m in sample.memories])
+        embeddings = await embedder.embed([embedded_text(m) for m in sample.memories])
         for start in range(0, len(sample.memories), 500):
             await primary.add(sample.memories[start : start + 500], embeddings[start : start + 500])
     results: dict[str, Any] = {}

@@ -48,6 +48,7 @@ from core.ports import (
     Turn,
 )
 from core.privacy import readable_in
+from core.recall import said_by
 from core.remember import Job, MemoryWriter
 from core.turns import Outcomes
 
@@ -429,7 +430,8 @@ class Assistant:
         scopes = readable_in(event.where)
 
         async def embed() -> list[float]:
-            [vector] = await self._embedder.embed([text])
+            # Embedded as its memory will be (who said it, then what): this vector is also the memory's.
+            [vector] = await self._embedder.embed([said_by(event.author_name, text)])
             return vector
 
         # The model gets the message first; the word search and the reads start while it embeds.

@@ -230,10 +230,14 @@ class LongTermMemory(Protocol):
     async def count(self, user_key: str) -> int: ...
 
     async def revise(
-        self, user_key: str, memory_id: str, text: str | None, embedding: Sequence[float] | None = None
+        self,
+        user_key: str,
+        memory_id: str,
+        text: str | None,
+        embed: Callable[[str], Awaitable[Sequence[float]]] | None = None,
     ) -> bool:
-        """The person edited (`text`, with its embedding) or deleted (None) the message a memory holds; False when
-        there is no such memory of theirs."""
+        """The person edited (`text`; `embed` computes a vector from the text to embed) or deleted (None) the
+        message a memory holds; False when there is no such memory of theirs."""
         ...
 
     async def forget_user(self, user_key: str) -> None: ...

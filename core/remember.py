@@ -39,6 +39,7 @@ from core.ports import (
     ShortTermMemory,
     Telemetry,
 )
+from core.recall import embedded_text
 from core.turns import Outcomes
 
 __all__ = ["Job", "MemoryWriter", "exchange_of", "learn"]
@@ -288,7 +289,11 @@ class MemoryWriter:
             await self._records.store_exchanges([record for _, (record, _) in exchanges], learn)
             missing = [i for i, (job, _) in enumerate(exchanges) if job.embedding is None]
             computed = dict(
-                zip(missing, await self._embedder.embed([exchanges[i][1][1].text for i in missing]), strict=True)
+                zip(
+                    missing,
+                    await self._embedder.embed([embedded_text(exchanges[i][1][1]) for i in missing]),
+                    strict=True,
+                )
             )
             vectors = [computed[i] if job.embedding is None else job.embedding for i, (job, _) in enumerate(exchanges)]
             await self._long_term.add([memory for _, (_, memory) in exchanges], vectors)
@@ -340,14 +345,17 @@ class MemoryWriter:
         text = None if event.text is None else message_text(event.text, self._limits)
         if text == "":
             text = None  # edited down to nothing: as good as deleted
-        embedding = None if text is None else (await self._embedder.embed([text]))[0]
         # Each step can be done again: a retried job finishes what a failed one began.
         await self._records.change_exchange(interaction, person, text)
-        await self._long_term.revise(person, interaction, text, embedding)
+        await self._long_term.revise(person, interaction, text, None if text is None else self._embed_one)
         await self._short_term.unsay(person, interaction)
         await self._inbox.unsay(event.original)
         await refresh_preferences(self._records, person)
         return True
+
+    async def _embed_one(self, text: str) -> list[float]:
+        [vector] = await self._embedder.embed([text])
+        return vector
 
     async def close(self) -> None:
         """Stop (after `drain`): what is not done stays in the inbox, for the next process."""

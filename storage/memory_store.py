@@ -199,7 +199,7 @@ class MemoryRows:
         """Rows past seq `after` that hold no vector, oldest first."""
         bind = self._database.params()
         return await self._database.connection().execute_query_dict(
-            f"SELECT seq, id, user_key, text FROM memory WHERE vector IS NULL AND seq > {bind(after)} "
+            f"SELECT seq, id, user_key, speaker, text FROM memory WHERE vector IS NULL AND seq > {bind(after)} "
             f"ORDER BY seq LIMIT {int(limit)}",
             bind.values,
         )

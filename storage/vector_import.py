@@ -3,6 +3,8 @@
 Until this release the embedded default kept vectors in a Chroma store at CHROMA_PATH. Migration 0009 gives each
 memory row a vector column; a migration cannot open Chroma, so the worker does this part behind its first start:
 page by page, each row without a vector gets Chroma's, and only a memory Chroma does not have is embedded anew.
+Since migration 0010 a memory is embedded with its speaker's name, so Chroma's vector (of the bare words) is taken
+only for a memory without a speaker; the rest are embedded again.
 Until a person's vectors are in, their search is by words for those memories (core.recall says so in /ready).
 A row with no vector and no old store to take it from (CHROMA_URL was set, then unset) is embedded anew.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from core.ports import Embedder
+from core.recall import said_by
 from storage.database import Database
 from storage.long_term import ChromaVectors, open_chroma
 from storage.memory_store import MemoryRows
@@ -59,14 +62,17 @@ async def move_vectors(
             by_person.setdefault(str(row["user_key"]), []).append(row)
         for user_key, mine in by_person.items():
             vectors: dict[str, Sequence[float]] = {}
-            if chroma is not None:
-                found, _, matrix = await chroma.vectors(user_key, [str(row["id"]) for row in mine])
+            # The old store's vectors are of the bare words: they stand only for a memory without a speaker, which
+            # embeds the same either way (core.recall.embedded_text); the others are embedded as they now are.
+            bare = [str(row["id"]) for row in mine if not row["speaker"]]
+            if chroma is not None and bare:
+                found, _, matrix = await chroma.vectors(user_key, bare)
                 vectors.update((memory_id, matrix[i].tolist()) for i, memory_id in enumerate(found))
                 copied += len(found)
             lacking = [row for row in mine if row["id"] not in vectors]
             for start in range(0, len(lacking), _EMBED):
                 chunk = lacking[start : start + _EMBED]
-                fresh = await embedder.embed([str(row["text"]) for row in chunk])
+                fresh = await embedder.embed([said_by(str(row["speaker"] or ""), str(row["text"])) for row in chunk])
                 vectors.update((str(row["id"]), vector) for row, vector in zip(chunk, fresh, strict=True))
             embedded += len(lacking)
             await rows.set_vectors(vectors)

@@ -8,6 +8,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -583,7 +584,8 @@ async def test_rows_without_vectors_and_no_old_store_are_embedded(database: Data
     assert await rows_without_vectors(database) and old_store(str(tmp_path / "none")) is None
     embedder = _CountingEmbedder()
     await import_from(database, None, embedder, lambda user_key, vectors: None)
-    assert sorted(embedder.texts) == sorted(m.text for m in memories) and not await rows_without_vectors(database)
+    expected = sorted(f"Ana: {m.text}" for m in memories)  # as core.recall.embedded_text has it
+    assert sorted(embedder.texts) == expected and not await rows_without_vectors(database)
     found = await MemoryIndex(MemoryRows(database)).candidates(
         "t:a", [], ready([0.0, 0.0, 1.0] + [0.0] * 381), scopes=None, limit=5
     )
@@ -592,7 +594,8 @@ async def test_rows_without_vectors_and_no_old_store_are_embedded(database: Data
 
 async def test_memories_of_the_old_shape_move_into_the_rows_without_being_embedded_again(tmp_path: Path) -> None:
     """Postings from memory_term into the rows (migration 0009), and vectors from the embedded Chroma store (the
-    worker's first start): only a memory that Chroma lacks is embedded; search finds what it found before."""
+    worker's first start): Chroma's vector is taken for a memory without a speaker (it embeds the same either way),
+    and a memory that Chroma lacks, or that names its speaker (now embedded as "Speaker: text"), is embedded."""
     for n, url in enumerate((f"sqlite://{tmp_path}/old8.sqlite3", None)):
         async with contextlib.AsyncExitStack() as stack:
             if url is None:
@@ -604,6 +607,7 @@ async def test_memories_of_the_old_shape_move_into_the_rows_without_being_embedd
             conn = db.connection()
             texts = ["my greyhound Pixel loves the beach", "the cello lesson is on Friday", "Pixel chewed the cello"]
             memories = [_memory(i, text, scope="person") for i, text in enumerate(texts)]
+            memories[0] = replace(memories[0], speaker="")  # e.g. a message whose author had no name
             for memory in memories:  # as the old store wrote them: a row and its postings
                 counts = Counter(terms_of(document_of(memory)))
                 row = (memory.id, memory.user_key, memory.scope, "c", memory.speaker, memory.text)
@@ -655,12 +659,43 @@ async def test_memories_of_the_old_shape_move_into_the_rows_without_being_embedd
                 index.vectors_moved(user_key, vectors)  # the held entry takes them: no reading the person again
 
             await import_from(db, chroma_path, embedder, hand_over)
-            assert embedder.texts == [texts[2]], "only the memory Chroma lacked is embedded"
+            assert embedder.texts == [f"Ana: {texts[1]}", f"Ana: {texts[2]}"], "the speakerless one is Chroma's"
             assert moved == ["t:a"] and not await rows_without_vectors(db)
-            after = await index.candidates("t:a", terms_of(question), ready(vectors[1]), scopes=None, limit=5)
-            assert after.vector[0] == ("t:a-1", pytest.approx(1.0, abs=1e-3)) and after.unsearched is None
+            after = await index.candidates("t:a", terms_of(question), ready(vectors[0]), scopes=None, limit=5)
+            assert after.vector[0] == ("t:a-0", pytest.approx(1.0, abs=1e-3)) and after.unsearched is None
             assert sorted(i for i, _ in after.vector) == ["t:a-0", "t:a-1", "t:a-2"], "every memory has a vector"
             assert after.lexical == before.lexical
+            await index.close()
+            await db.close()
+
+
+async def test_vectors_of_bare_words_are_embedded_again_with_their_speaker(tmp_path: Path) -> None:
+    """Migration 0010: a row that names its speaker loses its vector of the bare words and the worker embeds it
+    again as "Speaker: text"; a row without a speaker keeps its vector (it embeds the same either way)."""
+    for url in (f"sqlite://{tmp_path}/old9.sqlite3", None):
+        async with contextlib.AsyncExitStack() as stack:
+            if url is None:
+                url = await stack.enter_async_context(fresh_postgres())
+            async with TortoiseContext():
+                await run_migrations(config=tortoise_config(url), target="rapport.0009_memory_rows_hold_the_index")
+            db = Database(url)
+            await db.open(migrate=False)
+            memories = [_memory(0, "my greyhound Pixel"), replace(_memory(1, "the cello lesson"), speaker="")]
+            index = MemoryIndex(MemoryRows(db))
+            await index.add(memories, [Counter(terms_of(document_of(m))) for m in memories], np.eye(2, 384).tolist())
+            await index.close()
+            await db.close()
+
+            db = Database(url)
+            await db.open()  # migrates to the latest
+            rows = await db.connection().execute_query_dict("SELECT id, vector FROM memory ORDER BY id")
+            assert [(r["id"], r["vector"] is None) for r in rows] == [("t:a-0", True), ("t:a-1", False)]
+            embedder = _CountingEmbedder()
+            await import_from(db, None, embedder, lambda user_key, vectors: None)
+            assert embedder.texts == ["Ana: my greyhound Pixel"] and not await rows_without_vectors(db)
+            index = MemoryIndex(MemoryRows(db))
+            found = await index.candidates("t:a", ["cello"], ready(np.eye(2, 384)[1]), scopes=None, limit=5)
+            assert found.vector[0] == ("t:a-1", pytest.approx(1.0, abs=1e-3)), "the speakerless vector was kept"
             await index.close()
             await db.close()
 
