@@ -20,7 +20,17 @@ import snowballstemmer
 from core.health import Health
 from core.ports import Memory, MemoryHit, MemoryIndex, Scopes
 
-__all__ = ["Recall", "RecallSettings", "document_of", "embedded_text", "fuse", "said_by", "terms_of", "wants_recent"]
+__all__ = [
+    "Recall",
+    "RecallSettings",
+    "document_of",
+    "embedded_text",
+    "fuse",
+    "said_by",
+    "terms_of",
+    "wants_recent",
+    "weight_of",
+]
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?", re.UNICODE)
 _STEMMER = snowballstemmer.stemmer("english")
@@ -62,6 +72,16 @@ def said_by(speaker: str, text: str) -> str:
 def embedded_text(memory: Memory) -> str:
     """What a memory's vector is computed from (the writer, an edit, a row filled in later, the evaluation)."""
     return said_by(memory.speaker, memory.text)
+
+
+def weight_of(text: str) -> float:
+    """How much a memory's words can hold, as a factor on both halves' scores: n / (n + 1) for n content terms.
+    "Later!" or "Wait, really?" (one term, or none) said by the person a question names matched it on that name
+    alone, in the vector half (a short text's embedding is mostly its speaker) and in BM25 (a short document
+    scores highest), and filled the top places; a sentence with a fact in it keeps 0.8 and more. The index
+    applies it before it takes its best candidates (storage/memory_index.py)."""
+    n = len(terms_of(text))
+    return n / (n + 1)
 
 
 def wants_recent(question: str) -> bool:

@@ -25,6 +25,7 @@ import numpy as np
 
 from core.background import stop_tasks
 from core.ports import Candidates, Memory, Scopes
+from core.recall import weight_of
 from storage.long_term import ChromaVectors
 from storage.memory_store import POSTING, VECTOR, MemoryRows, pack_terms, term_key
 from storage.people_cache import AudienceCodes, People, allowed_mask
@@ -103,6 +104,7 @@ class _Page:
     seqs: list[int]
     scopes: list[str]
     lengths: np.ndarray
+    weights: np.ndarray  # core.recall.weight_of
     vectors: np.ndarray | None  # float32, one row a memory (zeros where `has_vector` is False)
     has_vector: np.ndarray
     postings: _Segment | None  # sorted, for a page large enough to be a segment
@@ -137,6 +139,7 @@ def _unpacked(rows: Sequence[Mapping[str, Any]], *, sort: bool = False) -> _Page
         seqs=[int(row["seq"]) for row in rows],
         scopes=[row["scope"] for row in rows],
         lengths=np.array([row["length"] for row in rows], np.float64),
+        weights=np.array([1.0 if row.get("weight") is None else row["weight"] for row in rows], np.float64),
         vectors=vectors,
         has_vector=has,
         postings=segment,
@@ -149,7 +152,15 @@ def _unpacked(rows: Sequence[Mapping[str, Any]], *, sort: bool = False) -> _Page
 def _given_page(memories: Sequence[Memory], terms: Sequence[Mapping[str, int]], vectors: np.ndarray) -> _Page:
     """This process's own new memories, as a page (their seqs are not known here: the freshness read skips them)."""
     rows = [
-        {"id": m.id, "seq": -1, "scope": m.scope, "length": sum(t.values()), "terms": pack_terms(t), "vector": None}
+        {
+            "id": m.id,
+            "seq": -1,
+            "scope": m.scope,
+            "length": sum(t.values()),
+            "weight": weight_of(m.text),
+            "terms": pack_terms(t),
+            "vector": None,
+        }
         for m, t in zip(memories, terms, strict=True)
     ]
     page = _unpacked(rows)
@@ -163,6 +174,7 @@ class _View:
     ids: list[str]
     allowed: np.ndarray
     lengths: np.ndarray
+    weights: np.ndarray
     segments: list[_Segment]
     tail_terms: np.ndarray
     tail_positions: np.ndarray
@@ -171,7 +183,8 @@ class _View:
     has_vector: np.ndarray
 
     def lexical(self, keys: Sequence[int], limit: int) -> list[tuple[str, float]]:
-        """Textbook BM25 (k1 1.2, b 0.75) over the memories the audiences allow, their own statistics."""
+        """Textbook BM25 (k1 1.2, b 0.75) over the memories the audiences allow, their own statistics, each times
+        its memory's weight (core.recall.weight_of)."""
         allowed, lengths = self.allowed, self.lengths
         documents = float(allowed.sum())
         total = float(lengths[allowed].sum())
@@ -195,6 +208,7 @@ class _View:
             idf = math.log(1 + (documents - df + 0.5) / (df + 0.5))
             scores[positions] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * lengths[positions] / average))
             matched[positions] = True
+        scores *= self.weights
         found_at = np.flatnonzero(matched)
         if len(found_at) > limit:
             # Everything scoring at least the limit-th best, so that ties at the edge are broken by id.
@@ -211,6 +225,7 @@ class _View:
         if count == 0:
             return []
         scores = self.vectors @ query
+        scores = np.where(scores > 0, scores * self.weights, scores)  # a weight lowers a score, never raises one
         scores[~searchable] = -np.inf
         top = np.argpartition(-scores, count - 1)[:count]
         top = top[np.argsort(-scores[top])]
@@ -224,6 +239,7 @@ class _Person:
     codes: AudienceCodes = field(default_factory=AudienceCodes)
     scopes: _Grown = field(default_factory=lambda: _Grown(np.int16))  # audiences, as `codes` numbers them
     lengths: _Grown = field(default_factory=lambda: _Grown(np.float64))
+    weights: _Grown = field(default_factory=lambda: _Grown(np.float64))
     vectors: _Grown | None = None  # float32 (converting float16 for each search cost more than the product)
     has_vector: _Grown = field(default_factory=lambda: _Grown(bool))
     # Postings in sorted segments (a page each, or the tail once it grew), and those appended since, scanned whole.
@@ -244,14 +260,15 @@ class _Person:
     def size(self) -> int:
         """Bytes held: the arrays with their room to grow, and about 200 a memory for its id (the string, the list
         and the dictionary entry)."""
-        arrays = [self.scopes, self.lengths, self.has_vector, self.tail_terms, self.tail_positions, self.tail_tf]
+        arrays = [self.scopes, self.lengths, self.weights, self.has_vector, self.tail_terms, self.tail_positions]
+        arrays.append(self.tail_tf)
         held = sum(a.data.nbytes for a in arrays) + (0 if self.vectors is None else self.vectors.data.nbytes)
         held += sum(s.terms.nbytes + s.positions.nbytes + s.tf.nbytes for s in self.segments)
         return held + 200 * len(self.ids)
 
     def reserve(self, memories: int, width: int | None) -> None:
         """Room for a history of this size, so that loading it copies nothing."""
-        for grown in (self.scopes, self.lengths, self.has_vector):
+        for grown in (self.scopes, self.lengths, self.weights, self.has_vector):
             grown.reserve(memories)
         if width is not None:
             if self.vectors is None:
@@ -274,6 +291,7 @@ class _Person:
             self.ids.append(memory_id)
         self.scopes.extend(np.array([self.codes.number(scope) for scope in page.scopes], np.int16))
         self.lengths.extend(page.lengths)
+        self.weights.extend(page.weights)
         if page.postings is not None:
             p = page.postings
             self.segments.append(_Segment(p.terms, p.positions + np.int32(start), p.tf))
@@ -319,6 +337,7 @@ class _Person:
             ids=self.ids,
             allowed=allowed_mask(self.scopes.view, self.codes.allowed(scopes)),
             lengths=self.lengths.view,
+            weights=self.weights.view,
             segments=list(self.segments),
             tail_terms=self.tail_terms.view,
             tail_positions=self.tail_positions.view,
@@ -339,6 +358,7 @@ def _kept(page: _Page, keep: np.ndarray) -> _Page:
         seqs=[page.seqs[i] for i in indexes],
         scopes=[page.scopes[i] for i in indexes],
         lengths=page.lengths[keep],
+        weights=page.weights[keep],
         vectors=None if page.vectors is None else page.vectors[keep],
         has_vector=page.has_vector[keep],
         postings=None if page.postings is None else _Segment.sorted(terms, positions, tf),

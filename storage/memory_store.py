@@ -16,6 +16,7 @@ import numpy as np
 from tortoise.transactions import in_transaction
 
 from core.ports import Memory, Scopes
+from core.recall import weight_of
 from storage.database import Database, among, as_datetime
 from storage.models import MemoryItem
 
@@ -24,7 +25,7 @@ __all__ = ["POSTING", "MemoryRows", "pack_terms", "pack_vector", "term_key"]
 POSTING = np.dtype([("term", "<i8"), ("tf", "<i4")])
 VECTOR = np.dtype("<f2")
 _COLUMNS = "n.id, n.scope, n.conversation_id, n.created_at, n.speaker, n.text, n.reply"
-INDEXED = "seq, id, scope, length, terms, vector"  # what a process's index reads of a row
+INDEXED = "seq, id, scope, length, weight, terms, vector"  # what a process's index reads of a row
 
 
 def term_key(term: str) -> int:
@@ -88,6 +89,7 @@ class MemoryRows:
                         reply=memories[i].reply,
                         created_at=memories[i].created_at,
                         length=sum(terms[i].values()),
+                        weight=weight_of(memories[i].text),
                         terms=pack_terms(terms[i]),
                         vector=pack_vector(embeddings[i]) if self._with_vectors else None,
                     )
@@ -181,10 +183,10 @@ class MemoryRows:
         row = await MemoryItem.filter(user_key=user_key, id=memory_id).first()
         if row is None:
             return None
-        row.text, row.reply, row.length = text, "", sum(terms.values())
+        row.text, row.reply, row.length, row.weight = text, "", sum(terms.values()), weight_of(text)
         row.terms = pack_terms(terms)
         row.vector = pack_vector(embedding) if self._with_vectors else None
-        await row.save(update_fields=["text", "reply", "length", "terms", "vector"])
+        await row.save(update_fields=["text", "reply", "length", "weight", "terms", "vector"])
         return Memory(
             id=row.id,
             user_key=user_key,

@@ -123,6 +123,7 @@ class MemoryItem(Model):
     length = fields.IntField(default=0)  # terms in all, for BM25's length normalisation
     terms = fields.BinaryField(null=True)  # (term key, count) pairs: storage.memory_store.pack_terms
     vector = fields.BinaryField(null=True)  # float16; empty when a Chroma server keeps the vectors
+    weight = fields.FloatField(null=True)  # how much its words can hold (core.recall.weight_of), None: 1
 
     class Meta:
         table = "memory"

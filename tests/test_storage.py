@@ -22,14 +22,14 @@ from tortoise.migrations.api import migrate as run_migrations
 from tortoise.migrations.autodetector import MigrationAutodetector
 
 from core.ports import InteractionRecord, Learned, Memory, Profile, ShortTermMemory, Turn
-from core.recall import document_of, terms_of
+from core.recall import document_of, terms_of, weight_of
 from storage import memory_index
 from storage.chroma_process import ChromaProcess
 from storage.database import Database, tortoise_config
 from storage.embeddings import BatchingEmbedder
 from storage.long_term import ChromaVectors, open_chroma
 from storage.memory_index import MemoryIndex
-from storage.memory_store import MemoryRows
+from storage.memory_store import MemoryRows, pack_terms, pack_vector
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm
 from storage.vector_import import import_from, old_store, rows_without_vectors
@@ -235,7 +235,8 @@ async def _none() -> None:
 
 
 def _bm25(question: str, memories: Sequence[Memory]) -> dict[str, float]:
-    """Textbook BM25 (k1 1.2, b 0.75) over these memories, computed here by hand: memory id -> score."""
+    """Textbook BM25 (k1 1.2, b 0.75) over these memories, computed here by hand, times each memory's weight (its
+    content terms n as n / (n + 1), counted here too): memory id -> score."""
     counted = {m.id: Counter(terms_of(document_of(m))) for m in memories}
     average = sum(sum(c.values()) for c in counted.values()) / len(counted)
     query = set(terms_of(question))
@@ -248,7 +249,8 @@ def _bm25(question: str, memories: Sequence[Memory]) -> dict[str, float]:
             tf = counts[term]
             total += idf * tf * 2.2 / (tf + 1.2 * (1 - 0.75 + 0.75 * sum(counts.values()) / average))
         if total:
-            scores[memory_id] = total
+            n = len(terms_of(next(m.text for m in memories if m.id == memory_id)))
+            scores[memory_id] = total * n / (n + 1)
     return scores
 
 
@@ -303,6 +305,25 @@ async def test_bm25_ranks_rare_words_first_within_a_person_and_scope(database: D
     assert gone.lexical == [] and gone.vector == []
 
 
+async def test_a_turn_without_content_does_not_outrank_one_with_it_in_either_half(database: Database) -> None:
+    """ "Later!" said by the person a question names matches it on the name alone; weighed by its content terms
+    (core.recall.weight_of) it falls below the turn that holds the fact, in the vector half and in BM25."""
+    index = MemoryIndex(MemoryRows(database))
+    filler, fact = _memory(0, "Later!"), _memory(1, "Ana's new job: nurse at Orchard Health")
+    query = np.array([1.0, 0.0, 0.0], np.float32)
+    vectors = [[0.9, 0.43589, 0.0], [0.8, 0.0, 0.6]]  # the filler is the nearer of the two by cosine
+    await _add(index, [filler, fact], vectors)
+    found = await index.candidates("t:a", terms_of("Where does Ana work now?"), ready(query), scopes=None, limit=5)
+    assert [i for i, _ in found.vector] == ["t:a-1", "t:a-0"]
+    assert found.vector[0][1] == pytest.approx(0.8 * weight_of(fact.text), abs=1e-3)
+    assert found.vector[1][1] == pytest.approx(0.9 * 1 / 2, abs=1e-3), "one content term: half its cosine"
+    assert [i for i, _ in found.lexical][0] == "t:a-1"
+    nothing = _memory(2, "ok")  # a stopword only: no weight at all
+    await _add(index, [nothing], [[1.0, 0.0, 0.0]])
+    again = await index.candidates("t:a", [], ready(query), scopes=None, limit=5)
+    assert again.vector[-1] == ("t:a-2", 0.0)
+
+
 async def test_the_index_follows_other_replicas_and_never_crosses_people_or_audiences(database: Database) -> None:
     here, there = MemoryIndex(MemoryRows(database)), MemoryIndex(MemoryRows(database))  # two replicas
     words = "garden sourdough lisbon marathon piano cello report landlord kitchen jazz".split()
@@ -330,7 +351,9 @@ async def test_the_index_follows_other_replicas_and_never_crosses_people_or_audi
 
     await agree(first)
     nearest = await there.candidates("t:a", [], ready(vectors[4]), scopes=("private", "shared"), limit=1)
-    assert nearest.vector == [("t:a-4", pytest.approx(1.0, abs=1e-3))], "the other replica read the rows"
+    assert nearest.vector == [("t:a-4", pytest.approx(weight_of(first[4].text), abs=1e-3))], (
+        "the other replica read the rows"
+    )
     later = [memory(i) for i in range(60, 90)]
     await _add(there, later, vectors[80:110])  # the other replica writes; `here` holds t:a already
     await agree(first + later)
@@ -412,7 +435,9 @@ async def test_a_long_history_loads_behind_and_the_first_search_covers_the_newes
         await _add(index, [memory], [vector])
     memories += later
     found = await index.candidates("t:a", terms_of("piano jazz"), ready(vectors[7]), scopes=("private",), limit=3)
-    assert found.vector[0] == ("t:a-7", pytest.approx(1.0, abs=2e-3)), "float16 in the rows, the same neighbour"
+    assert found.vector[0] == ("t:a-7", pytest.approx(weight_of(memories[7].text), abs=2e-3)), (
+        "float16 in the rows, the same neighbour"
+    )
     expected = _bm25("piano jazz", [m for m in memories if m.scope == "private"])
     assert len(found.lexical) == 3
     assert [s for _, s in found.lexical] == pytest.approx(sorted(expected.values(), reverse=True)[:3], rel=1e-9)
@@ -481,13 +506,13 @@ async def test_with_a_chroma_store_the_vectors_come_from_it_few_at_once_many_beh
     assert row["n"] == 3, "the rows hold none"
     reader = MemoryIndex(MemoryRows(database, with_vectors=False), source=chroma)  # another replica
     few = await reader.candidates("t:a", [], ready(vectors[2]), scopes=None, limit=1)
-    assert few.vector == [("t:a-2", pytest.approx(1.0, abs=1e-3))] and few.unsearched is None
+    assert few.vector == [("t:a-2", pytest.approx(weight_of("note 2"), abs=1e-3))] and few.unsearched is None
     await _add(writer, [_memory(i, f"note {i}") for i in range(3, 30)], vectors[3:])
     many = await reader.candidates("t:a", terms_of("note"), ready(vectors[20]), scopes=None, limit=1)
     assert many.unsearched and many.lexical, "27 new ones: fetched behind, found by their words meanwhile"
     await asyncio.gather(*reader._fetching.values())
     found = await reader.candidates("t:a", [], ready(vectors[20]), scopes=None, limit=1)
-    assert found.vector == [("t:a-20", pytest.approx(1.0, abs=1e-3))] and found.unsearched is None
+    assert found.vector == [("t:a-20", pytest.approx(weight_of("note 20"), abs=1e-3))] and found.unsearched is None
     await reader.close()
 
 
@@ -662,7 +687,9 @@ async def test_memories_of_the_old_shape_move_into_the_rows_without_being_embedd
             assert embedder.texts == [f"Ana: {texts[1]}", f"Ana: {texts[2]}"], "the speakerless one is Chroma's"
             assert moved == ["t:a"] and not await rows_without_vectors(db)
             after = await index.candidates("t:a", terms_of(question), ready(vectors[0]), scopes=None, limit=5)
-            assert after.vector[0] == ("t:a-0", pytest.approx(1.0, abs=1e-3)) and after.unsearched is None
+            assert (
+                after.vector[0] == ("t:a-0", pytest.approx(weight_of(texts[0]), abs=1e-3)) and after.unsearched is None
+            )
             assert sorted(i for i, _ in after.vector) == ["t:a-0", "t:a-1", "t:a-2"], "every memory has a vector"
             assert after.lexical == before.lexical
             await index.close()
@@ -681,21 +708,31 @@ async def test_vectors_of_bare_words_are_embedded_again_with_their_speaker(tmp_p
             db = Database(url)
             await db.open(migrate=False)
             memories = [_memory(0, "my greyhound Pixel"), replace(_memory(1, "the cello lesson"), speaker="")]
-            index = MemoryIndex(MemoryRows(db))
-            await index.add(memories, [Counter(terms_of(document_of(m))) for m in memories], np.eye(2, 384).tolist())
-            await index.close()
+            for memory, vector in zip(memories, np.eye(2, 384), strict=True):  # as 0009's rows were written
+                counts = Counter(terms_of(document_of(memory)))
+                bind = db.params()
+                values = (memory.id, memory.user_key, memory.scope, "c", memory.speaker, memory.text, "")
+                values += (memory.created_at, sum(counts.values()), pack_terms(counts), pack_vector(vector))
+                await db.connection().execute_query(
+                    "INSERT INTO memory (id, user_key, scope, conversation_id, speaker, text, reply, created_at, "
+                    f"length, terms, vector) VALUES ({bind(*values)})",
+                    bind.values,
+                )
             await db.close()
 
             db = Database(url)
             await db.open()  # migrates to the latest
-            rows = await db.connection().execute_query_dict("SELECT id, vector FROM memory ORDER BY id")
+            rows = await db.connection().execute_query_dict("SELECT id, vector, weight FROM memory ORDER BY id")
             assert [(r["id"], r["vector"] is None) for r in rows] == [("t:a-0", True), ("t:a-1", False)]
+            assert [r["weight"] for r in rows] == pytest.approx([2 / 3, 2 / 3]), "0011 weighed the rows: 2 terms each"
             embedder = _CountingEmbedder()
             await import_from(db, None, embedder, lambda user_key, vectors: None)
             assert embedder.texts == ["Ana: my greyhound Pixel"] and not await rows_without_vectors(db)
             index = MemoryIndex(MemoryRows(db))
             found = await index.candidates("t:a", ["cello"], ready(np.eye(2, 384)[1]), scopes=None, limit=5)
-            assert found.vector[0] == ("t:a-1", pytest.approx(1.0, abs=1e-3)), "the speakerless vector was kept"
+            assert found.vector[0] == ("t:a-1", pytest.approx(weight_of("the cello lesson"), abs=1e-3)), (
+                "the speakerless vector was kept"
+            )
             await index.close()
             await db.close()
 
