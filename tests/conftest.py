@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -25,13 +26,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 from redis.asyncio import Redis
+from tortoise.context import TortoiseContext
+from tortoise.migrations.api import migrate as run_migrations
 
 from adapters.discord import DiscordAdapter, DiscordConfig
 from adapters.slack import SlackAdapter, SlackConfig
 from bot.config import Settings
 from bot.http import AppState, make_app
 from bot.wiring import Services, build_services
-from storage.database import Database
+from storage.database import Database, tortoise_config
 from storage.embeddings import default_model_path, load_model
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.discord_api import FakeDiscord
@@ -162,6 +165,17 @@ async def fresh_postgres(*, migrated: bool = False) -> AsyncIterator[str]:
         yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:
         await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def database_at(migration: str, sqlite: Path | None) -> AsyncIterator[str]:
+    """A database in an earlier release's shape, migrated up to `migration` only (its name in
+    storage/migrations): a SQLite file at `sqlite`, or with None a fresh PostgreSQL database. Its URL."""
+    async with contextlib.AsyncExitStack() as stack:
+        url = f"sqlite://{sqlite}" if sqlite is not None else await stack.enter_async_context(fresh_postgres())
+        async with TortoiseContext():
+            await run_migrations(config=tortoise_config(url), target=f"rapport.{migration}")
+        yield url
 
 
 @asynccontextmanager

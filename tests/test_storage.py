@@ -18,7 +18,6 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 from tortoise.context import TortoiseContext
-from tortoise.migrations.api import migrate as run_migrations
 from tortoise.migrations.autodetector import MigrationAutodetector
 
 from core.ports import InteractionRecord, Learned, Memory, Profile, ShortTermMemory, Turn
@@ -33,7 +32,7 @@ from storage.memory_store import MemoryRows, pack_terms, pack_vector
 from storage.records import RelationalRecords
 from storage.short_term import InProcessShortTerm, RedisShortTerm
 from storage.vector_import import import_from, old_store, rows_without_vectors
-from tests.conftest import REDIS_URL, fresh_postgres, ready, redis_namespace
+from tests.conftest import REDIS_URL, database_at, fresh_postgres, ready, redis_namespace
 
 
 async def test_committed_migrations_match_the_models(tmp_path: Path) -> None:
@@ -621,12 +620,9 @@ async def test_memories_of_the_old_shape_move_into_the_rows_without_being_embedd
     """Postings from memory_term into the rows (migration 0009), and vectors from the embedded Chroma store (the
     worker's first start): Chroma's vector is taken for a memory without a speaker (it embeds the same either way),
     and a memory that Chroma lacks, or that names its speaker (now embedded as "Speaker: text"), is embedded."""
-    for n, url in enumerate((f"sqlite://{tmp_path}/old8.sqlite3", None)):
+    for n, sqlite in enumerate((tmp_path / "old8.sqlite3", None)):
         async with contextlib.AsyncExitStack() as stack:
-            if url is None:
-                url = await stack.enter_async_context(fresh_postgres())
-            async with TortoiseContext():
-                await run_migrations(config=tortoise_config(url), target="rapport.0008_usage")
+            url = await stack.enter_async_context(database_at("0008_usage", sqlite))
             db = Database(url)
             await db.open(migrate=False)
             conn = db.connection()
@@ -699,12 +695,9 @@ async def test_memories_of_the_old_shape_move_into_the_rows_without_being_embedd
 async def test_vectors_of_bare_words_are_embedded_again_with_their_speaker(tmp_path: Path) -> None:
     """Migration 0010: a row that names its speaker loses its vector of the bare words and the worker embeds it
     again as "Speaker: text"; a row without a speaker keeps its vector (it embeds the same either way)."""
-    for url in (f"sqlite://{tmp_path}/old9.sqlite3", None):
+    for sqlite in (tmp_path / "old9.sqlite3", None):
         async with contextlib.AsyncExitStack() as stack:
-            if url is None:
-                url = await stack.enter_async_context(fresh_postgres())
-            async with TortoiseContext():
-                await run_migrations(config=tortoise_config(url), target="rapport.0009_memory_rows_hold_the_index")
+            url = await stack.enter_async_context(database_at("0009_memory_rows_hold_the_index", sqlite))
             db = Database(url)
             await db.open(migrate=False)
             memories = [_memory(0, "my greyhound Pixel"), replace(_memory(1, "the cello lesson"), speaker="")]
@@ -740,12 +733,9 @@ async def test_vectors_of_bare_words_are_embedded_again_with_their_speaker(tmp_p
 async def test_the_audience_migration_places_the_rows_of_two_scopes(tmp_path: Path) -> None:
     """Rows kept as "private" become the person's alone; "shared" ones, private to their own conversation; counts
     without a conversation (interests, patterns) the person's alone."""
-    for url in (f"sqlite://{tmp_path}/old.sqlite3", None):
+    for sqlite in (tmp_path / "old.sqlite3", None):
         async with contextlib.AsyncExitStack() as stack:
-            if url is None:
-                url = await stack.enter_async_context(fresh_postgres())
-            async with TortoiseContext():
-                await run_migrations(config=tortoise_config(url), target="rapport.0005_inbox")
+            url = await stack.enter_async_context(database_at("0005_inbox", sqlite))
             db = Database(url)
             await db.open(migrate=False)
             conn = db.connection()
@@ -806,12 +796,9 @@ async def test_the_person_model_migration_places_past_interactions_and_queues_th
 ) -> None:
     """Past exchanges take their memory's audience (or, without one, a DM's or their channel's), wait to be learned
     from once (the failed ones never), and people already known are not told again that Rapport remembers."""
-    for url in (f"sqlite://{tmp_path}/old7.sqlite3", None):
+    for sqlite in (tmp_path / "old7.sqlite3", None):
         async with contextlib.AsyncExitStack() as stack:
-            if url is None:
-                url = await stack.enter_async_context(fresh_postgres())
-            async with TortoiseContext():
-                await run_migrations(config=tortoise_config(url), target="rapport.0006_audiences")
+            url = await stack.enter_async_context(database_at("0006_audiences", sqlite))
             db = Database(url)
             await db.open(migrate=False)
             conn = db.connection()

@@ -16,15 +16,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
-from tortoise.context import TortoiseContext
 from tortoise.exceptions import IntegrityError
-from tortoise.migrations.api import migrate as run_migrations
 
 from core.ports import RefusalRecord, Spent, UsageCounters
-from storage.database import Database, tortoise_config
+from storage.database import Database
 from storage.records import RelationalRecords
 from storage.usage import PRUNE_EVERY, DatabaseUsage, RedisUsage
-from tests.conftest import REDIS_URL, fresh_postgres, redis_namespace
+from tests.conftest import REDIS_URL, database_at, fresh_postgres, redis_namespace
 
 ROOT = Path(__file__).resolve().parent.parent
 MONTH, DAY = "2026-12", "2026-12-01"
@@ -261,12 +259,9 @@ async def test_forgetting_a_person_keeps_their_usage(database: Database) -> None
 
 
 async def test_the_usage_migration_applies_on_a_fresh_database(tmp_path: Path) -> None:
-    for url in (f"sqlite://{tmp_path}/fresh.sqlite3", None):
+    for sqlite in (tmp_path / "fresh.sqlite3", None):
         async with contextlib.AsyncExitStack() as stack:
-            if url is None:
-                url = await stack.enter_async_context(fresh_postgres())
-            async with TortoiseContext():
-                await run_migrations(config=tortoise_config(url), target="rapport.0007_person_model")
+            url = await stack.enter_async_context(database_at("0007_person_model", sqlite))
             db = Database(url)
             await db.open(migrate=False)
             stack.push_async_callback(db.close)
