@@ -74,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args.datasets)
     print(f"cosine to the float graph's vectors: {report['cosine']}")
-    print("| graph | encode one text p50 / p95 ms | " + " | ".join(f"{d.name} @10 / session@5" for d in args.datasets))
+    print(
+        "| graph | encode one text p50 / p95 ms | "
+        + " | ".join(f"{d.name} @10 / session@5" for d in args.datasets)
+        + " |"
+    )
     print("| --- | --- | " + " | ".join("---" for _ in args.datasets) + " |")
     for name, graph in report["graphs"].items():
         timing = graph["encode_ms"]
