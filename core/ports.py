@@ -61,6 +61,7 @@ __all__ = [
 # only memories, interests and patterns kept under one of them; None lets through all of the person's (a DM).
 Scope = str
 Scopes = Sequence[Scope] | None
+Embed = Callable[[str], Awaitable[Sequence[float]]]  # a text to embed -> its vector
 
 
 # --- records -------------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ class LongTermMemory(Protocol):
         user_key: str,
         memory_id: str,
         text: str | None,
-        embed: Callable[[str], Awaitable[Sequence[float]]] | None = None,
+        embed: Embed | None = None,
     ) -> bool:
         """The person edited (`text`; `embed` computes a vector from the text to embed) or deleted (None) the
         message a memory holds; False when there is no such memory of theirs."""

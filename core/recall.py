@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 import snowballstemmer
 
 from core.health import Health
-from core.ports import Memory, MemoryHit, MemoryIndex, Scopes
+from core.ports import Embed, Memory, MemoryHit, MemoryIndex, Scopes
 
 __all__ = [
     "Recall",
@@ -44,7 +44,6 @@ STOPWORDS = frozenset(
     also get got like really yeah yes oh ok okay well much many one""".split()
 )
 VECTORS = "vector index"
-Embed = Callable[[str], Awaitable[Sequence[float]]]
 _RECENT = re.compile(r"\b(recent(ly)?|latest|last|lately|yesterday|today|this (week|month|morning)|ago|now)\b", re.I)
 
 

@@ -149,7 +149,9 @@ def _unpacked(rows: Sequence[Mapping[str, Any]], *, sort: bool = False) -> _Page
     )
 
 
-def _given_page(memories: Sequence[Memory], terms: Sequence[Mapping[str, int]], vectors: np.ndarray) -> _Page:
+def _given_page(
+    memories: Sequence[Memory], terms: Sequence[Mapping[str, int]], weights: Sequence[float], vectors: np.ndarray
+) -> _Page:
     """This process's own new memories, as a page (their seqs are not known here: the freshness read skips them)."""
     rows = [
         {
@@ -157,11 +159,11 @@ def _given_page(memories: Sequence[Memory], terms: Sequence[Mapping[str, int]], 
             "seq": -1,
             "scope": m.scope,
             "length": sum(t.values()),
-            "weight": weight_of(m.text),
+            "weight": w,
             "terms": pack_terms(t),
             "vector": None,
         }
-        for m, t in zip(memories, terms, strict=True)
+        for m, t, w in zip(memories, terms, weights, strict=True)
     ]
     page = _unpacked(rows)
     return replace(page, vectors=vectors, has_vector=np.ones(len(memories), bool))
@@ -418,7 +420,8 @@ class MemoryIndex:
     ) -> None:
         """Rows first, then the vectors' store when it is another one: a memory is never found by a vector
         without its words to show. A retried add stores nothing twice."""
-        await self._rows.add(memories, terms, embeddings)
+        weights = [weight_of(m.text) for m in memories]  # once, for the rows and for the entries held here
+        await self._rows.add(memories, terms, embeddings, weights=weights)
         if self._source is not None:
             await self._source.add(memories, embeddings)
         by_person: dict[str, list[int]] = {}
@@ -430,7 +433,8 @@ class MemoryIndex:
                 continue
             # Into the entry without a round trip; the freshness read skips them by id.
             given = np.asarray([embeddings[i] for i in indexes], np.float32)
-            person.append(_given_page([memories[i] for i in indexes], [terms[i] for i in indexes], given))
+            held = [memories[i] for i in indexes]
+            person.append(_given_page(held, [terms[i] for i in indexes], [weights[i] for i in indexes], given))
             # A retry of an add whose vectors failed to reach their store: the entry read the row meanwhile.
             person.give_vectors({memories[i].id: given[n] for n, i in enumerate(indexes)})
             self._people.account(user_key, person)

@@ -69,9 +69,17 @@ class MemoryRows:
         await self._database.ping()
 
     async def add(
-        self, memories: Sequence[Memory], terms: Sequence[Mapping[str, int]], embeddings: Sequence[Sequence[float]]
+        self,
+        memories: Sequence[Memory],
+        terms: Sequence[Mapping[str, int]],
+        embeddings: Sequence[Sequence[float]],
+        *,
+        weights: Sequence[float] | None = None,
     ) -> list[int]:
-        """The indexes of the memories stored now (a retried add skips those already stored)."""
+        """The indexes of the memories stored now (a retried add skips those already stored). `weights`:
+        core.recall.weight_of of each text, when the caller has it already."""
+        if weights is None:
+            weights = [weight_of(m.text) for m in memories]
         known = {str(i) for i in await MemoryItem.filter(id__in=[m.id for m in memories]).values_list("id", flat=True)}
         fresh = [i for i, m in enumerate(memories) if m.id not in known]
         if not fresh:
@@ -89,7 +97,7 @@ class MemoryRows:
                         reply=memories[i].reply,
                         created_at=memories[i].created_at,
                         length=sum(terms[i].values()),
-                        weight=weight_of(memories[i].text),
+                        weight=weights[i],
                         terms=pack_terms(terms[i]),
                         vector=pack_vector(embeddings[i]) if self._with_vectors else None,
                     )
