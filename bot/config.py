@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     chroma_path: str = Field(default="data/chroma", alias="CHROMA_PATH")
     chroma_url: str | None = Field(default=None, alias="CHROMA_URL")
     embedding_model: str | None = Field(default=None, alias="EMBEDDING_MODEL")
+    embedding_int8: bool = Field(default=True, alias="EMBEDDING_INT8")  # storage/embeddings.py: half the CPU
 
     discord_token: SecretStr | None = Field(default=None, alias="DISCORD_TOKEN")
     discord_guild_id: int | None = Field(default=None, alias="DISCORD_GUILD_ID")

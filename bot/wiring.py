@@ -8,6 +8,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -216,7 +217,9 @@ async def build_services(
             max_turns=settings.short_term_turns, ttl_seconds=settings.short_term_ttl_seconds
         )
     if model is None:
-        model = await asyncio.to_thread(load_model, default_model_path(settings.embedding_model))
+        model = await asyncio.to_thread(
+            partial(load_model, default_model_path(settings.embedding_model), int8=settings.embedding_int8)
+        )
     embedder = BatchingEmbedder(model)
     index, long_term = await build_memory(database, settings.chroma_url, health)
     vectors_to_move = not settings.chroma_url and await rows_without_vectors(database)

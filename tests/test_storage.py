@@ -576,7 +576,7 @@ def test_onnx_graph_is_exported_once_and_embeds_like_sentence_transformers(tmp_p
 
     from storage.embeddings import default_model_path, load_model
 
-    encoder = load_model(default_model_path(), cache_dir=tmp_path)
+    encoder = load_model(default_model_path(), cache_dir=tmp_path, int8=False)
     [graph] = list(tmp_path.glob("*.onnx"))
     exported = graph.stat().st_mtime_ns
     texts = ["hello there", "My sister booked a trip to Lisbon.", "word " * 1_000, "", "Ünïcödé 日本語 🙂"]
@@ -584,11 +584,43 @@ def test_onnx_graph_is_exported_once_and_embeds_like_sentence_transformers(tmp_p
     reference = SentenceTransformer(default_model_path(), device="cpu").encode(texts, normalize_embeddings=True)
     assert ours.shape == (5, 384)
     assert (ours * reference).sum(axis=1) == pytest.approx([1.0] * 5, abs=1e-5)
-    again = load_model(default_model_path(), cache_dir=tmp_path)
+    again = load_model(default_model_path(), cache_dir=tmp_path, int8=False)
     assert graph.stat().st_mtime_ns == exported, "a second process reuses the cached graph"
     assert np.allclose(again.encode(texts[:2]), ours[:2], atol=1e-6)
     # The session for a quiet process (every core) computes the same vectors as the one-thread session.
     assert np.allclose(encoder.encode(texts, quiet=True), ours, atol=1e-5)
+
+
+def test_the_int8_graph_is_made_once_and_embeds_close_to_the_float_one(tmp_path: Path) -> None:
+    """The worker's default graph: quantised from the exported one once, and close enough to it that vectors kept
+    by either rank the same memories first (they mix in one search: nothing is embedded again on a switch)."""
+    from storage.embeddings import default_model_path, load_model
+
+    exact = load_model(default_model_path(), cache_dir=tmp_path, int8=False)
+    int8 = load_model(default_model_path(), cache_dir=tmp_path)
+    graphs = sorted(p.name for p in tmp_path.glob("*.onnx"))
+    [quantised_graph] = [tmp_path / name for name in graphs if name.endswith("-int8.onnx")]
+    assert len(graphs) == 2, graphs
+    assert not list(tmp_path.glob("*.part")), "nothing half-written is left beside the graphs"
+    made = quantised_graph.stat().st_mtime_ns
+    assert load_model(default_model_path(), cache_dir=tmp_path).dimension == 384
+    assert quantised_graph.stat().st_mtime_ns == made, "a second process reuses the quantised graph"
+    texts = [
+        "Ana: my greyhound Pixel loves the beach",
+        "Ben: I start the new job at the harbour on Monday",
+        "Ana: the cello lesson moved to Thursdays",
+        "Ben: ok",
+        "Ünïcödé 日本語 🙂",
+        "",
+    ]
+    floats, quantised = exact.encode(texts), int8.encode(texts)
+    assert quantised.shape == floats.shape and np.allclose(np.linalg.norm(quantised, axis=1), 1.0, atol=1e-5)
+    assert (floats * quantised).sum(axis=1).min() > 0.97
+    assert not np.allclose(floats, quantised, atol=1e-3), "the int8 graph is not the float graph under another name"
+    # A question embedded by one graph finds the memory the other embedded, first.
+    question = "Ana: what is my dog called?"
+    for memories, query in ((floats, int8.encode([question])[0]), (quantised, exact.encode([question])[0])):
+        assert int(np.argmax(memories[:4] @ query)) == 0
 
 
 class _CountingEmbedder:
