@@ -9,7 +9,6 @@ Each part runs in a process of its own, so that its peak memory is its own.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -19,6 +18,8 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bot.loop import run as run_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +78,7 @@ QUICK: dict[str, dict[str, Any]] = {
 # Not part of a plain run: it needs a revision to compare with (python -m bench --only compare --before REV).
 # Nor are the long ones of issue 17: the first messages after a restart, and a worker's memory with 1,000 people.
 OPTIONAL: dict[str, dict[str, Any]] = {
-    "compare": {"people": 200, "seconds": 20.0, "rounds": 2},
+    "compare": {"people": 200, "seconds": 20.0, "rounds": 3},
     "cold": {"tiers": [100_000, 10_000, 3_000], "others": 100_000, "messages": 30},
     "rss": {"people": 1_000, "memories": 1_000},
 }
@@ -640,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.before:
         config["compare"] = dict(config["compare"], before=args.before)
     if args.part:  # the child process for one part
-        args.part_out.write_text(json.dumps(asyncio.run(_part(args.part, config[args.part]))))
+        args.part_out.write_text(json.dumps(run_loop(_part(args.part, config[args.part]))))  # the worker's loop
         return 0
     if "compare" in (args.only or []) and not args.before:
         parser.error("--only compare needs --before REV")

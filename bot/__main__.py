@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import configure_logging
+from bot.loop import run
 
 log = logging.getLogger("bot")
 
@@ -76,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "chat":
             if not args.user.strip() or ":" in args.user:
                 raise ConfigError("--user must be a non-empty name without ':'")
-            return asyncio.run(_chat(settings, args.user.strip()))
+            return run(_chat(settings, args.user.strip()))
         if args.command == "migrate":
-            return asyncio.run(_migrate(settings))
+            return run(_migrate(settings))
         from bot.worker import run_worker
 
-        return asyncio.run(run_worker(settings))
+        return run(run_worker(settings))
     except ConfigError as exc:
         print(f"rapport: {exc}", file=sys.stderr)
         return 2
