@@ -11,6 +11,8 @@ channel of each weight matrix), also made once and cached: one short text costs 
 5.5, the model's share of an answer's CPU, and its vectors are at cosine 0.98-1.0 to the float graph's, so vectors
 kept before (from the float graph) and after mix in one search with no re-embedding. Retrieval measured the same
 on two development sets (`python -m bench.int8_embedding`). `EMBEDDING_INT8=false` runs the float graph.
+Its activations are quantised with one scale per batch, so a text's vector moves a little with the texts it is
+embedded beside (cosine above 0.98 to the same text alone); nothing compares vectors for equality.
 """
 
 from __future__ import annotations
