@@ -18,7 +18,7 @@ from tortoise.transactions import in_transaction
 from core.feedback import Reaction
 from core.person import Exchange, Item, Plan, buried, buried_mark
 from core.ports import LearningState, Scopes
-from storage.database import Database, among, as_datetime
+from storage.database import Database, as_datetime
 from storage.models import Feedback, Interaction, PersonItem, PersonLearning, UserProfile
 
 __all__ = ["PersonModelStore"]
@@ -461,27 +461,3 @@ class PersonModelStore:
             await row.save(using_db=connection, update_fields=["ended", "replaced_by", "valid_until"])
         if doomed:
             await PersonItem.filter(user_key=user_key, id__in=sorted(doomed)).using_db(connection).delete()
-
-    async def items_context(self, user_key: str, scopes: Scopes, limit: int) -> list[Item]:
-        """The current items readable in `scopes`, newest `limit` of them, in the order they were learned."""
-        bind = self._database.params()
-        sql = (
-            "SELECT seq, id, kind, text, about, audience, origin, learned_at FROM person_item "
-            f"WHERE user_key = {bind(user_key)} AND ended = ''{among(bind, 'audience', scopes)} "
-            f"ORDER BY seq DESC LIMIT {bind(int(limit))}"
-        )
-        rows = await self._database.connection().execute_query_dict(sql, bind.values)
-        return [
-            Item(
-                id=row["id"],
-                user_key=user_key,
-                kind=row["kind"],
-                text=row["text"],
-                about=row["about"],
-                audience=row["audience"],
-                origin=row["origin"],
-                learned_at=as_datetime(row["learned_at"]),
-                seq=int(row["seq"]),
-            )
-            for row in reversed(rows)
-        ]

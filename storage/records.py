@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -14,8 +13,18 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from core.events import MessageRef
-from core.ports import InteractionRecord, InteractionStats, Known, Learner, Pattern, Profile, ReplyLink, Scopes
-from storage.database import Database, among
+from core.person import Item
+from core.ports import (
+    InteractionRecord,
+    InteractionStats,
+    Known,
+    Learner,
+    Pattern,
+    Profile,
+    ReplyLink,
+    Scopes,
+)
+from storage.database import Database, among, as_datetime
 from storage.models import (
     Feedback,
     Interaction,
@@ -39,6 +48,17 @@ def _platform_of(user_key: str) -> str:
     return user_key.split(":", 1)[0]
 
 
+# The columns of the statement that reads what is known of a person (RelationalRecords.person_context): each of its
+# parts (the profile, the patterns, the items) fills those it needs.
+_KNOWN_COLUMNS = ("name", "interests", "style", "number", "kind", "value", "total", "origin", "learned_at")
+
+
+def _known_part(part: str, values: tuple[str, ...], source: str) -> str:
+    """One part: `values` are its expressions for _KNOWN_COLUMNS."""
+    columns = ", ".join(f"{value} AS {name}" for value, name in zip(values, _KNOWN_COLUMNS, strict=True))
+    return f"SELECT '{part}' AS part, {columns} FROM {source}"
+
+
 class RelationalRecords(PersonModelStore):
     """Implements core.ports.Records on PostgreSQL or SQLite."""
 
@@ -59,47 +79,71 @@ class RelationalRecords(PersonModelStore):
         )
 
     async def known(self, user_key: str, *, scopes: Scopes, patterns: int) -> tuple[Profile | None, list[Pattern]]:
-        """The profile and the most frequent patterns (counts summed over `scopes`), in one statement: it is on the
-        path of every answer, where each round trip costs the event loop a socket write and a wake-up."""
-        bind = self._database.params()
-        top, patterns_part = "", ""
-        if (scopes is None or scopes) and patterns > 0:
-            top = (
-                "WITH top AS (SELECT kind, value, SUM(count) AS total FROM learned_pattern "
-                f"WHERE user_key = {bind(user_key)}{among(bind, 'scope', scopes)} "
-                f"GROUP BY kind, value ORDER BY total DESC, kind, value LIMIT {int(patterns)}) "
-            )
-            patterns_part = " UNION ALL SELECT 'pattern', NULL, NULL, NULL, NULL, kind, value, total FROM top"
-        # The JSON columns as text, so that both branches have one type per column (text, whatever the driver).
-        sql = (
-            f"{top}SELECT 'profile' AS part, display_name, CAST(interests AS TEXT) AS interests, "
-            "CAST(style AS TEXT) AS style, message_count, NULL AS kind, NULL AS value, NULL AS total "
-            f"FROM user_profile WHERE user_key = {bind(user_key)}{patterns_part}"
-        )
-        rows = await self._database.connection().execute_query_dict(sql, bind.values)
-        profile: Profile | None = None
-        found: list[Pattern] = []
-        for row in rows:
-            if row["part"] == "profile":
-                profile = Profile(
-                    user_key=user_key,
-                    display_name=row["display_name"],
-                    interests=dict(_json(row["interests"])),
-                    style=dict(_json(row["style"])),
-                    message_count=row["message_count"],
-                )
-            else:
-                found.append(Pattern(kind=row["kind"], value=row["value"], count=int(row["total"])))
-        # A UNION ALL promises no order of its rows, so the patterns are put back in the order the CTE chose them.
-        found.sort(key=lambda p: (-p.count, p.kind, p.value))
-        return profile, found
+        """The profile and the most frequent patterns (counts summed over `scopes`), in one statement."""
+        known = await self.person_context(user_key, scopes=scopes, patterns=patterns, items=0)
+        return known.profile, known.patterns
 
     async def person_context(self, user_key: str, *, scopes: Scopes, patterns: int, items: int) -> Known:
-        (profile, found), current = await asyncio.gather(
-            self.known(user_key, scopes=scopes, patterns=patterns),
-            self.items_context(user_key, scopes, items) if items > 0 else asyncio.sleep(0, []),
-        )
-        return Known(profile=profile, patterns=found, items=current)
+        """The profile, the most frequent patterns (counts summed over `scopes`) and the newest `items` current
+        items readable in `scopes`, in one statement: it is on the path of every answer, where each round trip
+        costs the event loop a socket write and a wake-up (and PostgreSQL a statement)."""
+        bind = self._database.params()
+        ctes, parts = [], []
+        if (scopes is None or scopes) and patterns > 0:
+            ctes.append(
+                "top AS (SELECT kind, value, SUM(count) AS total FROM learned_pattern "
+                f"WHERE user_key = {bind(user_key)}{among(bind, 'scope', scopes)} "
+                f"GROUP BY kind, value ORDER BY total DESC, kind, value LIMIT {int(patterns)})"
+            )
+            pattern = ("NULL", "NULL", "NULL", "NULL", "kind", "value", "total", "NULL", "NULL")
+            parts.append(_known_part("pattern", pattern, "top"))
+        if items > 0:
+            ctes.append(
+                "newest AS (SELECT seq, id, kind, text, about, audience, origin, learned_at FROM person_item "
+                f"WHERE user_key = {bind(user_key)} AND ended = ''{among(bind, 'audience', scopes)} "
+                f"ORDER BY seq DESC LIMIT {bind(int(items))})"
+            )
+            # First: PostgreSQL types a UNION's columns two parts at a time, and a column NULL in both of the first
+            # two parts would be text, which this part's timestamp does not match.
+            item = ("id", "text", "about", "seq", "kind", "audience", "NULL", "origin", "learned_at")
+            parts.insert(0, _known_part("item", item, "newest"))
+        # The JSON columns as text, so that every part has one type per column (text, whatever the driver).
+        profile = ("display_name", "CAST(interests AS TEXT)", "CAST(style AS TEXT)", "message_count", *("NULL",) * 5)
+        parts.append(_known_part("profile", profile, f"user_profile WHERE user_key = {bind(user_key)}"))
+        sql = (f"WITH {', '.join(ctes)} " if ctes else "") + " UNION ALL ".join(parts)
+        rows = await self._database.connection().execute_query_dict(sql, bind.values)
+        found_profile: Profile | None = None
+        found: list[Pattern] = []
+        current: list[Item] = []
+        for row in rows:
+            if row["part"] == "profile":
+                found_profile = Profile(
+                    user_key=user_key,
+                    display_name=row["name"],
+                    interests=dict(_json(row["interests"])),
+                    style=dict(_json(row["style"])),
+                    message_count=row["number"],
+                )
+            elif row["part"] == "pattern":
+                found.append(Pattern(kind=row["kind"], value=row["value"], count=int(row["total"])))
+            else:
+                current.append(
+                    Item(
+                        id=row["name"],
+                        user_key=user_key,
+                        kind=row["kind"],
+                        text=row["interests"],
+                        about=row["style"],
+                        audience=row["value"],
+                        origin=row["origin"],
+                        learned_at=as_datetime(row["learned_at"]),
+                        seq=int(row["number"]),
+                    )
+                )
+        # A UNION ALL promises no order of its rows: the patterns as their CTE chose them, the items as learned.
+        found.sort(key=lambda p: (-p.count, p.kind, p.value))
+        current.sort(key=lambda item: item.seq)
+        return Known(profile=found_profile, patterns=found, items=current)
 
     async def get_profiles(self, user_keys: Sequence[str]) -> dict[str, Profile]:
         rows = await UserProfile.filter(user_key__in=list(user_keys))

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from tortoise.context import TortoiseContext
 from tortoise.migrations.autodetector import MigrationAutodetector
 
-from core.ports import InteractionRecord, Learned, Memory, Profile, ShortTermMemory, Turn
+from core.ports import InteractionRecord, Known, Learned, Memory, Profile, ShortTermMemory, Turn
 from core.recall import document_of, terms_of, weight_of
 from storage import memory_index
 from storage.chroma_process import ChromaProcess
@@ -109,6 +109,40 @@ async def test_profile_and_top_patterns_are_known_in_one_read(database: Database
     assert [(p.value, p.count) for p in shared] == [("piano", 4), ("jazz", 2), ("cycling", 1)]
     assert (await records.known("t:k", scopes=(), patterns=5))[1] == []
     assert (await records.known("t:k", scopes=("shared",), patterns=0))[1] == []
+
+
+async def test_what_is_known_for_a_prompt_is_one_read_of_profile_patterns_and_items(database: Database) -> None:
+    """The profile, the patterns and the newest current items readable in the audiences, in one statement (its
+    parts share columns of different types: PostgreSQL must type them), items in the order learned."""
+    from storage.models import PersonItem
+
+    records = RelationalRecords(database)
+    assert await records.person_context("t:k", scopes=("private",), patterns=5, items=10) == Known(
+        profile=None, patterns=[], items=[]
+    )
+    await records.save_profiles([Profile(user_key="t:k", display_name="Kim", message_count=7)])
+    rows = [("t:k", "private", "topic", "jazz")] * 2 + [("t:k", "shared", "topic", "piano")]
+    await records.store_exchanges([_record(1, "t:k")], lambda fresh, known: Learned(profiles=[], patterns=rows))
+    learned = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+    for n, (audience, ended) in enumerate([("private", ""), ("shared", ""), ("private", "retired"), ("private", "")]):
+        await PersonItem.create(
+            id=f"i{n}", user_key="t:k", kind="fact", about=f"about {n}", text=f"fact {n}", audience=audience,
+            origin="said", learned_at=learned.replace(minute=n), ended=ended,
+        )  # fmt: skip
+    await PersonItem.create(id="o1", user_key="t:other", kind="fact", text="not theirs", audience="private",
+                            learned_at=learned)  # fmt: skip
+    known = await records.person_context("t:k", scopes=("private",), patterns=5, items=10)
+    assert known.profile is not None and (known.profile.display_name, known.profile.message_count) == ("Kim", 7)
+    assert [(p.value, p.count) for p in known.patterns] == [("jazz", 2)]
+    assert [(i.id, i.text, i.about, i.audience, i.kind, i.origin, i.learned_at) for i in known.items] == [
+        ("i0", "fact 0", "about 0", "private", "fact", "said", learned.replace(minute=0)),
+        ("i3", "fact 3", "about 3", "private", "fact", "said", learned.replace(minute=3)),
+    ]
+    assert [i.seq for i in known.items] == sorted(i.seq for i in known.items)
+    newest = await records.person_context("t:k", scopes=None, patterns=0, items=2)
+    assert ([i.id for i in newest.items], newest.patterns) == (["i1", "i3"], [])
+    nothing = await records.person_context("t:k", scopes=(), patterns=5, items=10)
+    assert (nothing.patterns, nothing.items, nothing.profile) == ([], [], known.profile)
 
 
 def _counting(fresh: Sequence[InteractionRecord], known: Mapping[str, Profile]) -> Learned:
