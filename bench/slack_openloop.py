@@ -15,12 +15,17 @@ signature check and parsing, users.info, the "Thinking…" placeholder and the s
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import os
 import random
 import re
+import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +35,13 @@ import aiohttp
 from bench.procs import cpu_seconds, per_answer
 from bench.stack import served_stores
 from bench.stats import summary_ms
+from bot.loop import run as run_loop
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.slackside import deliver, dm, slack_env
 from tests.workers import worker
 
-__all__ = ["measure_slack_open_loop"]
+__all__ = ["measure_slack_open_loop", "measure_workers"]
 
 _BUCKET = re.compile(r'^rapport_event_loop_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', re.M)
 
@@ -72,11 +78,24 @@ def _p99_bound(before: dict[float, float], after: dict[float, float]) -> float |
     return None
 
 
+def _cpu_of(pids: list[int]) -> dict[str, float] | None:
+    """CPU seconds so far by role, the workers' own summed (the servers' are the machine's, the same from each)."""
+    readings = [cpu_seconds(pid) for pid in pids]
+    if any(r is None for r in readings):
+        return None
+    total: dict[str, float] = {}
+    for reading in readings:
+        assert reading is not None
+        for role, seconds in reading.items():
+            total[role] = seconds if role in ("postgres", "redis") else total.get(role, 0.0) + seconds
+    return total
+
+
 async def _run(
     http: aiohttp.ClientSession,
     slack: _Watched,
-    port: int,
-    pid: int,
+    ports: list[int],
+    pids: list[int],
     *,
     rate: float,
     seconds: float,
@@ -100,7 +119,7 @@ async def _run(
         done = slack.waiting[f"Noted: {text}"] = asyncio.get_running_loop().create_future()
         started = time.perf_counter()
         try:
-            status = await deliver(http, port, dm(person, text))
+            status = await deliver(http, rng.choice(ports) if len(ports) > 1 else ports[0], dm(person, text))
             acks.append(time.perf_counter() - started)
             if status != 200:
                 failed += 1
@@ -113,8 +132,8 @@ async def _run(
             busy[person] -= 1
         (behind if waiting else added).append(max(finished - started - claude_latency, 0.0))
 
-    lag_before = await _lag_buckets(http, port)
-    cpu_before = cpu_seconds(pid)
+    lag_before = await _lag_buckets(http, ports[0])
+    cpu_before = _cpu_of(pids)
     own_before = time.process_time()
     tasks: set[asyncio.Task[None]] = set()
     begun = next_at = time.perf_counter()
@@ -129,9 +148,9 @@ async def _run(
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - begun
     answered = len(added) + len(behind)
-    cpu = per_answer(cpu_before, cpu_seconds(pid), answered, os.cpu_count() or 1)
+    cpu = per_answer(cpu_before, _cpu_of(pids), answered, os.cpu_count() or 1)
     own = (time.process_time() - own_before) * 1000 / max(answered, 1)
-    lag_after = await _lag_buckets(http, port)
+    lag_after = await _lag_buckets(http, ports[0])
     return {
         "rate": rate,
         "people": people,
@@ -150,44 +169,94 @@ async def _run(
     }
 
 
+_Workers = tuple[aiohttp.ClientSession, _Watched, list[int], list[int]]  # session, Web API, ports, pids
+
+
+@asynccontextmanager
+async def _workers(
+    count: int, claude_latency: float
+) -> AsyncIterator[tuple[aiohttp.ClientSession, _Watched, list[int], list[int]]]:
+    """`count` real workers on one fresh database and Redis prefix (replicas, as several processes of one
+    deployment would be), the fake Claude and the fake Web API in this process."""
+    claude, slack = FakeAnthropic(latency=claude_latency), _Watched()
+    await claude.start()
+    await slack.start()
+    try:
+        async with served_stores() as served, AsyncExitStack() as stack:
+            env = slack_env(claude, slack) | served | {"LOG_LEVEL": "WARNING"}
+            running = []
+            for number in range(count):
+                scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"rapport-slack-open-{number}-"))
+                running.append(await stack.enter_async_context(worker(Path(scratch), **env)))
+            http = await stack.enter_async_context(aiohttp.ClientSession())
+            yield http, slack, [r.port for r in running], [r.process.pid for r in running]
+    finally:
+        await claude.stop()
+        await slack.stop()
+
+
 async def measure_slack_open_loop(
     *, shares: list[float], seconds: float, people: int, claude_latency: float, calibrate: float, calibrate_rate: float
 ) -> dict[str, Any]:
     """A calibration run at `calibrate_rate` messages a second measures the CPU an answer costs end to end (the
     ceiling is what the cores give at that cost); then a run at each share of that ceiling, on one worker."""
-    claude, slack = FakeAnthropic(latency=claude_latency), _Watched()
-    await claude.start()
-    await slack.start()
-    try:
-        async with served_stores() as served:
-            env = slack_env(claude, slack) | served | {"LOG_LEVEL": "WARNING"}
-            with tempfile.TemporaryDirectory(prefix="rapport-slack-open-") as scratch:
-                async with worker(Path(scratch), **env) as running, aiohttp.ClientSession() as http:
-                    pid, port = running.process.pid, running.port
-                    sent = 0
+    async with _workers(1, claude_latency) as (http, slack, ports, pids):
+        sent = 0
 
-                    async def run(rate: float, length: float, seed: int) -> dict[str, Any]:
-                        nonlocal sent
-                        result = await _run(
-                            http, slack, port, pid, rate=rate, seconds=length, people=people,
-                            claude_latency=claude_latency, start_at=sent, seed=seed,
-                        )  # fmt: skip
-                        sent += result["messages_sent"]
-                        return result
+        async def run(rate: float, length: float, seed: int) -> dict[str, Any]:
+            nonlocal sent
+            result = await _run(
+                http, slack, ports, pids, rate=rate, seconds=length, people=people,
+                claude_latency=claude_latency, start_at=sent, seed=seed,
+            )  # fmt: skip
+            sent += result["messages_sent"]
+            return result
 
-                    calibration = await run(calibrate_rate, calibrate, 1)
-                    cpu = calibration["cpu_ms_per_answer"] or {}
-                    ceiling = float(cpu.get("ceiling_answers_per_second") or calibration["answers_per_second"])
-                    runs = [
-                        await run(round(ceiling * share, 1), seconds, 2 + i) | {"share_of_ceiling": share}
-                        for i, share in enumerate(shares)
-                    ]
-    finally:
-        await claude.stop()
-        await slack.stop()
+        calibration = await run(calibrate_rate, calibrate, 1)
+        cpu = calibration["cpu_ms_per_answer"] or {}
+        ceiling = float(cpu.get("ceiling_answers_per_second") or calibration["answers_per_second"])
+        runs = [
+            await run(round(ceiling * share, 1), seconds, 2 + i) | {"share_of_ceiling": share}
+            for i, share in enumerate(shares)
+        ]
     return {
         "ceiling_answers_per_second": ceiling,
         "claude_latency_s": claude_latency,
         "calibration": calibration,
         "runs": runs,
     }
+
+
+async def measure_workers(*, workers: int, rate: float, seconds: float, people: int, warmup: float) -> dict[str, Any]:
+    """One fixed rate on `workers` workers sharing the database, each request to one of them at random (as a
+    kernel spreading connections over processes would): what more than one process per machine would give."""
+    async with _workers(workers, 1.0) as (http, slack, ports, pids):
+        await _run(
+            http, slack, ports, pids, rate=rate / 2, seconds=warmup, people=people, claude_latency=1.0,
+            start_at=0, seed=1,
+        )  # fmt: skip
+        return await _run(
+            http, slack, ports, pids, rate=rate, seconds=seconds, people=people, claude_latency=1.0,
+            start_at=1_000_000, seed=2,
+        )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.slack_openloop", description=measure_workers.__doc__)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=60.0, help="messages a second")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--people", type=int, default=2_000)
+    parser.add_argument("--warmup", type=float, default=8.0, help="seconds at half the rate first, not counted")
+    args = parser.parse_args(argv)
+    result = run_loop(
+        measure_workers(
+            workers=args.workers, rate=args.rate, seconds=args.seconds, people=args.people, warmup=args.warmup
+        )
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
