@@ -80,12 +80,11 @@ def _p99_bound(before: dict[float, float], after: dict[float, float]) -> float |
 
 def _cpu_of(pids: list[int]) -> dict[str, float] | None:
     """CPU seconds so far by role, the workers' own summed (the servers' are the machine's, the same from each)."""
-    readings = [cpu_seconds(pid) for pid in pids]
-    if any(r is None for r in readings):
-        return None
     total: dict[str, float] = {}
-    for reading in readings:
-        assert reading is not None
+    for pid in pids:
+        reading = cpu_seconds(pid)
+        if reading is None:
+            return None
         for role, seconds in reading.items():
             total[role] = seconds if role in ("postgres", "redis") else total.get(role, 0.0) + seconds
     return total
@@ -119,7 +118,9 @@ async def _run(
         done = slack.waiting[f"Noted: {text}"] = asyncio.get_running_loop().create_future()
         started = time.perf_counter()
         try:
-            status = await deliver(http, rng.choice(ports) if len(ports) > 1 else ports[0], dm(person, text))
+            # One worker draws no port: its arrivals stay those of the seed as before there was a choice.
+            port = rng.choice(ports) if len(ports) > 1 else ports[0]
+            status = await deliver(http, port, dm(person, text))
             acks.append(time.perf_counter() - started)
             if status != 200:
                 failed += 1
@@ -173,9 +174,7 @@ _Workers = tuple[aiohttp.ClientSession, _Watched, list[int], list[int]]  # sessi
 
 
 @asynccontextmanager
-async def _workers(
-    count: int, claude_latency: float
-) -> AsyncIterator[tuple[aiohttp.ClientSession, _Watched, list[int], list[int]]]:
+async def _workers(count: int, claude_latency: float) -> AsyncIterator[_Workers]:
     """`count` real workers on one fresh database and Redis prefix (replicas, as several processes of one
     deployment would be), the fake Claude and the fake Web API in this process."""
     claude, slack = FakeAnthropic(latency=claude_latency), _Watched()

@@ -262,8 +262,15 @@ class _Person:
     def size(self) -> int:
         """Bytes held: the arrays with their room to grow, and about 200 a memory for its id (the string, the list
         and the dictionary entry)."""
-        arrays = [self.scopes, self.lengths, self.weights, self.has_vector, self.tail_terms, self.tail_positions]
-        arrays.append(self.tail_tf)
+        arrays = [
+            self.scopes,
+            self.lengths,
+            self.weights,
+            self.has_vector,
+            self.tail_terms,
+            self.tail_positions,
+            self.tail_tf,
+        ]
         held = sum(a.data.nbytes for a in arrays) + (0 if self.vectors is None else self.vectors.data.nbytes)
         held += sum(s.terms.nbytes + s.positions.nbytes + s.tf.nbytes for s in self.segments)
         return held + 200 * len(self.ids)
