@@ -26,7 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 FULL: dict[str, dict[str, Any]] = {
     "context": {"tiers": [0, 1_000, 10_000, 100_000], "others": 100_000, "messages": 100},
     "load": {"people": [50, 200, 500], "seconds": 30.0, "claude_latency": 1.0, "warmup": 5.0},
-    "openloop": {"shares": [0.3, 0.6, 0.9], "seconds": 30.0, "people": 2_000, "claude_latency": 1.0, "calibrate": 20.0},
+    "openloop": {
+        "shares": [0.3, 0.6, 0.9],
+        "seconds": 30.0,
+        "people": 2_000,
+        "claude_latency": 1.0,
+        "calibrate": 20.0,
+        "cold_share": 0.6,
+    },  # fmt: skip
     "recovery": {"events": 200, "lease": 20.0, "claude_latency": 1.0},
     "slack_openloop": {
         "shares": [0.3, 0.6, 0.9],
@@ -51,7 +58,14 @@ FULL: dict[str, dict[str, Any]] = {
 QUICK: dict[str, dict[str, Any]] = {
     "context": {"tiers": [0, 200], "others": 1_000, "messages": 5},
     "load": {"people": [10], "seconds": 2.0, "claude_latency": 0.2, "warmup": 0.5},
-    "openloop": {"shares": [0.3], "seconds": 2.0, "people": 50, "claude_latency": 0.2, "calibrate": 2.0},
+    "openloop": {
+        "shares": [0.3],
+        "seconds": 2.0,
+        "people": 50,
+        "claude_latency": 0.2,
+        "calibrate": 2.0,
+        "cold_share": 0.3,
+    },  # fmt: skip
     "recovery": {"events": 3, "lease": 3.0, "claude_latency": 0.2},
     "slack_openloop": {
         "shares": [0.3],
@@ -91,7 +105,7 @@ async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
     from bench.latency import ContextClock, measure_context
     from bench.load import measure_load
     from bench.memory import run as run_memory
-    from bench.openloop import measure_open_loop
+    from bench.openloop import greet, measure_open_loop
     from bench.person_model import measure_person_model
     from bench.recovery import measure_recovery
     from bench.rss import measure_rss
@@ -132,8 +146,11 @@ async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
             )
             cpu = calibration["cpu_ms_per_answer"] or {}
             ceiling = float(cpu.get("ceiling_answers_per_second") or calibration["answers_per_second"])
+            # Steady state: everyone has been answered once before the runs (bench/openloop.py); the cold run's
+            # people have not.
+            greeted = await greet(services, people=config["people"], tag="open", rate=ceiling * 0.6)
             runs = []
-            for share in config["shares"]:
+            for share, tag in [(share, "open") for share in config["shares"]] + [(config["cold_share"], "cold")]:
                 runs.append(
                     await measure_open_loop(
                         services,
@@ -141,11 +158,16 @@ async def _part(name: str, config: dict[str, Any]) -> dict[str, Any]:
                         seconds=config["seconds"],
                         claude_latency=config["claude_latency"],
                         people=config["people"],
-                        tag=f"open{int(share * 100)}",
+                        tag=tag,
                     )
-                    | {"share_of_ceiling": share}
+                    | {"share_of_ceiling": share, "people_seen_before": tag == "open"}
                 )
-        return {"ceiling_answers_per_second": ceiling, "claude_latency_s": config["claude_latency"], "runs": runs}
+        return {
+            "ceiling_answers_per_second": ceiling,
+            "claude_latency_s": config["claude_latency"],
+            "greeted_in_s": greeted,
+            "runs": runs,
+        }
     if name == "slack_openloop":
         return await measure_slack_open_loop(
             shares=list(config["shares"]),
@@ -275,7 +297,9 @@ def _md(results: dict[str, Any], command: str) -> str:
             "Messages arriving at random (Poisson), each from one of "
             f"{openloop['runs'][0]['people']:,} people, at a share of the ceiling the closed-loop run measured "
             f"just before ({openloop['ceiling_answers_per_second']} answers/s); Claude answers in "
-            f"{openloop['claude_latency_s']} s. Added = answer time minus Claude's, over messages whose person had no "
+            f"{openloop['claude_latency_s']} s. Everyone has been answered once before the runs (a steady stream, "
+            "as minutes after a restart); the row marked cold is people Rapport has not seen since it started. "
+            "Added = answer time minus Claude's, over messages whose person had no "
             "earlier one still being answered (those wait their turn: counted apart). Accept = writing the event to "
             "the inbox, what the platform's acknowledgement waits for.",
             "",
@@ -287,7 +311,8 @@ def _md(results: dict[str, Any], command: str) -> str:
             a, b, acc = r["added_ms"], r["behind_their_own_ms"], r["accept_ms"]
             cpu = (r.get("cpu_ms_per_answer") or {}).get("total")
             out.append(
-                f"| {int(r['share_of_ceiling'] * 100)} % | {r['rate']} | {a['p50']} / {a['p95']} / {a['p99']} "
+                f"| {int(r['share_of_ceiling'] * 100)} %{'' if r.get('people_seen_before', True) else ', cold'} "
+                f"| {r['rate']} | {a['p50']} / {a['p95']} / {a['p99']} "
                 f"| {b['n']}, {b['p50']} | {acc['p50']} / {acc['p95']} | {r['loop_lag_ms']['p99']} | {cpu} "
                 f"| {r['messages_sent']} / {r['interactions_stored']} |"
             )

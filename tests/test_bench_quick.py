@@ -37,10 +37,12 @@ def test_quick_benchmarks_write_tables_and_raw_figures(tmp_path: Path) -> None:
     )
     assert cpu["ceiling_answers_per_second"] == pytest.approx(raw["machine"]["cores"] * 1000 / cpu["total"], rel=0.01)
     assert raw["parts"]["memory"]["questions"] == 29
-    [open_loop] = raw["parts"]["openloop"]["runs"]
-    assert open_loop["answers"] == open_loop["messages_sent"] == open_loop["interactions_stored"] > 0
-    assert open_loop["accept_ms"]["n"] == open_loop["messages_sent"]
-    assert open_loop["added_ms"]["n"] + open_loop["behind_their_own_ms"]["n"] == open_loop["answers"]
+    steady, cold = raw["parts"]["openloop"]["runs"]
+    assert steady["people_seen_before"] and not cold["people_seen_before"]
+    for open_loop in (steady, cold):  # stored = this run's own, not the greeting's
+        assert open_loop["answers"] == open_loop["messages_sent"] == open_loop["interactions_stored"] > 0
+        assert open_loop["accept_ms"]["n"] == open_loop["messages_sent"]
+        assert open_loop["added_ms"]["n"] + open_loop["behind_their_own_ms"]["n"] == open_loop["answers"]
     slack_open = raw["parts"]["slack_openloop"]
     [through_slack] = slack_open["runs"]
     assert through_slack["failed"] == 0 and through_slack["answers"] == through_slack["messages_sent"] > 0
