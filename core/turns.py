@@ -68,7 +68,10 @@ class Turns:
         self._sweep_every = sweep_every
         self._serving: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
-        self._held: set[str] = set()
+        # The turns this process holds, each with the number of its taking: a renewal answered after the turn
+        # was handed back and taken again is about the earlier taking, not this one.
+        self._held: dict[str, int] = {}
+        self._takings = 0
         self._lost: set[str] = set()
         self._closing = False
         self._stopped = asyncio.Event()
@@ -117,10 +120,11 @@ class Turns:
                     held, first = await self._inbox.open_turn(person, self._owner, self._lease)
                     if not held:
                         return  # another process holds it: it sees the new entry before it hands the turn back
-                    self._held.add(person)
+                    self._takings += 1
+                    self._held[person] = self._takings
                     self._lost.discard(person)
                     await self._work_through(person, first)
-                    self._held.discard(person)
+                    self._held.pop(person, None)
                     if person not in self._again:
                         return
         except asyncio.CancelledError:
@@ -128,7 +132,7 @@ class Turns:
         except Exception:  # noqa: BLE001 - the entries stay in the inbox; the sweeper brings the person back
             log.exception("the turn of %s stopped on an error; its entries wait for the next sweep", person)
         finally:
-            self._held.discard(person)
+            self._held.pop(person, None)
             if self._serving.get(person) is asyncio.current_task():
                 del self._serving[person]
 
@@ -181,12 +185,12 @@ class Turns:
             await asyncio.sleep(0.1)
 
     async def _renew(self) -> None:
-        held = sorted(self._held)
+        held = dict(self._held)
         if not held:
             return
-        kept = await self._inbox.renew(held, self._owner, self._lease)
-        for person in set(held) - kept:
-            if person in self._held:
+        kept = await self._inbox.renew(sorted(held), self._owner, self._lease)
+        for person in held.keys() - kept:
+            if self._held.get(person) == held[person]:  # still the same taking: it did lapse
                 log.warning("the turn of %s lapsed while this process worked on it; another takes over", person)
                 self._lost.add(person)
 

@@ -375,9 +375,12 @@ class RelationalInbox:
         if not persons:
             return set()
         bind = self._database.params()
+        # A turn handed back (until = 0) stays handed back: the renewer read the turns it holds before that last
+        # step, and renewing it now would keep the person's next message waiting until the lease lapsed. One that
+        # lapsed and nobody took is still the owner's, and is renewed.
         sql = (
             f"UPDATE person_turn SET until = {bind(now_ms() + int(ttl * 1000))} WHERE owner = {bind(owner)} "
-            f"AND person IN ({bind(*persons)}) RETURNING person"
+            f"AND person IN ({bind(*persons)}) AND until > 0 RETURNING person"
         )
         try:
             rows = await self._db(lambda: self._database.connection().execute_query_dict(sql, bind.values))

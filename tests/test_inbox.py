@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from core.entries import Answer, Incoming, Step
+from core.entries import Answer, Entry, Incoming, Step
 from core.events import ForgetRequested, MessageReceived, MessageRef, ReactionAdded, UserRef
 from core.health import Health
+from core.turns import Turns
 from storage.database import Database
 from storage.inbox import RelationalInbox
 from storage.records import RelationalRecords
@@ -219,6 +220,74 @@ async def test_done_entries_are_pruned_after_their_time_and_waiting_ones_never(
     waiting = await inbox.next_entry(ADA.key)
     assert waiting is not None and waiting.key == "t:message:dm:2", "a waiting entry stays, however old"
     assert (await inbox.accept(message(ADA, "x", ts="1"))).fresh, "a key pruned is new again"
+
+
+async def test_a_renewal_that_comes_after_the_turn_was_handed_back_does_not_take_it_again(
+    database: Database, tmp_path: Path
+) -> None:
+    """The renewer reads the turns it holds, then writes: a turn handed back in between (its last step) must stay
+    free, or the person's next message waits for the renewed lease to lapse (found at 20 s between two workers)."""
+    a, b = inbox_on(database, tmp_path, "a"), inbox_on(database, tmp_path, "b")
+    await a.accept(message(ADA, "hi"))
+    held, first = await a.open_turn(ADA.key, "a", 10)
+    assert held and first is not None
+    assert await a.delivered(first, [], job_owner="a", job_ttl=60, release=True), "its last step hands it back"
+    assert await a.renew([ADA.key], "a", 10) == set(), "handed back: not the renewer's any more"
+    await b.accept(message(ADA, "again", ts="2"))
+    held, entry = await b.open_turn(ADA.key, "b", 10)
+    assert held and entry is not None and entry.key == "t:message:dm:2", "the next message is taken at once"
+    assert await b.renew([ADA.key], "b", 10) == {ADA.key}, "a live turn is renewed"
+
+
+class _RenewalHeldBack(RelationalInbox):
+    """A renewal that reaches the database only when the test lets it: read before a turn's last step, written
+    after it, as on a busy replica."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.renewing = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def renew(self, persons: Sequence[str], owner: str, ttl: float) -> set[str]:
+        if persons:
+            self.renewing.set()
+            await self.go.wait()
+        return await super().renew(persons, owner, ttl)
+
+
+async def test_a_persons_next_message_at_another_replica_is_not_kept_waiting_by_a_late_renewal(
+    database: Database, tmp_path: Path
+) -> None:
+    a_inbox = _RenewalHeldBack(database, Spool(tmp_path / "spool-a"), health=Health(), owner="a")
+    b_inbox = inbox_on(database, tmp_path, "b")
+    handled_at_b: asyncio.Queue[str] = asyncio.Queue()
+
+    async def a_handles(entry: Entry) -> bool:
+        await asyncio.wait_for(a_inbox.renewing.wait(), 5)  # the renewer has read that "a" holds ada's turn
+        released = await a_inbox.delivered(entry, [], job_owner="a", job_ttl=60, release=True)
+        a_inbox.go.set()  # and writes only now, after the turn was handed back
+        return released
+
+    async def b_handles(entry: Entry) -> bool:
+        await handled_at_b.put(entry.key)
+        return await b_inbox.delivered(entry, [], job_owner="b", job_ttl=60, release=True)
+
+    # Renewals every second; sweeps too rare to rescue anyone within the test.
+    a = Turns(inbox=a_inbox, handle=a_handles, owner="a", lease=3, sweep_every=600)
+    b = Turns(inbox=b_inbox, handle=b_handles, owner="b", lease=3, sweep_every=600)
+    a.start()
+    b.start()
+    try:
+        await asyncio.sleep(0.1)  # their first sweeps, which find nothing, are over: no second look at ada's turn
+        await a.accept(message(ADA, "first", ts="1"))
+        await asyncio.wait_for(a_inbox.go.wait(), 5)
+        await asyncio.sleep(0.2)  # the late renewal lands
+        await b.accept(message(ADA, "second", ts="2"))
+        assert await asyncio.wait_for(handled_at_b.get(), 2) == "t:message:dm:2", "taken at once, not once the renewed lease lapses"
+    finally:
+        for turns in (a, b):
+            await turns.stop_taking()
+            await turns.close()
 
 
 async def test_a_turn_opens_with_its_first_entry_and_closes_with_its_last_step(
