@@ -503,7 +503,8 @@ class Inbox(Protocol):
         ...
 
     async def renew(self, persons: Sequence[str], owner: str, ttl: float) -> set[str]:
-        """Extend the leases `owner` still holds among `persons`; returns those it still holds."""
+        """Extend the leases `owner` still holds among `persons` (one it handed back stays handed back); returns
+        those no other owner has taken."""
         ...
 
     async def next_entry(self, person: str) -> Entry | None:

@@ -376,11 +376,13 @@ class RelationalInbox:
             return set()
         bind = self._database.params()
         # A turn handed back (until = 0) stays handed back: the renewer read the turns it holds before that last
-        # step, and renewing it now would keep the person's next message waiting until the lease lapsed. One that
-        # lapsed and nobody took is still the owner's, and is renewed.
+        # step, and renewing it now would keep the person's next message waiting until the lease lapsed. It is
+        # not lost either (no other owner took it), so it is returned. One that lapsed and nobody took is still
+        # the owner's, and is renewed.
+        until = bind(now_ms() + int(ttl * 1000))
         sql = (
-            f"UPDATE person_turn SET until = {bind(now_ms() + int(ttl * 1000))} WHERE owner = {bind(owner)} "
-            f"AND person IN ({bind(*persons)}) AND until > 0 RETURNING person"
+            f"UPDATE person_turn SET until = CASE WHEN until > 0 THEN CAST({until} AS BIGINT) ELSE 0 END "
+            f"WHERE owner = {bind(owner)} AND person IN ({bind(*persons)}) RETURNING person"
         )
         try:
             rows = await self._db(lambda: self._database.connection().execute_query_dict(sql, bind.values))

@@ -232,7 +232,7 @@ async def test_a_renewal_that_comes_after_the_turn_was_handed_back_does_not_take
     held, first = await a.open_turn(ADA.key, "a", 10)
     assert held and first is not None
     assert await a.delivered(first, [], job_owner="a", job_ttl=60, release=True), "its last step hands it back"
-    assert await a.renew([ADA.key], "a", 10) == set(), "handed back: not the renewer's any more"
+    assert await a.renew([ADA.key], "a", 10) == {ADA.key}, "handed back, not lost: nobody else took it"
     await b.accept(message(ADA, "again", ts="2"))
     held, entry = await b.open_turn(ADA.key, "b", 10)
     assert held and entry is not None and entry.key == "t:message:dm:2", "the next message is taken at once"
@@ -247,16 +247,20 @@ class _RenewalHeldBack(RelationalInbox):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.renewing = asyncio.Event()
         self.go = asyncio.Event()
+        self.renewed = asyncio.Event()
 
     async def renew(self, persons: Sequence[str], owner: str, ttl: float) -> set[str]:
         if persons:
             self.renewing.set()
             await self.go.wait()
-        return await super().renew(persons, owner, ttl)
+        kept = await super().renew(persons, owner, ttl)
+        if persons:
+            self.renewed.set()
+        return kept
 
 
 async def test_a_persons_next_message_at_another_replica_is_not_kept_waiting_by_a_late_renewal(
-    database: Database, tmp_path: Path
+    database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     a_inbox = _RenewalHeldBack(database, Spool(tmp_path / "spool-a"), health=Health(), owner="a")
     b_inbox = inbox_on(database, tmp_path, "b")
@@ -266,6 +270,7 @@ async def test_a_persons_next_message_at_another_replica_is_not_kept_waiting_by_
         await asyncio.wait_for(a_inbox.renewing.wait(), 5)  # the renewer has read that "a" holds ada's turn
         released = await a_inbox.delivered(entry, [], job_owner="a", job_ttl=60, release=True)
         a_inbox.go.set()  # and writes only now, after the turn was handed back
+        await asyncio.wait_for(a_inbox.renewed.wait(), 5)  # and is answered while this taking is still under way
         return released
 
     async def b_handles(entry: Entry) -> bool:
@@ -280,10 +285,12 @@ async def test_a_persons_next_message_at_another_replica_is_not_kept_waiting_by_
     try:
         await asyncio.sleep(0.1)  # their first sweeps, which find nothing, are over: no second look at ada's turn
         await a.accept(message(ADA, "first", ts="1"))
-        await asyncio.wait_for(a_inbox.go.wait(), 5)
-        await asyncio.sleep(0.2)  # the late renewal lands
+        await asyncio.wait_for(a_inbox.renewed.wait(), 5)  # the late renewal has landed
         await b.accept(message(ADA, "second", ts="2"))
-        assert await asyncio.wait_for(handled_at_b.get(), 2) == "t:message:dm:2", "taken at once, not once the renewed lease lapses"
+        assert await asyncio.wait_for(handled_at_b.get(), 2) == "t:message:dm:2", (
+            "taken at once, not once the renewed lease lapses"
+        )
+        assert not [r for r in caplog.records if "lapsed" in r.getMessage()], "a turn handed back was not lost"
     finally:
         for turns in (a, b):
             await turns.stop_taking()
