@@ -240,14 +240,17 @@ async def test_a_renewal_that_comes_after_the_turn_was_handed_back_does_not_take
 
 
 class _RenewalHeldBack(RelationalInbox):
-    """A renewal that reaches the database only when the test lets it: read before a turn's last step, written
-    after it, as on a busy replica."""
+    """A renewal that reaches the database only when the test lets it (`go`), and whose answer reaches the
+    renewer only when the test lets it (`answer`, open unless cleared): as on a busy replica, where a renewal
+    read before a turn's last step is written, or answered, after it."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.renewing = asyncio.Event()
         self.go = asyncio.Event()
         self.renewed = asyncio.Event()
+        self.answer = asyncio.Event()
+        self.answer.set()
 
     async def renew(self, persons: Sequence[str], owner: str, ttl: float) -> set[str]:
         if persons:
@@ -256,6 +259,7 @@ class _RenewalHeldBack(RelationalInbox):
         kept = await super().renew(persons, owner, ttl)
         if persons:
             self.renewed.set()
+            await self.answer.wait()
         return kept
 
 
@@ -291,6 +295,62 @@ async def test_a_persons_next_message_at_another_replica_is_not_kept_waiting_by_
             "taken at once, not once the renewed lease lapses"
         )
         assert not [r for r in caplog.records if "lapsed" in r.getMessage()], "a turn handed back was not lost"
+    finally:
+        for turns in (a, b):
+            await turns.stop_taking()
+            await turns.close()
+
+
+async def test_a_renewal_about_an_earlier_taking_does_not_call_the_next_one_lost(
+    database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ "a" renews ada's turn as it held it then; before that renewal is written "a" hands it back and "b" takes it
+    (so the renewal finds it taken), and before it is answered "a" takes it again. That answer is about the
+    earlier taking: the new one is not lost."""
+    a_inbox = _RenewalHeldBack(database, Spool(tmp_path / "spool-a"), health=Health(), owner="a")
+    b_inbox = inbox_on(database, tmp_path, "b")
+    a_inbox.answer.clear()
+    b_holds, b_go, a_again, a_go = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
+    done: asyncio.Queue[str] = asyncio.Queue()
+
+    async def a_handles(entry: Entry) -> bool:
+        if entry.key.endswith(":1"):
+            await asyncio.wait_for(a_inbox.renewing.wait(), 5)  # the renewer has read that "a" holds the turn
+        else:
+            a_again.set()
+            await asyncio.wait_for(a_go.wait(), 5)
+        released = await a_inbox.delivered(entry, [], job_owner="a", job_ttl=60, release=True)
+        await done.put(entry.key)
+        return released
+
+    async def b_handles(entry: Entry) -> bool:
+        b_holds.set()
+        await asyncio.wait_for(b_go.wait(), 5)
+        released = await b_inbox.delivered(entry, [], job_owner="b", job_ttl=60, release=True)
+        await done.put(entry.key)
+        return released
+
+    a = Turns(inbox=a_inbox, handle=a_handles, owner="a", lease=3, sweep_every=600)
+    b = Turns(inbox=b_inbox, handle=b_handles, owner="b", lease=3, sweep_every=600)
+    a.start()
+    b.start()
+    try:
+        await asyncio.sleep(0.1)  # their first sweeps, which find nothing, are over
+        await a.accept(message(ADA, "first", ts="1"))
+        assert await asyncio.wait_for(done.get(), 5) == "t:message:dm:1"
+        await b.accept(message(ADA, "second", ts="2"))
+        await asyncio.wait_for(b_holds.wait(), 5)
+        a_inbox.go.set()  # the renewal is written while "b" holds the turn: not "a"'s
+        await asyncio.wait_for(a_inbox.renewed.wait(), 5)
+        b_go.set()
+        assert await asyncio.wait_for(done.get(), 5) == "t:message:dm:2"
+        await a.accept(message(ADA, "third", ts="3"))
+        await asyncio.wait_for(a_again.wait(), 5)  # "a" holds it again
+        a_inbox.answer.set()  # and only now hears that the earlier taking was lost
+        await asyncio.sleep(0.1)
+        a_go.set()
+        assert await asyncio.wait_for(done.get(), 5) == "t:message:dm:3"
+        assert not [r for r in caplog.records if "lapsed" in r.getMessage()], "the new taking was not lost"
     finally:
         for turns in (a, b):
             await turns.stop_taking()
