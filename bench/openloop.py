@@ -47,10 +47,16 @@ async def greet(services: Services, *, people: int, tag: str, rate: float) -> fl
         key = f"{PLATFORM}:message:{uuid.uuid4().hex}"
         outcome = services.assistant.outcomes.expect(key)
         await services.turns.accept(Incoming(key=key, event=message_for(user, -1)))
-        await outcome
+        answer = await asyncio.wait_for(outcome, 120)
+        if not isinstance(answer, Answer) or not answer.ok:
+            raise RuntimeError(f"{user.key} was not answered: {answer!r}")
 
-    await asyncio.gather(*(one(user, i / rate) for i, user in enumerate(_people(tag, people))))
-    await services.assistant.drain(300)  # their exchanges stored too, so that a run counts only its own
+    async with asyncio.TaskGroup() as group:  # one failure stops the rest: no greeting runs into a measured run
+        for i, user in enumerate(_people(tag, people)):
+            group.create_task(one(user, i / rate))
+    # Their exchanges stored too, so that a run counts only its own.
+    if not await services.assistant.drain(300):
+        raise RuntimeError("the greetings' exchanges were not all stored in 300 s")
     return round(time.perf_counter() - begun, 1)
 
 
