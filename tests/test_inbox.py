@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -263,6 +264,20 @@ class _RenewalHeldBack(RelationalInbox):
         return kept
 
 
+@asynccontextmanager
+async def _started(*replicas: Turns) -> AsyncIterator[None]:
+    """The replicas' turns running, their first sweeps (which find nothing) over; stopped after."""
+    for turns in replicas:
+        turns.start()
+    try:
+        await asyncio.sleep(0.1)
+        yield
+    finally:
+        for turns in replicas:
+            await turns.stop_taking()
+            await turns.close()
+
+
 async def test_a_persons_next_message_at_another_replica_is_not_kept_waiting_by_a_late_renewal(
     database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -284,10 +299,7 @@ async def test_a_persons_next_message_at_another_replica_is_not_kept_waiting_by_
     # Renewals every second; sweeps too rare to rescue anyone within the test.
     a = Turns(inbox=a_inbox, handle=a_handles, owner="a", lease=3, sweep_every=600)
     b = Turns(inbox=b_inbox, handle=b_handles, owner="b", lease=3, sweep_every=600)
-    a.start()
-    b.start()
-    try:
-        await asyncio.sleep(0.1)  # their first sweeps, which find nothing, are over: no second look at ada's turn
+    async with _started(a, b):  # no second look at ada's turn from a first sweep
         await a.accept(message(ADA, "first", ts="1"))
         await asyncio.wait_for(a_inbox.renewed.wait(), 5)  # the late renewal has landed
         await b.accept(message(ADA, "second", ts="2"))
@@ -295,10 +307,6 @@ async def test_a_persons_next_message_at_another_replica_is_not_kept_waiting_by_
             "taken at once, not once the renewed lease lapses"
         )
         assert not [r for r in caplog.records if "lapsed" in r.getMessage()], "a turn handed back was not lost"
-    finally:
-        for turns in (a, b):
-            await turns.stop_taking()
-            await turns.close()
 
 
 async def test_a_renewal_about_an_earlier_taking_does_not_call_the_next_one_lost(
@@ -332,10 +340,7 @@ async def test_a_renewal_about_an_earlier_taking_does_not_call_the_next_one_lost
 
     a = Turns(inbox=a_inbox, handle=a_handles, owner="a", lease=3, sweep_every=600)
     b = Turns(inbox=b_inbox, handle=b_handles, owner="b", lease=3, sweep_every=600)
-    a.start()
-    b.start()
-    try:
-        await asyncio.sleep(0.1)  # their first sweeps, which find nothing, are over
+    async with _started(a, b):
         await a.accept(message(ADA, "first", ts="1"))
         assert await asyncio.wait_for(done.get(), 5) == "t:message:dm:1"
         await b.accept(message(ADA, "second", ts="2"))
@@ -351,10 +356,6 @@ async def test_a_renewal_about_an_earlier_taking_does_not_call_the_next_one_lost
         a_go.set()
         assert await asyncio.wait_for(done.get(), 5) == "t:message:dm:3"
         assert not [r for r in caplog.records if "lapsed" in r.getMessage()], "the new taking was not lost"
-    finally:
-        for turns in (a, b):
-            await turns.stop_taking()
-            await turns.close()
 
 
 async def test_a_turn_opens_with_its_first_entry_and_closes_with_its_last_step(
