@@ -21,7 +21,7 @@ import uuid
 from typing import Any
 
 from bench.load import _loop_lag
-from bench.platform import PLATFORM
+from bench.platform import PLATFORM, ask
 from bench.procs import cpu_seconds, per_answer
 from bench.stats import percentile, summary_ms
 from bench.workload import message_for
@@ -44,11 +44,8 @@ async def greet(services: Services, *, people: int, tag: str, rate: float) -> fl
 
     async def one(user: UserRef, at: float) -> None:
         await asyncio.sleep(at)
-        key = f"{PLATFORM}:message:{uuid.uuid4().hex}"
-        outcome = services.assistant.outcomes.expect(key)
-        await services.turns.accept(Incoming(key=key, event=message_for(user, -1)))
-        answer = await asyncio.wait_for(outcome, 120)
-        if not isinstance(answer, Answer) or not answer.ok:
+        answer = await asyncio.wait_for(ask(services, message_for(user, -1)), 120)
+        if not answer.ok:
             raise RuntimeError(f"{user.key} was not answered: {answer!r}")
 
     async with asyncio.TaskGroup() as group:  # one failure stops the rest: no greeting runs into a measured run
